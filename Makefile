@@ -1,0 +1,29 @@
+# admlops_ros: the two README commands are `make demo` (main job) and `make test` (all tests).
+PY := .venv/bin/python
+ENGINE ?= engines/pointpillars_sim_3class
+
+.PHONY: setup build demo test bench train engine clean
+
+setup:            ## apt ROS packages, .venv, pip packages (idempotent)
+	bash scripts/setup_env.sh
+
+build: setup      ## catkin workspace under build/catkin_ws (messages, node wrappers)
+	bash scripts/build_catkin.sh
+
+demo: build       ## roscore + node + a simulated bag played through it, summary printed
+	bash scripts/with_ros_env.sh $(PY) scripts/demo.py
+
+test: build       ## every test: unit, backends, rostest with a real master
+	bash scripts/run_tests.sh
+
+bench: setup      ## benchmark tables (medians, ratios vs in-process baselines) + build/bench.json
+	$(PY) scripts/bench.py
+
+train: setup      ## retrain the shipped default model (fixed seed, ~1 h on 2 cores)
+	$(PY) scripts/train.py --config sim_small --out build/train_sim_small
+
+engine: setup     ## export the trained checkpoint and pack engines/pointpillars_sim_3class
+	$(PY) scripts/export_onnx.py --config sim_small --checkpoint build/train_sim_small/latest.pth --bundle $(ENGINE)
+
+clean:
+	rm -rf build
