@@ -1,0 +1,133 @@
+"""Build deployable engines from a bundle's end2end.onnx: TensorRT plans and OpenVINO IR."""
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from admlops_ros.deploy import engine_cache
+
+LOG = logging.getLogger(__name__)
+
+OPENVINO_DIR = "openvino"
+OPENVINO_XML = {False: "end2end.xml", True: "end2end_fp16.xml"}  # keyed by fp16
+
+
+class BuildError(Exception):
+    """A bundle or build step that cannot be used (names the file and the fix)."""
+
+
+def _onnx_of(bundle_dir: Path) -> Path:
+    onnx_path = bundle_dir / engine_cache.ONNX_FILE
+    if not onnx_path.is_file():
+        raise BuildError("%s not found: a bundle directory holds spec.yaml and %s (make one "
+                         "with scripts/rebuild_engine_mmdeploy.sh or the training export)"
+                         % (onnx_path, engine_cache.ONNX_FILE))
+    return onnx_path
+
+
+def openvino_ir_path(bundle_dir: Union[str, Path], fp16: bool = False) -> Path:
+    """Where build_openvino writes the IR .xml (the .bin sits beside it)."""
+    return Path(bundle_dir) / OPENVINO_DIR / OPENVINO_XML[bool(fp16)]
+
+
+def record_files(bundle_dir: Union[str, Path], rel_paths: List[str]) -> bool:
+    """Record new sha256s of files in the bundle's spec.yaml `files` (via spec.py).
+
+    Returns:
+        True when recorded; False when spec.py offers no writer (logged with the hashes).
+    """
+    root = Path(bundle_dir)
+    hashes = {rel: engine_cache.sha256_file(root / rel) for rel in rel_paths}
+    try:
+        spec_module = importlib.import_module("admlops_ros.spec")
+    except ImportError:
+        spec_module = None
+    writer = getattr(spec_module, "update_file_hashes", None) if spec_module else None
+    if writer is None:
+        LOG.warning("spec.py has no update_file_hashes: add to %s files: %s",
+                    root / "spec.yaml", hashes)
+        return False
+    writer(root, rel_paths)
+    return True
+
+
+def build_openvino(bundle_dir: Union[str, Path], fp16: bool = False,
+                   record: bool = True) -> Path:
+    """Convert the bundle's ONNX to OpenVINO IR (openvino/end2end.xml, or end2end_fp16.xml).
+
+    Args:
+        bundle_dir: engine bundle directory.
+        fp16: store weights as fp16 (compress_to_fp16); inference precision is a device setting.
+        record: record the IR files' sha256 in spec.yaml `files`.
+
+    Returns:
+        Path of the .xml.
+
+    Raises:
+        BuildError: no ONNX in the bundle, or the conversion failed.
+    """
+    root = Path(bundle_dir)
+    onnx_path = _onnx_of(root)
+    xml = openvino_ir_path(root, fp16)
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    backend = importlib.import_module("admlops_ros.backends.openvino_backend")
+    LOG.info("converting %s -> %s (%s)", onnx_path, xml, "fp16 weights" if fp16 else "fp32")
+    try:
+        backend.convert_onnx_to_ir(str(onnx_path), str(xml), compress_to_fp16=bool(fp16))
+    except Exception as exc:
+        raise BuildError("OpenVINO conversion of %s failed: %s" % (onnx_path, exc)) from exc
+    if not xml.is_file() or not xml.with_suffix(".bin").is_file():
+        raise BuildError("OpenVINO conversion wrote no %s / .bin" % xml)
+    if record:
+        rel = [str(p.relative_to(root)) for p in (xml, xml.with_suffix(".bin"))]
+        record_files(root, rel)
+    return xml
+
+
+def build_tensorrt(bundle_dir: Union[str, Path], fp16: bool = False,
+                   cache_dir: Optional[Union[str, Path]] = None, force: bool = False,
+                   device_index: int = 0, workspace_bytes: Optional[int] = None,
+                   strict_gpu_model: bool = False,
+                   lock_timeout_s: float = engine_cache.DEFAULT_LOCK_TIMEOUT_S,
+                   **kwargs: Any) -> Path:
+    """Build (or find) the TensorRT plan for this GPU, profile min/opt/max from spec.yaml.
+
+    Args:
+        bundle_dir: engine bundle directory.
+        fp16: fp16 precision (else fp32).
+        cache_dir: plan directory (default <bundle>/tensorrt).
+        force: rebuild even when a fitting plan exists.
+        device_index, workspace_bytes, strict_gpu_model, lock_timeout_s: see engine_cache.
+        **kwargs: passed to engine_cache.resolve_tensorrt_plan (build_fn, key).
+
+    Returns:
+        Path of the plan.
+
+    Raises:
+        EngineCacheError: no GPU / TensorRT, or the build failed.
+    """
+    _onnx_of(Path(bundle_dir))
+    return engine_cache.resolve_tensorrt_plan(
+        Path(bundle_dir), "fp16" if fp16 else "fp32", allow_build=True, cache_dir=cache_dir,
+        device_index=device_index, force=force, strict_gpu_model=strict_gpu_model,
+        lock_timeout_s=lock_timeout_s, workspace_bytes=workspace_bytes, **kwargs)
+
+
+def describe_cache(bundle_dir: Union[str, Path], fp16: bool = False,
+                   cache_dir: Optional[Union[str, Path]] = None,
+                   device_index: int = 0) -> Dict[str, Any]:
+    """What the node would do at start on this machine (for `admlops gpu-info BUNDLE`)."""
+    root = Path(bundle_dir)
+    spec_module = importlib.import_module("admlops_ros.spec")
+    bundle = spec_module.load_bundle(root)
+    precision = "fp16" if fp16 else "fp32"
+    key = engine_cache.machine_key(engine_cache.sha256_file(_onnx_of(root)),
+                                   engine_cache.spec_profile(bundle.spec), precision,
+                                   device_index, root)
+    cache = Path(cache_dir) if cache_dir else root / engine_cache.PLAN_DIR
+    decision = engine_cache.inspect_cache(cache, key)
+    return {"wanted": key.describe(), "plan": str(decision.plan) if decision.plan else None,
+            "rejected": decision.rejected, "warnings": decision.warnings,
+            "rebuild": engine_cache.rebuild_command(root, precision, cache)}
