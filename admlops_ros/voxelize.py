@@ -1,0 +1,377 @@
+"""mmcv 2.x hard voxelization (points -> voxels, coors, num_points) with numba and numpy paths."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+try:  # numba is optional: the numpy path gives identical results, only slower
+    import numba as _numba
+except ImportError:  # pragma: no cover - exercised where numba is absent
+    _numba = None
+
+__all__ = [
+    "HAVE_NUMBA",
+    "VoxelizationError",
+    "Voxelizer",
+    "Voxels",
+    "grid_size",
+    "voxelize",
+    "with_batch_index",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+HAVE_NUMBA = _numba is not None
+#: Largest dense lookup grid (cells) the numba path keeps per Voxelizer (int32: 64 MiB);
+#: finer grids use the numpy path, whose memory is O(N).
+MAX_LOOKUP_CELLS = 1 << 24
+_BACKENDS = ("auto", "numba", "numpy")
+
+
+class VoxelizationError(ValueError):
+    """Bad voxelization parameters or input points."""
+
+
+@dataclass
+class Voxels:
+    """Hard-voxelized cloud, the engine's input (mmcv `Voxelization` outputs plus counters).
+
+    Attributes:
+        voxels: [V, max_points, C] float32, points in input order, zero-padded.
+        num_points: [V] int32, points stored per voxel (1..max_points).
+        coors: [V, 3] int32 grid indices (z, y, x); voxel order = creation order.
+        dropped_voxels: occupied in-range cells that got no voxel because max_voxels was
+            reached (their points are dropped).
+        num_points_in_range: input points inside point_cloud_range.
+        dropped_points: in-range points not stored (their voxel was full or not created).
+    """
+
+    voxels: np.ndarray
+    num_points: np.ndarray
+    coors: np.ndarray
+    dropped_voxels: int = 0
+    num_points_in_range: int = 0
+    dropped_points: int = 0
+
+    @property
+    def num_voxels(self) -> int:
+        """Number of voxels V."""
+        return int(self.num_points.shape[0])
+
+
+def with_batch_index(coors: np.ndarray, batch: int = 0) -> np.ndarray:
+    """Prepend a batch column: [V, 3] (z, y, x) -> [V, 4] int32 (batch, z, y, x).
+
+    This is the `coors` engine input of mmdeploy 1.x voxel detectors (mmdet3d pads it the
+    same way in Det3DDataPreprocessor).
+    """
+    coors = np.asarray(coors)
+    if coors.ndim != 2 or coors.shape[1] != 3:
+        raise VoxelizationError(
+            "coors must be [V, 3] (z, y, x), got shape %s" % (tuple(coors.shape),)
+        )
+    out = np.empty((coors.shape[0], 4), np.int32)
+    out[:, 0] = batch
+    out[:, 1:] = coors
+    return out
+
+
+def grid_size(voxel_size: Sequence[float], point_cloud_range: Sequence[float]) -> np.ndarray:
+    """Grid cells per axis (x, y, z) exactly as mmcv's kernel computes them.
+
+    float32 (range_max - range_min) / voxel_size, rounded half away from zero (C `round`).
+
+    Raises:
+        VoxelizationError: wrong lengths, non-positive voxel size or an empty grid.
+    """
+    vsize = np.asarray(voxel_size, dtype=np.float64)
+    prange = np.asarray(point_cloud_range, dtype=np.float64)
+    if vsize.shape != (3,) or prange.shape != (6,):
+        raise VoxelizationError(
+            "voxel_size must have 3 values (x, y, z) and point_cloud_range 6 (x_min, y_min, "
+            "z_min, x_max, y_max, z_max); got %s and %s" % (list(vsize), list(prange))
+        )
+    if not (np.isfinite(vsize).all() and np.isfinite(prange).all() and (vsize > 0).all()):
+        raise VoxelizationError(
+            "voxel_size %s must be positive and point_cloud_range %s finite"
+            % (list(vsize), list(prange))
+        )
+    vs32 = vsize.astype(np.float32)
+    r32 = prange.astype(np.float32)
+    cells = ((r32[3:] - r32[:3]) / vs32).astype(np.float64)
+    grid = (np.sign(cells) * np.floor(np.abs(cells) + 0.5)).astype(np.int64)
+    if (grid <= 0).any():
+        raise VoxelizationError(
+            "point_cloud_range %s with voxel_size %s gives grid %s (x, y, z): every axis "
+            "needs at least one cell; check that max > min" % (list(prange), list(vsize),
+                                                               list(grid))
+        )
+    return grid
+
+
+def _assign_numba(points, rmin, vsize, grid, lookup, max_points, max_voxels):
+    """Hot loop (compiled by numba): mmcv's kernel, then scatter into exact-size outputs."""
+    num, channels = points.shape
+    gx, gy, gz = grid[0], grid[1], grid[2]
+    fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
+    coors = np.empty((max_voxels, 3), np.int32)
+    counts = np.zeros(max_voxels, np.int32)
+    target = np.empty(num, np.int64)  # flat output row (voxel * max_points + slot) or -1
+    dropped_cells = np.empty(num, np.int64)
+    num_voxels = 0
+    num_dropped_cells = 0
+    in_range = 0
+    for i in range(num):
+        target[i] = -1
+        fx = (points[i, 0] - rmin[0]) / vsize[0]
+        if not (fx >= 0 and fx < fgx):
+            continue
+        fy = (points[i, 1] - rmin[1]) / vsize[1]
+        if not (fy >= 0 and fy < fgy):
+            continue
+        fz = (points[i, 2] - rmin[2]) / vsize[2]
+        if not (fz >= 0 and fz < fgz):
+            continue
+        in_range += 1
+        cx, cy, cz = np.int64(fx), np.int64(fy), np.int64(fz)  # trunc == floor here (>= 0)
+        cell = (cz * gy + cy) * gx + cx
+        vid = lookup[cell]
+        if vid == -2:  # cell seen after max_voxels was reached
+            continue
+        if vid == -1:
+            if num_voxels >= max_voxels:
+                lookup[cell] = -2
+                dropped_cells[num_dropped_cells] = cell
+                num_dropped_cells += 1
+                continue
+            vid = num_voxels
+            num_voxels += 1
+            lookup[cell] = vid
+            coors[vid, 0] = cz
+            coors[vid, 1] = cy
+            coors[vid, 2] = cx
+        slot = counts[vid]
+        if slot < max_points:
+            counts[vid] = slot + 1
+            target[i] = np.int64(vid) * max_points + slot
+    voxels = np.zeros((num_voxels * max_points, channels), np.float32)
+    for i in range(num):
+        row = target[i]
+        if row >= 0:
+            for k in range(channels):
+                voxels[row, k] = points[i, k]
+    # reset only the touched lookup cells so the grid is reusable
+    for v in range(num_voxels):
+        lookup[(np.int64(coors[v, 0]) * gy + coors[v, 1]) * gx + coors[v, 2]] = -1
+    for k in range(num_dropped_cells):
+        lookup[dropped_cells[k]] = -1
+    return (voxels.reshape(num_voxels, max_points, channels), coors[:num_voxels].copy(),
+            counts[:num_voxels].copy(), num_dropped_cells, in_range)
+
+
+if HAVE_NUMBA:
+    _assign_jit = _numba.njit(cache=True, nogil=True)(_assign_numba)
+else:  # pragma: no cover
+    _assign_jit = None
+
+
+def _voxelize_numpy(points, rmin, vsize, grid, max_points, max_voxels):
+    """Vectorized numpy path with the same results as the numba path (sort based, O(N))."""
+    num, channels = points.shape
+    with np.errstate(over="ignore", invalid="ignore"):  # huge/inf/NaN points are dropped
+        scaled = (points[:, :3] - rmin) / vsize  # float32, as mmcv
+    ok = np.ones(num, bool)
+    for axis in range(3):
+        col = scaled[:, axis]
+        ok &= (col >= 0) & (col < np.float32(grid[axis]))  # NaN compares False: dropped
+    idx = np.flatnonzero(ok)
+    cell_xyz = scaled[idx].astype(np.int64)
+    cell = (cell_xyz[:, 2] * grid[1] + cell_xyz[:, 1]) * grid[0] + cell_xyz[:, 0]
+    _, first, inverse = np.unique(cell, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    creation = np.argsort(first, kind="stable")  # unique cells in first-hit order
+    rank = np.empty_like(creation)
+    rank[creation] = np.arange(creation.size)
+    vid = rank[inverse]
+    num_voxels = min(int(creation.size), int(max_voxels))
+    keep = vid < num_voxels
+    idx, vid = idx[keep], vid[keep]
+    order = np.argsort(vid, kind="stable")
+    counts = np.bincount(vid, minlength=num_voxels)
+    starts = np.cumsum(counts) - counts
+    slot = np.empty_like(vid)
+    slot[order] = np.arange(vid.size) - starts[vid[order]]
+    stored = slot < max_points
+    voxels = np.zeros((num_voxels, max_points, channels), np.float32)
+    voxels[vid[stored], slot[stored]] = points[idx[stored]]
+    coors = cell_xyz[first[creation[:num_voxels]]][:, ::-1].astype(np.int32)
+    return (voxels, np.ascontiguousarray(coors), np.minimum(counts, max_points).astype(np.int32),
+            int(creation.size) - num_voxels, int(ok.sum()))
+
+
+class Voxelizer:
+    """mmcv 2.x hard voxelization with fixed parameters and reusable scratch buffers.
+
+    Semantics (mmcv/ops/csrc/pytorch/cpu/voxelization.cpp): cell index =
+    floor((p - range_min) / voxel_size) in float32; points outside [0, grid) dropped; points
+    taken in input order; a voxel is created at its first point while fewer than max_voxels
+    exist (later new cells are dropped, existing voxels still fill); at most max_points per
+    voxel; voxel order = creation order. Deterministic. Not reentrant per instance: calls are
+    serialized by a lock.
+
+    Args:
+        voxel_size: (x, y, z) metres.
+        point_cloud_range: (x_min, y_min, z_min, x_max, y_max, z_max) metres, LiDAR frame.
+        max_points: maximum points per voxel (mmcv max_num_points).
+        max_voxels: maximum voxels per cloud (the test-time value for mmdet3d configs).
+        num_features: expected channel count C (None: any C >= 3).
+        backend: "auto" (numba when installed and the grid fits MAX_LOOKUP_CELLS), "numba"
+            or "numpy".
+    """
+
+    def __init__(
+        self,
+        voxel_size: Sequence[float],
+        point_cloud_range: Sequence[float],
+        max_points: int,
+        max_voxels: int,
+        num_features: Optional[int] = None,
+        backend: str = "auto",
+    ) -> None:
+        self.grid_size = grid_size(voxel_size, point_cloud_range)  # (x, y, z) cells
+        self.voxel_size: Tuple[float, ...] = tuple(float(v) for v in voxel_size)
+        self.point_cloud_range: Tuple[float, ...] = tuple(float(v) for v in point_cloud_range)
+        if int(max_points) < 1 or int(max_voxels) < 1:
+            raise VoxelizationError(
+                "max_points (%s) and max_voxels (%s) must be >= 1 (mmcv's -1 'dynamic' mode is "
+                "not hard voxelization)" % (max_points, max_voxels)
+            )
+        self.max_points = int(max_points)
+        self.max_voxels = int(max_voxels)
+        self.num_features = None if num_features is None else int(num_features)
+        self._rmin = np.asarray(self.point_cloud_range[:3], np.float32)
+        self._vsize = np.asarray(self.voxel_size, np.float32)
+        cells = int(np.prod(self.grid_size))
+        if backend not in _BACKENDS:
+            raise VoxelizationError("backend=%r; use one of %s" % (backend, ", ".join(_BACKENDS)))
+        if backend == "numba" and not HAVE_NUMBA:
+            raise VoxelizationError("backend='numba' but numba is not installed; pip install "
+                                    "numba or use backend='auto'")
+        if backend == "auto":
+            backend = "numba" if HAVE_NUMBA and cells <= MAX_LOOKUP_CELLS else "numpy"
+            if HAVE_NUMBA and cells > MAX_LOOKUP_CELLS:
+                LOGGER.info("grid %s has %d cells (> %d): using the numpy voxelizer",
+                            list(self.grid_size), cells, MAX_LOOKUP_CELLS)
+        self.backend = backend
+        self._lookup: Optional[np.ndarray] = None
+        if backend == "numba":
+            self._lookup = np.full(cells, -1, np.int32)  # cell -> voxel id, reset after use
+        self._lock = threading.Lock()
+        self._warned_overflow = False
+
+    def __repr__(self) -> str:
+        return ("Voxelizer(voxel_size=%s, point_cloud_range=%s, max_points=%d, max_voxels=%d, "
+                "backend=%r)" % (list(self.voxel_size), list(self.point_cloud_range),
+                                 self.max_points, self.max_voxels, self.backend))
+
+    def _check(self, points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points)
+        if points.ndim != 2:
+            raise VoxelizationError(
+                "points must be 2-D [N, C], got shape %s" % (tuple(points.shape),)
+            )
+        if not np.issubdtype(points.dtype, np.floating):
+            raise VoxelizationError(
+                "points must be a float array (float32), got dtype %s; convert the cloud with "
+                "pointcloud2_to_array or points.astype(np.float32)" % points.dtype
+            )
+        channels = points.shape[1]
+        if self.num_features is not None and channels != self.num_features:
+            raise VoxelizationError(
+                "points have %d channels but this model takes %d; pass [N, %d] points "
+                "(spec input.point_features)" % (channels, self.num_features, self.num_features)
+            )
+        if channels < 3:
+            raise VoxelizationError(
+                "points have %d channels; at least x, y, z are needed" % channels
+            )
+        return np.ascontiguousarray(points, dtype=np.float32)
+
+    def __call__(self, points: np.ndarray) -> Voxels:
+        """Voxelize one cloud.
+
+        Args:
+            points: [N, C] float array (cast to float32), LiDAR frame, metres; x, y, z first.
+
+        Returns:
+            Voxels (arrays owned by the caller).
+
+        Raises:
+            VoxelizationError: not 2-D, not floating point, or a wrong channel count.
+        """
+        points = self._check(points)
+        with self._lock:
+            if self.backend == "numba":
+                result = _assign_jit(points, self._rmin, self._vsize, self.grid_size,
+                                     self._lookup, self.max_points, self.max_voxels)
+            else:
+                result = _voxelize_numpy(points, self._rmin, self._vsize, self.grid_size,
+                                         self.max_points, self.max_voxels)
+            voxels, coors, num_points, dropped_voxels, in_range = result
+            dropped_voxels = int(dropped_voxels)
+            if dropped_voxels and not self._warned_overflow:
+                self._warned_overflow = True
+                LOGGER.warning(
+                    "cloud occupies more than max_voxels=%d voxels: kept the first %d, dropped "
+                    "%d (points of later cells are lost); warned once per Voxelizer, see "
+                    "Voxels.dropped_voxels", self.max_voxels, self.max_voxels, dropped_voxels)
+        stored = int(num_points.sum())
+        return Voxels(voxels, num_points, coors, dropped_voxels, int(in_range),
+                      int(in_range) - stored)
+
+    def warmup(self) -> None:
+        """Compile the numba kernel now (node start) instead of on the first frame."""
+        channels = self.num_features if self.num_features is not None else 4
+        lo, hi = self._rmin, np.asarray(self.point_cloud_range[3:], np.float32)
+        points = np.zeros((16, channels), np.float32)
+        points[:, :3] = lo + (hi - lo) * np.linspace(0.0, 1.0, 16, dtype=np.float32)[:, None]
+        self(points)
+
+
+_CACHE_LOCK = threading.Lock()
+_CACHE: dict = {}
+
+
+def voxelize(
+    points: np.ndarray,
+    voxel_size: Sequence[float],
+    point_cloud_range: Sequence[float],
+    max_points: int,
+    max_voxels: int,
+) -> Voxels:
+    """Functional form of `Voxelizer` (instances cached per parameter set).
+
+    Args:
+        points: [N, C] float32, LiDAR frame, metres; x, y, z first.
+        voxel_size: (x, y, z) metres.
+        point_cloud_range: (x_min, y_min, z_min, x_max, y_max, z_max) metres.
+        max_points: maximum points per voxel.
+        max_voxels: maximum voxels.
+
+    Returns:
+        Voxels, see `Voxelizer`.
+    """
+    key = (tuple(float(v) for v in voxel_size), tuple(float(v) for v in point_cloud_range),
+           int(max_points), int(max_voxels))
+    with _CACHE_LOCK:
+        voxelizer = _CACHE.get(key)
+        if voxelizer is None:
+            if len(_CACHE) >= 8:
+                _CACHE.clear()
+            voxelizer = Voxelizer(*key)
+            _CACHE[key] = voxelizer
+    return voxelizer(points)
