@@ -8,6 +8,8 @@
 # that a master answers and says what is wrong (no route / refused / timeout) and how to fix it.
 # The logic lives in admlops_ros/deploy/netenv.py; this wrapper never changes shell options and
 # never exits your shell. Returns 0 ok, 3 master not reachable (variables still set), 2 error.
+# From inside a script or function: bash hands that script's "$@" to a `source` without
+# arguments, so pass them explicitly (`source scripts/ros_env.sh --no-check`) or `set --` first.
 
 __admlops_ros_env() {
   local here py out rc
