@@ -1,0 +1,260 @@
+"""lidar_detection node: PointCloud2 -> LidarDetector -> objects, markers, stats, diagnostics."""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from admlops_ros.detections import Detections
+from admlops_ros.pointcloud import PointCloudError, convert_pointcloud2
+from admlops_ros.ros.conversions import detections_to_msg, import_messages, stats_to_msg
+from admlops_ros.ros.diagnostics import LEVEL_NAMES, DiagnosticsState, to_diagnostic_array
+from admlops_ros.ros.markers import detections_to_markers
+from admlops_ros.ros.params import NodeParams, ParamError, validate_params
+
+LOG = logging.getLogger(__name__)
+
+NODE_NAME = "lidar_detection"
+DIAGNOSTIC_NAME = "lidar_detection: detector"
+DIAGNOSTIC_PERIOD_S = 1.0
+THROTTLE_S = 5.0
+BUFF_SIZE = 2 ** 24
+EXIT_BAD_PARAMS = 2
+EXIT_ENGINE = 3
+ZERO_FILLABLE = ("intensity",)
+
+
+class CloudError(ValueError):
+    """An input cloud the node drops (too many points, missing geometry fields)."""
+
+
+@dataclass
+class FrameResult:
+    """Outputs of one cloud: messages to publish and what went wrong (if anything).
+
+    Attributes:
+        objects: admlops_ros/DetectedObjectArray (None when the cloud was dropped).
+        markers: visualization_msgs/MarkerArray or None.
+        stats: DetectionStats field values (ms, counts) without the frame counters.
+        detections: the detector output (None when dropped).
+        warning: a problem with a cloud that was still processed (e.g. all points NaN).
+    """
+
+    objects: Any = None
+    markers: Any = None
+    stats: Dict[str, float] = field(default_factory=dict)
+    detections: Optional[Detections] = None
+    warning: str = ""
+
+
+class FrameProcessor:
+    """ROS-master-free work per cloud: check, convert, detect, build the output messages."""
+
+    def __init__(self, detector: Any, params: NodeParams, msgs: Any = None) -> None:
+        """Args:
+            detector: a LidarDetector (``point_features``, ``detect(points)``).
+            params: validated node parameters.
+            msgs: the generated admlops_ros.msg module (default: imported from the devel space).
+        """
+        self.detector = detector
+        self.params = params
+        self.msgs = msgs or import_messages()
+        self.fields = tuple(detector.point_features)
+
+    def check(self, cloud: Any) -> None:
+        """Reject clouds the detector must not see.
+
+        Raises:
+            CloudError: more than ``max_points`` points.
+        """
+        num = int(cloud.width) * int(cloud.height)
+        if num > self.params.max_points:
+            raise CloudError(
+                f"cloud has {num} points (width {cloud.width} x height {cloud.height}) > "
+                f"~max_points {self.params.max_points}; downsample it or raise ~max_points")
+
+    def process(self, cloud: Any, want_markers: bool = True) -> FrameResult:
+        """Detect objects in one sensor_msgs/PointCloud2; outputs carry its header unchanged.
+
+        Raises:
+            CloudError, PointCloudError: the cloud is dropped (bad size, fields, datatypes).
+            Exception: whatever the detector raises (a failure).
+        """
+        t0 = time.perf_counter()
+        self.check(cloud)
+        conv = convert_pointcloud2(cloud, fields=self.fields, missing=self.params.intensity_mode)
+        bad_fill = [name for name in conv.zero_filled if name not in ZERO_FILLABLE]
+        if bad_fill:
+            present = ", ".join(f.name for f in cloud.fields) or "none"
+            raise CloudError(f"cloud has no {bad_fill[0]!r} field (fields: {present}); only "
+                             f"{', '.join(ZERO_FILLABLE)} can be zero-filled")
+        t1 = time.perf_counter()
+        warning = ""
+        if conv.num_input and not len(conv.points):
+            warning = (f"all {conv.num_input} points are NaN/inf in {list(self.fields)}; "
+                       "published no objects; check the driver's output")
+        detections = self.detector.detect(conv.points)
+        objects = detections_to_msg(detections, cloud.header, self.msgs)
+        markers = detections_to_markers(detections, cloud.header) if want_markers else None
+        timings = detections.timings_ms
+        voxels = getattr(self.detector, "last_voxels", None)
+        stats = {
+            "conversion_ms": (t1 - t0) * 1e3,
+            "preprocess_ms": timings.get("preprocess", float("nan")),
+            "inference_ms": timings.get("inference", float("nan")),
+            "postprocess_ms": timings.get("postprocess", float("nan")),
+            "detect_ms": timings.get("total", float("nan")),
+            "num_points": len(conv.points),
+            "num_voxels": len(voxels.num_points) if voxels is not None else 0,
+            "num_detections": len(detections),
+        }
+        return FrameResult(objects, markers, stats, detections, warning)
+
+
+class LidarDetectionNode:
+    """The rospy adapter: subscriptions, publications, diagnostics; the work is FrameProcessor."""
+
+    def __init__(self, params: NodeParams, detector: Any,
+                 summary: Optional[Dict[str, str]] = None) -> None:
+        import rospy  # noqa: WPS433
+        from diagnostic_msgs.msg import DiagnosticArray  # noqa: WPS433
+        from sensor_msgs.msg import PointCloud2  # noqa: WPS433
+        from visualization_msgs.msg import MarkerArray  # noqa: WPS433
+
+        self.rospy = rospy
+        self.params = params
+        self.processor = FrameProcessor(detector, params)
+        self.diag = DiagnosticsState(params.max_processing_ms, params.error_after_failures)
+        self.summary = dict(summary or {})
+        self._diag_lock = threading.Lock()
+        msgs = self.processor.msgs
+        self.pub_objects = rospy.Publisher(params.objects_topic, msgs.DetectedObjectArray,
+                                           queue_size=2)
+        self.pub_markers = (rospy.Publisher(params.markers_topic, MarkerArray, queue_size=2)
+                            if params.publish_markers else None)
+        self.pub_stats = rospy.Publisher(params.stats_topic, msgs.DetectionStats, queue_size=2)
+        self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=10)
+        self.publish_diagnostics()
+        self.sub = rospy.Subscriber(params.input_topic, PointCloud2, self._on_cloud,
+                                    queue_size=1, buff_size=BUFF_SIZE)
+        self.timer = rospy.Timer(rospy.Duration(DIAGNOSTIC_PERIOD_S), self._on_timer)
+
+    def _on_cloud(self, cloud: Any) -> None:
+        rospy = self.rospy
+        t0 = time.perf_counter()
+        self.diag.record_received()
+        try:
+            want_markers = (self.pub_markers is not None
+                            and self.pub_markers.get_num_connections() > 0)
+            result = self.processor.process(cloud, want_markers)
+        except (CloudError, PointCloudError) as exc:
+            rospy.logwarn_throttle(THROTTLE_S, f"dropped cloud (stamp {cloud.header.stamp.to_sec():.3f}, "
+                                   f"frame {cloud.header.frame_id!r}): {exc}")
+            self._after(self.diag.record_dropped(str(exc)))
+            return
+        except Exception as exc:  # the node never dies on input: count and report
+            rospy.logerr_throttle(THROTTLE_S, f"detector failed on cloud (stamp "
+                                  f"{cloud.header.stamp.to_sec():.3f}): "
+                                  f"{type(exc).__name__}: {exc}")
+            LOG.debug("detector failure", exc_info=True)
+            self._after(self.diag.record_failure(f"{type(exc).__name__}: {exc}"))
+            return
+        self.pub_objects.publish(result.objects)
+        if result.markers is not None:
+            self.pub_markers.publish(result.markers)
+        processing_ms = (time.perf_counter() - t0) * 1e3
+        changed = self.diag.record_published(processing_ms)
+        if result.warning:
+            rospy.logwarn_throttle(THROTTLE_S, result.warning)
+            changed = self.diag.record_warning(result.warning) or changed
+        stamp = cloud.header.stamp
+        latency_ms = ((rospy.Time.now() - stamp).to_sec() * 1e3 if not stamp.is_zero()
+                      else float("nan"))
+        counters = self.diag.counters
+        stats = dict(result.stats, processing_ms=processing_ms, latency_ms=latency_ms,
+                     frames_in=counters.frames_in, frames_out=counters.frames_out,
+                     frames_dropped=counters.frames_dropped)
+        self.pub_stats.publish(stats_to_msg(cloud.header, stats, self.processor.msgs))
+        self._after(changed)
+
+    def _after(self, changed: bool) -> None:
+        if changed:
+            level = self.diag.status()[0]
+            self.rospy.loginfo(f"diagnostic state: {LEVEL_NAMES[level]}")
+            self.publish_diagnostics()
+
+    def _on_timer(self, _event: Any) -> None:
+        self.diag.poll()
+        self.publish_diagnostics()
+
+    def publish_diagnostics(self) -> None:
+        """Publish the current DiagnosticArray on /diagnostics."""
+        with self._diag_lock:
+            self.pub_diag.publish(to_diagnostic_array(
+                self.diag, DIAGNOSTIC_NAME, self.summary.get("model", NODE_NAME),
+                self.rospy.Time.now(), self.summary))
+
+
+def load_detector(params: NodeParams) -> Any:
+    """Open the engine bundle with the node's options and warm it up.
+
+    Raises:
+        Exception: whatever the bundle/backend loading raises (SpecError, BackendError, ...).
+    """
+    from admlops_ros.detector import LidarDetector  # noqa: WPS433
+
+    detector = LidarDetector.from_bundle(
+        params.engine, backend=params.backend, score_threshold=params.score_threshold,
+        intensity_scale=params.intensity_scale,
+        class_filter=list(params.class_filter) or None, precision=params.precision)
+    try:
+        detector.warmup()
+    except Exception:
+        detector.close()
+        raise
+    return detector
+
+
+def _summary(detector: Any, params: NodeParams) -> Dict[str, str]:
+    try:
+        from admlops_ros.detector import detector_summary  # noqa: WPS433
+
+        info = detector_summary(detector)
+    except Exception:  # a detector without bundle/backend attributes
+        info = {}
+    info.setdefault("bundle", str(params.engine))
+    return {k: str(v) for k, v in info.items()}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the node until shutdown; returns the exit code (2 bad parameters, 3 engine failure)."""
+    import rospy  # noqa: WPS433
+
+    rospy.init_node(NODE_NAME, argv=argv if argv is not None else sys.argv)
+    try:
+        params = validate_params(rospy.get_param("~", {}))
+    except ParamError as exc:
+        rospy.logfatal(str(exc))
+        rospy.signal_shutdown("bad parameters")
+        return EXIT_BAD_PARAMS
+    rospy.loginfo(f"loading engine {params.engine} (backend {params.backend}, "
+                  f"precision {params.precision})")
+    try:
+        detector = load_detector(params)
+    except Exception as exc:
+        rospy.logfatal(f"cannot load engine {params.engine} with backend {params.backend!r}: "
+                       f"{type(exc).__name__}: {exc}")
+        rospy.signal_shutdown("engine load failed")
+        return EXIT_ENGINE
+    try:
+        summary = _summary(detector, params)
+        LidarDetectionNode(params, detector, summary)
+        rospy.loginfo(f"lidar_detection ready: {summary}; {params.input_topic} -> "
+                      f"{params.objects_topic}")
+        rospy.spin()
+    finally:
+        detector.close()
+    return 0
