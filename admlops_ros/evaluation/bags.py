@@ -1,0 +1,434 @@
+"""Rosbags with ground truth: write from KITTI / simulation, read clouds matched to ground truth.
+
+Bag layout (what ``admlops eval`` expects):
+
+- ``/points_raw`` sensor_msgs/PointCloud2, float32 x, y, z, intensity, LiDAR frame
+  (``header.frame_id`` "velodyne"), one cloud per frame, stamps 0.1 s apart.
+- ``/ground_truth/objects`` admlops_ros/DetectedObjectArray, header identical to the cloud
+  header it labels (matched by stamp). Per object: ``label_name`` the class (KITTI spelling),
+  ``pose`` box centre and yaw quaternion, ``dimensions`` (dx, dy, dz), ``score`` 1.0, and
+  ``label`` the difficulty level: 0 easy, 1 moderate, 2 hard, -1 ignore (don't care).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from admlops_ros.detections import Detections
+from admlops_ros.evaluation.metrics import (FrameGT, KITTI_MAX_OCCLUSION, KITTI_MAX_TRUNCATION,
+                                            KITTI_MIN_HEIGHT_PX)
+
+LOG = logging.getLogger(__name__)
+
+POINTS_TOPIC = "/points_raw"
+GT_TOPIC = "/ground_truth/objects"
+LIDAR_FRAME_ID = "velodyne"
+FRAME_PERIOD_S = 0.1
+START_STAMP_S = 1_600_000_000.0  # a fixed, non-zero start so stamps are deterministic
+POINT_FIELDS: Tuple[str, ...] = ("x", "y", "z", "intensity")
+
+
+class BagError(Exception):
+    """A bag cannot be written or read (missing file / topic, corrupt data, no messages)."""
+
+
+def messages() -> ModuleType:
+    """The generated admlops_ros.msg module (sourced workspace, else this repo's build/).
+
+    Raises:
+        BagError: the messages are not built.
+    """
+    from admlops_ros.ros.conversions import ConversionError, import_messages
+    try:
+        return import_messages()
+    except ConversionError as first:
+        devel = (Path(__file__).resolve().parents[2] / "build" / "catkin_ws" / "devel" / "lib")
+        for site in sorted(devel.glob("python3*/dist-packages")):
+            if str(site) not in sys.path:
+                sys.path.append(str(site))
+        try:
+            return import_messages()
+        except ConversionError:
+            raise BagError(f"{first}") from first
+
+
+def kitti_difficulty(bbox2d: np.ndarray, occluded: np.ndarray,
+                     truncated: np.ndarray) -> np.ndarray:
+    """KITTI difficulty level per object: 0 easy, 1 moderate, 2 hard, -1 none of them.
+
+    Args:
+        bbox2d: [M, 4] image boxes (left, top, right, bottom) px.
+        occluded: [M] occlusion state; truncated: [M] 0..1.
+    """
+    bbox2d = np.asarray(bbox2d, np.float64).reshape(-1, 4)
+    height = bbox2d[:, 3] - bbox2d[:, 1]
+    level = np.full(len(bbox2d), -1, np.int64)
+    for lvl in (2, 1, 0):  # the lowest level whose rules hold wins
+        ok = ((np.asarray(occluded) <= KITTI_MAX_OCCLUSION[lvl])
+              & (np.asarray(truncated) <= KITTI_MAX_TRUNCATION[lvl])
+              & (height > KITTI_MIN_HEIGHT_PX[lvl]))
+        level[ok] = lvl
+    return level
+
+
+def gt_to_msg(gt: FrameGT, header: Any, msgs: Optional[ModuleType] = None) -> Any:
+    """A DetectedObjectArray carrying ground truth (label = difficulty, score 1)."""
+    from admlops_ros.ros.conversions import detections_to_msg
+    msgs = msgs or messages()
+    names = tuple(str(n) for n in gt.names)
+    dets = Detections(gt.boxes, np.ones(len(gt)), np.arange(len(gt)), names)
+    msg = detections_to_msg(dets, header, msgs)
+    levels = _gt_levels(gt)
+    for obj, lvl in zip(msg.objects, levels.tolist()):
+        obj.label = int(lvl)
+    return msg
+
+
+def _gt_levels(gt: FrameGT) -> np.ndarray:
+    if gt.difficulty is not None:
+        levels = np.asarray(gt.difficulty, np.int64).copy()
+    elif gt.has_kitti_difficulty:
+        levels = kitti_difficulty(gt.bbox2d, gt.occluded, gt.truncated)
+    else:
+        levels = np.zeros(len(gt), np.int64)
+    if gt.ignore is not None:
+        levels[np.asarray(gt.ignore, bool)] = -1
+    return levels
+
+
+def gt_from_msg(msg: Any, frame_id: str = "") -> FrameGT:
+    """FrameGT (LiDAR frame, bottom-centre boxes, difficulty from ``label``) from a message."""
+    from admlops_ros.ros.conversions import msg_to_detections
+    dets = msg_to_detections(msg, ("_",))
+    levels = np.array([o.label for o in msg.objects], np.int64)
+    return FrameGT(dets.boxes, [o.label_name for o in msg.objects], ignore=levels < 0,
+                   difficulty=levels, frame_id=frame_id)
+
+
+def _header(msgs_std: Any, seq: int, stamp_ns: int, frame_id: str) -> Any:
+    import genpy
+    stamp = genpy.Time(int(stamp_ns // 1_000_000_000), int(stamp_ns % 1_000_000_000))
+    return msgs_std.Header(seq=seq, stamp=stamp, frame_id=frame_id)
+
+
+class BagWriter:
+    """Writes clouds and their ground truth to a new bag (context manager).
+
+    Args:
+        path: output .bag file (parent directories are created).
+        start_stamp_s: stamp of the first frame (s); frames are ``period_s`` apart.
+    """
+
+    def __init__(self, path: os.PathLike, start_stamp_s: float = START_STAMP_S,
+                 period_s: float = FRAME_PERIOD_S, frame_id: str = LIDAR_FRAME_ID,
+                 points_topic: str = POINTS_TOPIC, gt_topic: str = GT_TOPIC) -> None:
+        import rosbag
+        from std_msgs import msg as std_msgs
+        self._msgs = messages()
+        self._std = std_msgs
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._bag = rosbag.Bag(str(self.path), "w")
+        self.start, self.period, self.frame_id = start_stamp_s, period_s, frame_id
+        self.points_topic, self.gt_topic = points_topic, gt_topic
+        self.count = 0
+
+    def write(self, points: np.ndarray, gt: Optional[FrameGT]) -> float:
+        """Append one frame; returns its stamp in seconds."""
+        from admlops_ros.pointcloud import array_to_pointcloud2
+        stamp_ns = int(round(self.start * 1e9)) + self.count * int(round(self.period * 1e9))
+        header = _header(self._std, self.count, stamp_ns, self.frame_id)
+        cloud = array_to_pointcloud2(np.asarray(points, np.float32)[:, :len(POINT_FIELDS)],
+                                     header, POINT_FIELDS)
+        self._bag.write(self.points_topic, cloud, header.stamp)
+        if gt is not None:
+            self._bag.write(self.gt_topic, gt_to_msg(gt, header, self._msgs), header.stamp)
+        self.count += 1
+        return stamp_ns / 1e9
+
+    def close(self) -> None:
+        self._bag.close()
+
+    def __enter__(self) -> "BagWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_split(path: os.PathLike) -> List[str]:
+    """Frame ids (e.g. ``000123``) from a KITTI ImageSets split file, one per line."""
+    try:
+        lines = Path(path).read_text().split()
+    except OSError as exc:
+        raise BagError(f"split file {path} cannot be read: {exc}") from exc
+    return [s.strip() for s in lines if s.strip()]
+
+
+def kitti_frame_gt(kitti_dir: os.PathLike, frame: str) -> Tuple[np.ndarray, FrameGT]:
+    """Points and LiDAR-frame ground truth of one KITTI object frame.
+
+    Args:
+        kitti_dir: directory holding velodyne/, label_2/, calib/ (e.g. KITTI ``training``).
+        frame: id such as ``000003``.
+
+    Returns:
+        ([N, 4] float32 points, FrameGT with LiDAR-frame boxes, KITTI 2D boxes, occlusion,
+        truncation; DontCare objects as ``dontcare_bbox2d``).
+    """
+    from admlops_ros import kitti
+    root = Path(kitti_dir)
+    paths = {"velodyne": root / "velodyne" / f"{frame}.bin",
+             "label_2": root / "label_2" / f"{frame}.txt",
+             "calib": root / "calib" / f"{frame}.txt"}
+    for name, p in paths.items():
+        if not p.is_file():
+            raise BagError(f"KITTI frame {frame}: {name} file {p} is missing")
+    points = kitti.read_velodyne(paths["velodyne"])
+    calib = kitti.read_calib(paths["calib"])
+    objects = kitti.read_label(paths["label_2"])
+    return points, kitti_objects_to_gt(objects, calib, frame)
+
+
+def kitti_objects_to_gt(objects: Sequence[Any], calib: Any, frame: str = "") -> FrameGT:
+    """FrameGT (LiDAR frame via the calib) from KittiObjects; DontCare -> dontcare_bbox2d."""
+    from admlops_ros import kitti
+    care = [o for o in objects if o.type != "DontCare"]
+    dc = [o.bbox for o in objects if o.type == "DontCare"]
+    cam = np.array([[*o.location, *o.dimensions, o.rotation_y] for o in care],
+                   np.float64).reshape(-1, 7)
+    boxes = kitti.boxes_camera_to_lidar(cam, calib) if len(cam) else np.zeros((0, 7))
+    return FrameGT(boxes, [o.type for o in care],
+                   bbox2d=np.array([o.bbox for o in care], np.float64).reshape(-1, 4),
+                   occluded=np.array([o.occluded for o in care], np.int64),
+                   truncated=np.array([o.truncated for o in care], np.float64),
+                   dontcare_bbox2d=np.array(dc, np.float64).reshape(-1, 4), frame_id=frame)
+
+
+def bag_from_kitti(kitti_dir: os.PathLike, frames: Sequence[str], out: os.PathLike,
+                   progress: bool = True) -> int:
+    """Write KITTI object frames (velodyne + label_2 + calib) as a bag; returns frames written."""
+    from tqdm import tqdm
+    if not frames:
+        raise BagError("no KITTI frame ids given (use --ids or --split)")
+    with BagWriter(out) as writer:
+        for frame in tqdm(frames, desc="bag-from-kitti", unit="frame", disable=not progress):
+            points, gt = kitti_frame_gt(kitti_dir, frame)
+            writer.write(points, gt)
+        return writer.count
+
+
+def bag_from_sim(out: os.PathLike, count: int, seed: int = 0, sensor: str = "hdl64",
+                 scene: Optional[str] = None, progress: bool = True) -> int:
+    """Write ``count`` simulated frames (seeds seed, seed+1, ...) as a bag; returns count."""
+    from tqdm import tqdm
+    from admlops_ros.simulation import simulate_frame
+    if count <= 0:
+        raise BagError(f"--count must be positive, got {count}")
+    with BagWriter(out) as writer:
+        for i in tqdm(range(count), desc="bag-from-sim", unit="frame", disable=not progress):
+            kwargs = {"sensor": sensor}
+            if scene is not None:
+                kwargs["scene"] = scene
+            frame = simulate_frame(seed + i, **kwargs)
+            difficulty = np.asarray(frame.difficulty, np.int64)
+            gt = FrameGT(frame.boxes, list(frame.names), ignore=difficulty < 0,
+                         difficulty=difficulty, frame_id=str(i))
+            writer.write(frame.points, gt)
+        return writer.count
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+@dataclass
+class BagFrame:
+    """One cloud of a bag with the ground truth that carries its stamp (None if absent).
+
+    Attributes:
+        index: position of the cloud in the bag (0-based).
+        stamp_ns: header stamp in nanoseconds (the matching key).
+        points: [N, 4] float32 x, y, z, intensity (LiDAR frame), or None when the cloud could
+            not be decoded (``error`` says why).
+        gt: ground truth, or None when no ground-truth message has this stamp.
+        msg: the raw cloud message (for online replay).
+    """
+
+    index: int
+    stamp_ns: int
+    points: Optional[np.ndarray]
+    gt: Optional[FrameGT]
+    msg: Any = None
+    error: str = ""
+
+    @property
+    def frame_id(self) -> str:
+        return f"{self.stamp_ns / 1e9:.3f}"
+
+
+@dataclass
+class BagSummary:
+    """What a bag holds and what was wrong with it (messages kept for the report)."""
+
+    path: str
+    points_topic: str
+    gt_topic: Optional[str]
+    num_clouds: int
+    num_gt: int
+    clouds_without_gt: List[int]
+    gt_without_cloud: List[int]
+    problems: List[str]
+    duration_s: float
+
+
+def _open_bag(path: Path) -> Any:
+    """rosbag.Bag for reading; unindexed (truncated) bags are reindexed on a temp copy."""
+    import rosbag
+    if not path.is_file():
+        raise BagError(f"bag {path} does not exist")
+    try:
+        return rosbag.Bag(str(path), "r")
+    except rosbag.ROSBagUnindexedException:
+        LOG.warning("bag %s is not indexed (recording interrupted?); reindexing a copy", path)
+    except (rosbag.ROSBagException, OSError, ValueError, Exception) as exc:  # noqa: B902
+        raise BagError(f"bag {path} cannot be opened: {exc}") from exc
+    tmp = Path(tempfile.mkdtemp(prefix="admlops_reindex_")) / path.name
+    shutil.copyfile(path, tmp)
+    try:
+        with rosbag.Bag(str(tmp), "a", allow_unindexed=True) as bag:
+            for _ in bag.reindex():
+                pass
+    except Exception as exc:  # noqa: B902 - a broken tail stops reindexing; keep what was read
+        LOG.warning("reindexing %s stopped early: %s (keeping the messages before it)", path, exc)
+    try:
+        return rosbag.Bag(str(tmp), "r")
+    except Exception as exc:  # noqa: B902
+        raise BagError(f"bag {path} is corrupt and could not be reindexed: {exc}") from exc
+
+
+def _topics(bag: Any) -> Dict[str, str]:
+    info = bag.get_type_and_topic_info()
+    return {name: t.msg_type for name, t in info.topics.items()}
+
+
+def _stamp_ns(msg: Any, t: Any) -> int:
+    stamp = getattr(getattr(msg, "header", None), "stamp", None)
+    if stamp is None or (stamp.secs == 0 and stamp.nsecs == 0):
+        return int(t.to_nsec())
+    return int(stamp.to_nsec())
+
+
+def resolve_topics(bag: Any, points_topic: Optional[str], gt_topic: Optional[str],
+                   path: str) -> Tuple[str, Optional[str], List[str]]:
+    """Pick the cloud and ground-truth topics; problems found are returned as messages."""
+    topics = _topics(bag)
+    problems: List[str] = []
+    clouds = [n for n, t in topics.items() if t == "sensor_msgs/PointCloud2"]
+    if points_topic is None:
+        points_topic = POINTS_TOPIC if POINTS_TOPIC in clouds else (
+            clouds[0] if len(clouds) == 1 else None)
+    if points_topic is None or points_topic not in topics:
+        raise BagError(
+            f"bag {path} has no point cloud topic {points_topic or POINTS_TOPIC!r}; its topics "
+            f"are {sorted(topics)} (choose one with --points-topic)")
+    want_gt = gt_topic or GT_TOPIC
+    if want_gt not in topics:
+        problems.append(f"bag {path} has no ground-truth topic {want_gt!r} (topics: "
+                        f"{sorted(topics)}); accuracy metrics are skipped, latency is kept")
+        return points_topic, None, problems
+    return points_topic, want_gt, problems
+
+
+def read_bag(path: os.PathLike, points_topic: Optional[str] = None,
+             gt_topic: Optional[str] = None,
+             fields: Sequence[str] = POINT_FIELDS) -> Tuple[BagSummary, Iterator[BagFrame]]:
+    """Open a bag: a summary (topics, counts, unmatched stamps) and an iterator of frames.
+
+    Ground truth is read first (small) and matched to clouds by exact header stamp. Clouds
+    that cannot be decoded, and a corrupt tail, end up in ``summary.problems`` and in
+    ``BagFrame.error``; iteration never raises for bad data after the bag opened.
+
+    Raises:
+        BagError: the bag does not exist, cannot be opened / reindexed, or has no cloud topic.
+    """
+    from admlops_ros.pointcloud import convert_pointcloud2
+    path = Path(path)
+    bag = _open_bag(path)
+    try:
+        points_topic, gt_topic, problems = resolve_topics(bag, points_topic, gt_topic, str(path))
+        gt_by_stamp: Dict[int, FrameGT] = {}
+        if gt_topic:
+            try:
+                for _, msg, t in bag.read_messages(topics=[gt_topic]):
+                    stamp = _stamp_ns(msg, t)
+                    gt_by_stamp[stamp] = gt_from_msg(msg, f"{stamp / 1e9:.3f}")
+            except Exception as exc:  # noqa: B902 - corrupt chunk: keep what was read
+                problems.append(f"reading {gt_topic} stopped after {len(gt_by_stamp)} messages: "
+                                f"{exc}")
+        cloud_stamps: List[int] = []
+        try:
+            for _, msg, t in bag.read_messages(topics=[points_topic]):
+                cloud_stamps.append(_stamp_ns(msg, t))
+        except Exception as exc:  # noqa: B902
+            problems.append(f"reading {points_topic} stopped after {len(cloud_stamps)} clouds: "
+                            f"{exc}")
+        start, end = bag.get_start_time(), bag.get_end_time()
+    except BagError:
+        bag.close()
+        raise
+    except Exception as exc:  # noqa: B902
+        bag.close()
+        raise BagError(f"bag {path} cannot be read: {exc}") from exc
+    cloud_set = set(cloud_stamps)
+    no_gt = [s for s in cloud_stamps if s not in gt_by_stamp] if gt_topic else []
+    no_cloud = sorted(s for s in gt_by_stamp if s not in cloud_set)
+    if gt_topic and no_gt:
+        problems.append(f"{len(no_gt)} of {len(cloud_stamps)} clouds on {points_topic} have no "
+                        f"ground truth with their stamp on {gt_topic} (first at stamp "
+                        f"{no_gt[0] / 1e9:.6f}); they count for latency only")
+    if no_cloud:
+        problems.append(f"{len(no_cloud)} ground-truth messages on {gt_topic} match no cloud "
+                        f"stamp (first {no_cloud[0] / 1e9:.6f}); ignored")
+    if not cloud_stamps:
+        bag.close()
+        raise BagError(f"bag {path} has no readable message on {points_topic}")
+    summary = BagSummary(str(path), points_topic, gt_topic, len(cloud_stamps),
+                         len(gt_by_stamp), no_gt, no_cloud, problems, float(end - start))
+    for p in problems:
+        LOG.warning("%s", p)
+
+    def frames() -> Iterator[BagFrame]:
+        index = 0
+        try:
+            for _, msg, t in bag.read_messages(topics=[points_topic]):
+                stamp = _stamp_ns(msg, t)
+                try:
+                    points = convert_pointcloud2(msg, fields=fields, missing="zeros").points
+                    error = ""
+                except Exception as exc:  # noqa: B902 - one bad cloud must not end the run
+                    points, error = None, f"cloud at stamp {stamp / 1e9:.6f}: {exc}"
+                    LOG.warning("%s", error)
+                yield BagFrame(index, stamp, points, gt_by_stamp.get(stamp), msg, error)
+                index += 1
+        except Exception as exc:  # noqa: B902
+            LOG.warning("bag %s: reading %s stopped after %d clouds: %s", path, points_topic,
+                        index, exc)
+        finally:
+            bag.close()
+
+    return summary, frames()
+
+
+__all__: Sequence[str] = ("BagError", "BagWriter", "BagFrame", "BagSummary", "read_bag",
+                          "bag_from_kitti", "bag_from_sim", "kitti_frame_gt",
+                          "kitti_objects_to_gt", "gt_to_msg", "gt_from_msg", "read_split",
+                          "kitti_difficulty", "messages", "POINTS_TOPIC", "GT_TOPIC")
