@@ -114,33 +114,45 @@ def grid_size(voxel_size: Sequence[float], point_cloud_range: Sequence[float]) -
 
 
 def _assign_numba(points, rmin, vsize, grid, lookup, max_points, max_voxels):
-    """Hot loop (compiled by numba): mmcv's kernel, then scatter into exact-size outputs."""
+    """Hot loop (compiled by numba): mmcv's kernel, then a gather into exact-size outputs.
+
+    Loop 1 computes every point's cell (branch-light); loop 2 follows mmcv point by point and
+    records each stored point's voxel; loop 3 orders the stored points by voxel (stable
+    counting sort, so input order within a voxel); loop 4 fills the zeroed output voxel by
+    voxel, i.e. in memory order. The lookup grid is left all -1 for the next call.
+    """
     num, channels = points.shape
-    gx, gy, gz = grid[0], grid[1], grid[2]
+    gx, gy, gz = np.int32(grid[0]), np.int32(grid[1]), np.int32(grid[2])  # <= MAX_LOOKUP_CELLS
     fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
     coors = np.empty((max_voxels, 3), np.int32)
     counts = np.zeros(max_voxels, np.int32)
-    target = np.empty(num, np.int64)  # flat output row (voxel * max_points + slot) or -1
-    dropped_cells = np.empty(num, np.int64)
+    dropped_cells = np.empty(num, np.int32)
+    # Loop 1 (branch-light): cell of each point, -1 outside the grid. float32
+    # (p - range_min) / voxel_size exactly as mmcv; NaN fails every comparison (mmcv: INT_MIN).
+    point_voxel = np.empty(num, np.int32)  # cell id here, then the point's voxel id or -1
+    r0, r1, r2 = rmin[0], rmin[1], rmin[2]
+    v0, v1, v2 = vsize[0], vsize[1], vsize[2]
+    for i in range(num):
+        fx = (points[i, 0] - r0) / v0
+        fy = (points[i, 1] - r1) / v1
+        fz = (points[i, 2] - r2) / v2
+        inside = fx >= 0 and fx < fgx and fy >= 0 and fy < fgy and fz >= 0 and fz < fgz
+        cell = -1
+        if inside:  # trunc == floor for values >= 0
+            cell = (np.int32(fz) * gy + np.int32(fy)) * gx + np.int32(fx)
+        point_voxel[i] = cell
+    # Loop 2: mmcv's voxel creation / filling in input order.
     num_voxels = 0
     num_dropped_cells = 0
     in_range = 0
     for i in range(num):
-        target[i] = -1
-        fx = (points[i, 0] - rmin[0]) / vsize[0]
-        if not (fx >= 0 and fx < fgx):
-            continue
-        fy = (points[i, 1] - rmin[1]) / vsize[1]
-        if not (fy >= 0 and fy < fgy):
-            continue
-        fz = (points[i, 2] - rmin[2]) / vsize[2]
-        if not (fz >= 0 and fz < fgz):
+        cell = point_voxel[i]
+        if cell < 0:
             continue
         in_range += 1
-        cx, cy, cz = np.int64(fx), np.int64(fy), np.int64(fz)  # trunc == floor here (>= 0)
-        cell = (cz * gy + cy) * gx + cx
+        point_voxel[i] = -1
         vid = lookup[cell]
-        if vid == -2:  # cell seen after max_voxels was reached
+        if vid == -2:  # cell first seen after max_voxels was reached
             continue
         if vid == -1:
             if num_voxels >= max_voxels:
@@ -151,26 +163,41 @@ def _assign_numba(points, rmin, vsize, grid, lookup, max_points, max_voxels):
             vid = num_voxels
             num_voxels += 1
             lookup[cell] = vid
-            coors[vid, 0] = cz
-            coors[vid, 1] = cy
-            coors[vid, 2] = cx
-        slot = counts[vid]
-        if slot < max_points:
-            counts[vid] = slot + 1
-            target[i] = np.int64(vid) * max_points + slot
-    voxels = np.zeros((num_voxels * max_points, channels), np.float32)
-    for i in range(num):
-        row = target[i]
-        if row >= 0:
-            for k in range(channels):
-                voxels[row, k] = points[i, k]
+            coors[vid, 0] = cell // (gx * gy)
+            coors[vid, 1] = (cell // gx) % gy
+            coors[vid, 2] = cell % gx
+        if counts[vid] < max_points:
+            counts[vid] += 1
+            point_voxel[i] = vid
     # reset only the touched lookup cells so the grid is reusable
     for v in range(num_voxels):
-        lookup[(np.int64(coors[v, 0]) * gy + coors[v, 1]) * gx + coors[v, 2]] = -1
+        lookup[(coors[v, 0] * gy + coors[v, 1]) * gx + coors[v, 2]] = -1
     for k in range(num_dropped_cells):
         lookup[dropped_cells[k]] = -1
-    return (voxels.reshape(num_voxels, max_points, channels), coors[:num_voxels].copy(),
-            counts[:num_voxels].copy(), num_dropped_cells, in_range)
+    # stable counting sort of the stored points by voxel
+    cursor = np.empty(num_voxels, np.int64)
+    total = 0
+    for v in range(num_voxels):
+        cursor[v] = total
+        total += counts[v]
+    order = np.empty(total, np.int32)
+    for i in range(num):
+        v = point_voxel[i]
+        if v >= 0:
+            order[cursor[v]] = i
+            cursor[v] += 1
+    voxels = np.zeros((num_voxels, max_points, channels), np.float32)  # one memset
+    flat = voxels.reshape(num_voxels * max_points, channels)
+    k = 0
+    for v in range(num_voxels):
+        row = v * max_points
+        for s in range(counts[v]):
+            src = order[k]
+            k += 1
+            for c in range(channels):
+                flat[row + s, c] = points[src, c]
+    return (voxels, coors[:num_voxels].copy(), counts[:num_voxels].copy(), num_dropped_cells,
+            in_range)
 
 
 if HAVE_NUMBA:
