@@ -271,8 +271,9 @@ class _SpecParser:
             raise self.fail(name, "a mapping", value)
         unknown = sorted(set(value) - _SECTION_KEYS[name])
         if unknown:
-            raise SpecError(f"{self.source}: unknown key(s) {', '.join(name + '.' + k for k in unknown)}"
-                            f"; known keys: {', '.join(sorted(_SECTION_KEYS[name]))}")
+            keys = ", ".join(f"{name}.{k}" for k in unknown)
+            raise SpecError(f"{self.source}: unknown key(s) {keys}; known keys: "
+                            f"{', '.join(sorted(_SECTION_KEYS[name]))}")
         return value
 
     def get(self, d: Mapping[str, Any], sec: str, key: str, default: Any = _MISSING) -> Any:
@@ -317,7 +318,8 @@ class _SpecParser:
         ok = isinstance(v, (list, tuple)) and all(_is_number(x) for x in v) and \
             (n is None or len(v) == n) and (not positive or all(x > 0 for x in v))
         if not ok or (n is None and not v):
-            what = f"{n if n is not None else 'one or more'} {'positive ' if positive else ''}numbers"
+            count = "one or more" if n is None else str(n)
+            what = f"{count} {'positive ' if positive else ''}numbers"
             raise self.fail(key, what, v)
         return tuple(float(x) for x in v)
 
@@ -340,7 +342,8 @@ class _SpecParser:
             raise self.fail("family", f"one of {list(FAMILIES)}", family)
         classes = data.get("class_names")
         if not isinstance(classes, (list, tuple)) or not classes or \
-                not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
+                not all(isinstance(c, str) and c for c in classes) or \
+                len(set(classes)) != len(classes):
             raise self.fail("class_names", "a non-empty list of distinct names", classes)
 
         inp = self._input(self.section(data, "input", required=False))
@@ -409,7 +412,8 @@ class _SpecParser:
                 f"{self.source}: anchors.feature_map_size {list(fm)} is not the scatter grid "
                 f"{list(canvas)} (y, x; from voxel_size and point_cloud_range) divided by an "
                 f"integer stride; e.g. stride 2 gives {[-(-c // 2) for c in canvas]}")
-        return AnchorSpec(ranges, sizes, rotations, align, (int(fm[0]), int(fm[1])))  # type: ignore[arg-type]
+        return AnchorSpec(ranges, sizes, rotations, align,  # type: ignore[arg-type]
+                          (int(fm[0]), int(fm[1])))
 
     def _box_coder(self, d: Mapping[str, Any]) -> BoxCoderSpec:
         kind = self.get(d, "box_coder", "type", BOX_CODERS[0])

@@ -1,0 +1,147 @@
+"""OpenVINO (CPU) engine runner, fp32 by default, and ONNX -> IR conversion."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import numpy as np
+
+from admlops_ros.backends.base import INPUT_NAMES, Backend, BackendError, TensorInfo
+from admlops_ros.spec import ModelSpec
+
+LOG = logging.getLogger(__name__)
+
+# Accepted spellings -> OpenVINO INFERENCE_PRECISION_HINT value.
+PRECISIONS = {"f32": "f32", "fp32": "f32", "float32": "f32", "bf16": "bf16",
+              "bfloat16": "bf16", "f16": "f16", "fp16": "f16", "float16": "f16"}
+_CAPABILITY = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
+
+
+def _ov():
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise BackendError("backend 'openvino' needs `pip install openvino` (>= 2023.3)") from exc
+    return ov
+
+
+def _shape(partial_shape) -> tuple:
+    return tuple(d.get_length() if d.is_static else None for d in partial_shape)
+
+
+class OpenVINOBackend(Backend):
+    """Runs an OpenVINO IR (``.xml``) or ONNX model on the CPU.
+
+    The voxel axis stays dynamic: one compiled model serves every voxel count V (the CPU
+    plugin infers shapes per request; no recompilation, no padding).
+
+    Args:
+        model_path: ``.xml`` IR (with its ``.bin``) or ``.onnx``.
+        spec: the bundle spec to check the model against (optional).
+        precision: "f32" (default; this CPU would otherwise run bf16), "bf16" or "f16".
+        num_threads: inference threads; default: OpenVINO's choice (all cores).
+        device: OpenVINO device name.
+        output_layout: force a layout name instead of the spec's / detection.
+    """
+
+    name = "openvino"
+
+    def __init__(self, model_path: Union[str, Path], spec: Optional[ModelSpec] = None,
+                 precision: str = "f32", num_threads: Optional[int] = None,
+                 device: str = "CPU", output_layout: Optional[str] = None) -> None:
+        super().__init__()
+        ov = _ov()
+        if str(precision).lower() not in PRECISIONS:
+            raise BackendError(f"openvino: precision {precision!r} unknown; use one of "
+                               f"{sorted(set(PRECISIONS.values()))}")
+        hint = PRECISIONS[str(precision).lower()]
+        path = Path(model_path)
+        if not path.is_file():
+            raise BackendError(f"openvino: no model at {path}")
+        core = ov.Core()
+        caps = core.get_property(device, "OPTIMIZATION_CAPABILITIES") if device == "CPU" else []
+        if caps and _CAPABILITY[hint] not in caps:
+            LOG.warning("openvino: %s has no native %s support (capabilities %s); OpenVINO "
+                        "falls back to a supported precision", device, hint, caps)
+        try:
+            model = core.read_model(str(path))
+            self._make_voxel_axis_dynamic(ov, model)
+            config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+            if num_threads:
+                config["INFERENCE_NUM_THREADS"] = int(num_threads)
+            self._compiled = core.compile_model(model, device, config)
+        except BackendError:
+            raise
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses
+            raise BackendError(f"openvino could not load {path}: {exc}") from exc
+        self.path = path
+        actual = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.precision = actual.to_string() if hasattr(actual, "to_string") else str(actual)
+        self._request = self._compiled.create_infer_request()
+        self.inputs = [TensorInfo(p.get_any_name(), _shape(p.get_partial_shape()),
+                                  np.dtype(p.get_element_type().to_dtype()))
+                       for p in self._compiled.inputs]
+        self.outputs = [TensorInfo(p.get_any_name(), _shape(p.get_partial_shape()),
+                                   np.dtype(p.get_element_type().to_dtype()))
+                        for p in self._compiled.outputs]
+        self._dtypes = {t.name: t.dtype for t in self.inputs}
+        self._finish_init(spec, output_layout)
+        LOG.info("openvino %s: %s on %s, precision %s", ov.get_version(), path, device,
+                 self.precision)
+
+    @staticmethod
+    def _make_voxel_axis_dynamic(ov, model) -> None:
+        """Give a static-V model (mmdeploy static export) a dynamic voxel axis."""
+        shapes = {}
+        for port in model.inputs:
+            name = port.get_any_name()
+            ps = port.get_partial_shape()
+            if name in INPUT_NAMES and ps.rank.is_static and ps[0].is_static:
+                dims = [-1] + [d.get_length() if d.is_static else -1 for d in list(ps)[1:]]
+                shapes[name] = ov.PartialShape(dims)
+        if shapes:
+            try:
+                model.reshape(shapes)
+                LOG.info("openvino: made the voxel axis dynamic for %s", sorted(shapes))
+            except Exception as exc:  # reshape fails if the graph bakes in V
+                LOG.warning("openvino: model has a static voxel count and cannot be reshaped "
+                            "(%s); V must equal the exported count", exc)
+
+    def _infer(self, voxels: np.ndarray, num_points: np.ndarray,
+               coors: np.ndarray) -> Dict[str, np.ndarray]:
+        given = {"voxels": voxels, "num_points": num_points, "coors": coors}
+        feeds = {n: given[n].astype(self._dtypes[n], copy=False) for n in self._dtypes}
+        self._request.infer(feeds)
+        # Copy: the request's output buffers are reused by the next inference.
+        return {p.get_any_name(): np.array(self._request.get_tensor(p).data, copy=True)
+                for p in self._compiled.outputs}
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
+        super().close()
+
+
+def convert_onnx_to_ir(onnx_path: Union[str, Path], xml_path: Union[str, Path],
+                       compress_to_fp16: bool = False) -> Path:
+    """Convert an ONNX model to OpenVINO IR (``.xml`` + ``.bin``).
+
+    Args:
+        onnx_path: source model.
+        xml_path: destination ``.xml`` (the ``.bin`` is written beside it).
+        compress_to_fp16: store weights as fp16 (halves the file; compute precision is still
+            chosen at load by ``precision``). Default False keeps fp32 weights.
+
+    Returns:
+        ``xml_path``.
+    """
+    ov = _ov()
+    xml = Path(xml_path)
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        model = ov.convert_model(str(onnx_path))
+        ov.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)
+    except Exception as exc:
+        raise BackendError(f"openvino could not convert {onnx_path} to IR: {exc}") from exc
+    return xml

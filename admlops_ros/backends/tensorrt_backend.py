@@ -1,0 +1,400 @@
+"""TensorRT (>= 8.6) engine runner and ONNX -> plan builder; tensorrt is imported lazily.
+
+Written against the documented TensorRT Python API: the name-based I/O API (num_io_tensors,
+set_input_shape, set_tensor_address, execute_async_v3; TensorRT 8.5+, the only one in 10.x)
+when present, the binding API of 8.x otherwise. Device buffers come from cuda-python (cudart)
+or pycuda, whichever imports. Not runnable on machines without an NVIDIA GPU.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from admlops_ros.backends.base import INPUT_NAMES, Backend, BackendError, TensorInfo
+from admlops_ros.spec import ModelSpec
+
+LOG = logging.getLogger(__name__)
+
+MIN_VERSION = (8, 6)
+INSTALL_HINT = ("the TensorRT backend needs an NVIDIA GPU, TensorRT >= 8.6 with its Python "
+                "package (`pip install tensorrt` or the JetPack python3-libnvinfer package) and "
+                "`pip install cuda-python` (or pycuda); on CPU-only machines use backend "
+                "'openvino' or 'onnxruntime'")
+VOXEL_AXIS_INPUTS = INPUT_NAMES  # every input has the voxel count as its first dimension
+
+
+def import_tensorrt() -> Any:
+    """Import ``tensorrt`` and check its version.
+
+    Raises:
+        BackendError: with installation instructions when missing or too old.
+    """
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendError(f"cannot import tensorrt ({exc}): {INSTALL_HINT}") from exc
+    version = tuple(int(p) for p in trt.__version__.split(".")[:2] if p.isdigit())
+    if version < MIN_VERSION:
+        raise BackendError(f"TensorRT {trt.__version__} is too old: mmdeploy voxel engines need "
+                           f">= {MIN_VERSION[0]}.{MIN_VERSION[1]} (ScatterND, dynamic shapes)")
+    return trt
+
+
+def check_profile_range(num_voxels: int, profile_min: int, profile_max: int,
+                        tensor: str = "voxels") -> None:
+    """Raise if V is above the optimization profile (below it is padded, see ``pad_voxels``).
+
+    Args:
+        num_voxels: V of this frame.
+        profile_min, profile_max: the engine profile's first-dimension range of ``tensor``.
+    """
+    if num_voxels > profile_max:
+        raise BackendError(
+            f"{num_voxels} voxels exceed the TensorRT optimization profile of input {tensor!r} "
+            f"(min {profile_min}, max {profile_max}); lower voxelization.max_voxels in spec.yaml "
+            f"to <= {profile_max}, or rebuild the engine with max_voxels >= {num_voxels} "
+            "(build_engine_from_onnx / engine.tensorrt_profile)")
+    if num_voxels < 1:
+        raise BackendError(f"no voxels for input {tensor!r}: skip inference for empty clouds")
+
+
+def pad_voxels(voxels: np.ndarray, num_points: np.ndarray, coors: np.ndarray,
+               min_voxels: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pad V up to ``min_voxels`` by repeating the last voxel (same points, same cell).
+
+    A repeated voxel yields the same pillar feature scattered to the same canvas cell, so the
+    network output is unchanged; this lets frames with few voxels run on engines whose
+    profile minimum is above V (mmdeploy KITTI: 2000).
+    """
+    v = len(voxels)
+    if v >= min_voxels or v == 0:
+        return voxels, num_points, coors
+    idx = np.concatenate([np.arange(v), np.full(min_voxels - v, v - 1)])
+    return voxels[idx], num_points[idx], coors[idx]
+
+
+# ----------------------------------------------------------------------------- CUDA memory
+class _Cuda:
+    """Minimal device memory / stream API over cuda-python's cudart or pycuda."""
+
+    def __init__(self, device: int = 0) -> None:
+        self.kind = ""
+        self._ctx = None
+        try:
+            try:
+                from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+            except ImportError:
+                from cuda import cudart  # older cuda-python
+            self.cudart = cudart
+            self.kind = "cuda-python"
+            self._check(cudart.cudaSetDevice(device))
+            self.stream = self._check(cudart.cudaStreamCreate())
+            return
+        except ImportError:
+            pass
+        try:
+            import pycuda.driver as cuda
+        except ImportError as exc:
+            raise BackendError(f"no CUDA Python bindings ({exc}): {INSTALL_HINT}") from exc
+        cuda.init()
+        self.cuda = cuda
+        self.kind = "pycuda"
+        self._ctx = cuda.Device(device).retain_primary_context()
+        self._ctx.push()
+        self.stream = cuda.Stream()
+
+    def _check(self, result: Any) -> Any:
+        err, rest = result[0], result[1:]
+        if int(err) != 0:
+            raise BackendError(f"CUDA runtime error {err}")
+        return rest[0] if len(rest) == 1 else (rest or None)
+
+    @property
+    def stream_handle(self) -> int:
+        if self.kind == "pycuda":
+            return self.stream.handle
+        try:
+            return int(self.stream)
+        except TypeError:
+            return int(self.stream.getPtr())
+
+    def malloc(self, nbytes: int) -> Any:
+        if self.kind == "pycuda":
+            return self.cuda.mem_alloc(max(nbytes, 1))
+        return self._check(self.cudart.cudaMalloc(max(nbytes, 1)))
+
+    @staticmethod
+    def ptr(buf: Any) -> int:
+        return int(buf)
+
+    def free(self, buf: Any) -> None:
+        if self.kind == "pycuda":
+            buf.free()
+        else:
+            self._check(self.cudart.cudaFree(buf))
+
+    def htod(self, buf: Any, host: np.ndarray) -> None:
+        if self.kind == "pycuda":
+            self.cuda.memcpy_htod_async(buf, host, self.stream)
+        else:
+            self._check(self.cudart.cudaMemcpyAsync(
+                buf, host.ctypes.data, host.nbytes,
+                self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
+
+    def dtoh(self, host: np.ndarray, buf: Any) -> None:
+        if self.kind == "pycuda":
+            self.cuda.memcpy_dtoh_async(host, buf, self.stream)
+        else:
+            self._check(self.cudart.cudaMemcpyAsync(
+                host.ctypes.data, buf, host.nbytes,
+                self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
+
+    def synchronize(self) -> None:
+        if self.kind == "pycuda":
+            self.stream.synchronize()
+        else:
+            self._check(self.cudart.cudaStreamSynchronize(self.stream))
+
+    def close(self) -> None:
+        if self.kind == "pycuda":
+            if self._ctx is not None:
+                self._ctx.pop()
+                self._ctx = None
+        elif self.kind:
+            self._check(self.cudart.cudaStreamDestroy(self.stream))
+        self.kind = ""
+
+
+def _load_plugins(trt: Any, logger: Any, plugins: Sequence[Union[str, Path]]) -> None:
+    """Load plugin libraries (e.g. mmdeploy's libmmdeploy_tensorrt_ops.so) and the built-ins."""
+    for lib in plugins:
+        try:
+            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+        except OSError as exc:
+            raise BackendError(f"cannot load TensorRT plugin library {lib}: {exc}") from exc
+    trt.init_libnvinfer_plugins(logger, "")
+
+
+# ----------------------------------------------------------------------------- runner
+class TensorRTBackend(Backend):
+    """Runs a serialized TensorRT engine (plan) with a dynamic voxel axis.
+
+    Args:
+        plan_path: serialized engine (``end2end.engine``), built for this GPU and TensorRT.
+        spec: the bundle spec to check the engine against (optional).
+        device: CUDA device index.
+        plugins: plugin libraries to load first (mmdeploy v0.11-0.14 engines need
+            ``libmmdeploy_tensorrt_ops.so`` for TRTBatchedBEVNMS).
+        output_layout: force a layout name instead of the spec's / detection.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, plan_path: Union[str, Path], spec: Optional[ModelSpec] = None,
+                 device: int = 0, plugins: Sequence[Union[str, Path]] = (),
+                 output_layout: Optional[str] = None) -> None:
+        super().__init__()
+        trt = import_tensorrt()
+        self.trt = trt
+        path = Path(plan_path)
+        if not path.is_file():
+            raise BackendError(f"tensorrt: no plan at {path}; build one with "
+                               "build_engine_from_onnx()")
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        _load_plugins(trt, self._logger, plugins)
+        self._cuda = _Cuda(device)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if self._engine is None:
+            self._cuda.close()
+            raise BackendError(f"tensorrt {trt.__version__} could not deserialize {path}: plans "
+                               "only load on the GPU model and TensorRT version that built them; "
+                               "rebuild it from the ONNX with build_engine_from_onnx()")
+        self._context = self._engine.create_execution_context()
+        self._named = hasattr(self._engine, "num_io_tensors") and \
+            hasattr(self._context, "execute_async_v3")
+        self._buffers: Dict[str, Tuple[Any, int]] = {}  # name -> (device buffer, capacity bytes)
+        self.path = path
+        self.profile: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]] = {}
+        self._read_io()
+        self._finish_init(spec, output_layout)
+        LOG.info("tensorrt %s: %s (%s API, %s buffers), voxel profile %s", trt.__version__, path,
+                 "name-based" if self._named else "binding", self._cuda.kind,
+                 self.profile.get("voxels"))
+
+    def _read_io(self) -> None:
+        trt, eng = self.trt, self._engine
+        if self._named:
+            for i in range(eng.num_io_tensors):
+                name = eng.get_tensor_name(i)
+                shape = tuple(d if d >= 0 else None for d in eng.get_tensor_shape(name))
+                info = TensorInfo(name, shape, np.dtype(trt.nptype(eng.get_tensor_dtype(name))))
+                if eng.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                    self.inputs.append(info)
+                    if None in shape:
+                        self.profile[name] = tuple(tuple(s) for s in
+                                                   eng.get_tensor_profile_shape(name, 0))
+                else:
+                    self.outputs.append(info)
+        else:
+            self._binding_index: Dict[str, int] = {}
+            for i in range(eng.num_bindings):
+                name = eng.get_binding_name(i)
+                self._binding_index[name] = i
+                shape = tuple(d if d >= 0 else None for d in eng.get_binding_shape(i))
+                info = TensorInfo(name, shape, np.dtype(trt.nptype(eng.get_binding_dtype(i))))
+                if eng.binding_is_input(i):
+                    self.inputs.append(info)
+                    if None in shape:
+                        self.profile[name] = tuple(tuple(s) for s in eng.get_profile_shape(0, i))
+                else:
+                    self.outputs.append(info)
+
+    def _device_buffer(self, name: str, nbytes: int) -> Any:
+        """The device buffer of a tensor, grown (never shrunk) to hold ``nbytes``."""
+        buf, cap = self._buffers.get(name, (None, 0))
+        if buf is None or cap < nbytes:
+            if buf is not None:
+                self._cuda.free(buf)
+            cap = max(nbytes, int(cap * 1.5))
+            buf = self._cuda.malloc(cap)
+            self._buffers[name] = (buf, cap)
+        return buf
+
+    def _infer(self, voxels: np.ndarray, num_points: np.ndarray,
+               coors: np.ndarray) -> Dict[str, np.ndarray]:
+        if "voxels" in self.profile:
+            lo, hi = self.profile["voxels"][0][0], self.profile["voxels"][2][0]
+            check_profile_range(len(voxels), lo, hi)
+            voxels, num_points, coors = pad_voxels(voxels, num_points, coors, lo)
+        given = {"voxels": voxels, "num_points": num_points, "coors": coors}
+        hosts = {t.name: np.ascontiguousarray(given[t.name], dtype=t.dtype) for t in self.inputs}
+        ctx, cuda = self._context, self._cuda
+        bindings: List[int] = [0] * (len(self.inputs) + len(self.outputs))
+        for name, host in hosts.items():
+            buf = self._device_buffer(name, host.nbytes)
+            cuda.htod(buf, host)
+            if self._named:
+                ctx.set_input_shape(name, host.shape)
+                ctx.set_tensor_address(name, cuda.ptr(buf))
+            else:
+                idx = self._binding_index[name]
+                ctx.set_binding_shape(idx, host.shape)
+                bindings[idx] = cuda.ptr(buf)
+        results: Dict[str, np.ndarray] = {}
+        for t in self.outputs:
+            if self._named:
+                shape = tuple(ctx.get_tensor_shape(t.name))
+            else:
+                shape = tuple(ctx.get_binding_shape(self._binding_index[t.name]))
+            if any(d < 0 for d in shape):
+                raise BackendError(f"tensorrt: output {t.name} has unresolved shape {shape}")
+            host = np.empty(shape, dtype=t.dtype)
+            buf = self._device_buffer(t.name, host.nbytes)
+            if self._named:
+                ctx.set_tensor_address(t.name, cuda.ptr(buf))
+            else:
+                bindings[self._binding_index[t.name]] = cuda.ptr(buf)
+            results[t.name] = host
+        if self._named:
+            ok = ctx.execute_async_v3(cuda.stream_handle)
+        else:
+            ok = ctx.execute_async_v2(bindings=bindings, stream_handle=cuda.stream_handle)
+        if not ok:
+            raise BackendError("tensorrt: execution failed (see the TensorRT log above)")
+        for name, host in results.items():
+            cuda.dtoh(host, self._buffers[name][0])
+        cuda.synchronize()
+        return results
+
+    def close(self) -> None:
+        if getattr(self, "_cuda", None) is not None and self._cuda.kind:
+            for buf, _ in self._buffers.values():
+                self._cuda.free(buf)
+            self._buffers.clear()
+            self._context = None
+            self._engine = None
+            self._cuda.close()
+        super().close()
+
+
+def tensorrt_available() -> bool:
+    """True when tensorrt >= 8.6 and CUDA bindings import and a GPU is visible."""
+    try:
+        import_tensorrt()
+        cuda = _Cuda(0)
+        cuda.close()
+        return True
+    except Exception as exc:  # any missing piece means "not available"
+        LOG.debug("tensorrt unavailable: %s", exc)
+        return False
+
+
+# ----------------------------------------------------------------------------- builder
+def build_engine_from_onnx(onnx_path: Union[str, Path], plan_path: Union[str, Path],
+                           min_voxels: int = 2000, opt_voxels: int = 5000,
+                           max_voxels: int = 9000, fp16: bool = False,
+                           workspace: int = 1 << 30,
+                           plugins: Sequence[Union[str, Path]] = ()) -> Path:
+    """Build a TensorRT plan with one optimization profile over the voxel axis.
+
+    Defaults are mmdeploy's KITTI profile (2000/5000/9000 voxels, 1 GiB workspace, fp32).
+
+    Args:
+        onnx_path: mmdeploy ``end2end.onnx`` with inputs voxels [V, M, C], num_points [V],
+            coors [V, 4]; only V may be dynamic.
+        plan_path: where to write the serialized engine.
+        min_voxels, opt_voxels, max_voxels: the profile of V.
+        fp16: allow fp16 kernels (if the GPU has fast fp16).
+        workspace: builder workspace limit in bytes.
+        plugins: plugin libraries to load first.
+
+    Returns:
+        ``plan_path``.
+    """
+    if not 1 <= min_voxels <= opt_voxels <= max_voxels:
+        raise BackendError(f"profile must satisfy 1 <= min <= opt <= max, got {min_voxels}, "
+                           f"{opt_voxels}, {max_voxels}")
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    _load_plugins(trt, logger, plugins)
+    builder = trt.Builder(logger)
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    network = builder.create_network(0 if flag is None else 1 << int(flag))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    if hasattr(config, "set_memory_pool_limit"):
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace))
+    else:
+        config.max_workspace_size = int(workspace)
+    if fp16:
+        if builder.platform_has_fast_fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+        else:
+            LOG.warning("tensorrt: fp16 requested but this GPU has no fast fp16; building fp32")
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        inp = network.get_input(i)
+        shape = list(inp.shape)
+        if any(d < 0 for d in shape[1:]):
+            raise BackendError(f"input {inp.name} {shape}: only the voxel axis (dim 0) may be "
+                               "dynamic; export with a fixed max_points and channel count")
+        shapes = [[v] + shape[1:] for v in (min_voxels, opt_voxels, max_voxels)]
+        profile.set_shape(inp.name, *shapes)
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(f"TensorRT failed to build an engine from {onnx_path} (see log)")
+    plan = Path(plan_path)
+    plan.parent.mkdir(parents=True, exist_ok=True)
+    plan.write_bytes(bytes(serialized))
+    LOG.info("tensorrt: wrote %s (voxels %d/%d/%d, fp16=%s)", plan, min_voxels, opt_voxels,
+             max_voxels, fp16)
+    return plan
