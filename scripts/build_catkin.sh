@@ -7,12 +7,19 @@ WS="$REPO/build/catkin_ws"
 PY="${PYTHON_EXECUTABLE:-$REPO/.venv/bin/python}"
 [ -x "$PY" ] || PY=/usr/bin/python3
 
-mkdir -p "$WS/src"
-link="$WS/src/admlops_ros"
-if [ ! -L "$link" ] || [ "$(readlink "$link")" != "$REPO" ]; then
-  rm -rf "$link"
-  ln -s "$REPO" "$link"
-fi
+# src/admlops_ros is a real directory of symlinks to the repo's top-level entries (not a symlink
+# to the repo itself: that would loop through build/ when roslaunch/rospack search the package).
+PKG="$WS/src/admlops_ros"
+[ -L "$PKG" ] && rm -f "$PKG"
+mkdir -p "$PKG"
+for entry in "$REPO"/*; do
+  name=$(basename "$entry")
+  case "$name" in build|catkin_ws|out) continue ;; esac
+  [ "$(readlink "$PKG/$name" 2>/dev/null)" = "$entry" ] || ln -sfn "$entry" "$PKG/$name"
+done
+for link in "$PKG"/*; do  # entries removed from the repo
+  [ -L "$link" ] && [ ! -e "$link" ] && rm -f "$link"
+done
 
 cd "$WS"
 # PATH without pyenv shims: catkin's CMake must find Debian's Python modules (catkin_pkg).

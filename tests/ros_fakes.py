@@ -27,6 +27,9 @@ class FakeDetector:
         det.timings_ms = {"preprocess": 1.0, "inference": 2.0, "postprocess": 0.5, "total": 3.5}
         return det
 
+    def close(self) -> None:
+        self.closed = True
+
 
 def messages_or_skip():
     """The generated admlops_ros.msg module, or skip when the catkin workspace is not built."""

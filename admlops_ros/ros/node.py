@@ -130,6 +130,7 @@ class LidarDetectionNode:
         self.diag = DiagnosticsState(params.max_processing_ms, params.error_after_failures)
         self.summary = dict(summary or {})
         self._diag_lock = threading.Lock()
+        self._logged_level = self.diag.status()[0]
         msgs = self.processor.msgs
         self.pub_objects = rospy.Publisher(params.objects_topic, msgs.DetectedObjectArray,
                                            queue_size=2)
@@ -181,10 +182,13 @@ class LidarDetectionNode:
         self._after(changed)
 
     def _after(self, changed: bool) -> None:
-        if changed:
-            level = self.diag.status()[0]
-            self.rospy.loginfo(f"diagnostic state: {LEVEL_NAMES[level]}")
-            self.publish_diagnostics()
+        if not changed:
+            return
+        level, message, _ = self.diag.status()
+        if level != self._logged_level:
+            self._logged_level = level
+            self.rospy.loginfo(f"diagnostics {LEVEL_NAMES[level]}: {message}")
+        self.publish_diagnostics()
 
     def _on_timer(self, _event: Any) -> None:
         self.diag.poll()
