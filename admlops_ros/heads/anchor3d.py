@@ -315,24 +315,21 @@ class Anchor3DDecoder:
             dir_labels = np.zeros(len(ids), np.int64)
         return boxes, scores, dir_labels
 
-    def decode(self, cls_scores: Sequence[np.ndarray], bbox_preds: Sequence[np.ndarray],
-               dir_cls_preds: Optional[Sequence[np.ndarray]] = None) -> Detections:
-        """Decode one frame of head outputs.
+    def select(self, cls_scores: Sequence[np.ndarray], bbox_preds: Sequence[np.ndarray],
+               dir_cls_preds: Optional[Sequence[np.ndarray]] = None
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-k anchors of all levels, decoded, before NMS (first half of ``decode``).
 
         Args:
-            cls_scores: per level [1, A * K, H, W] class logits.
-            bbox_preds: per level [1, A * code_size, H, W] box deltas.
-            dir_cls_preds: per level [1, A * 2, H, W] direction logits (required when
-                use_direction_classifier).
+            cls_scores, bbox_preds, dir_cls_preds: as for ``decode``.
 
         Returns:
-            Detections (boxes [N, 7] float32 LiDAR frame, bottom centre; scores; labels) with
-            timings_ms keys ``postprocess_select`` and ``postprocess_nms``.
+            (boxes [N, code_size] float32 bottom-centre with the raw decoded yaw,
+            scores [N, K] float32 sigmoid, dir_labels [N] int64).
 
         Raises:
             HeadError: when shapes do not match each other or the anchors.
         """
-        t0 = time.perf_counter()
         cls_l = _as_levels(cls_scores, "cls_scores")
         box_l = _as_levels(bbox_preds, "bbox_preds")
         dir_l: List[Optional[np.ndarray]] = list(_as_levels(dir_cls_preds, "dir_cls_preds"))
@@ -346,9 +343,28 @@ class Anchor3DDecoder:
                 f"{len(cls_l)}, {len(box_l)}, {len(dir_l)}")
         parts = [self._select_level(i, len(cls_l), c, b, d)
                  for i, (c, b, d) in enumerate(zip(cls_l, box_l, dir_l))]
-        boxes = np.concatenate([p[0] for p in parts])
-        scores = np.concatenate([p[1] for p in parts])
-        dir_labels = np.concatenate([p[2] for p in parts])
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]))
+
+    def decode(self, cls_scores: Sequence[np.ndarray], bbox_preds: Sequence[np.ndarray],
+               dir_cls_preds: Optional[Sequence[np.ndarray]] = None) -> Detections:
+        """Decode one frame of head outputs.
+
+        Args:
+            cls_scores: per level [1, A * K, H, W] class logits (a bare array = one level).
+            bbox_preds: per level [1, A * code_size, H, W] box deltas.
+            dir_cls_preds: per level [1, A * 2, H, W] direction logits (required when
+                use_direction_classifier).
+
+        Returns:
+            Detections (boxes [N, 7] float32 LiDAR frame, bottom centre; scores; labels) with
+            timings_ms keys ``postprocess_select`` and ``postprocess_nms``.
+
+        Raises:
+            HeadError: when shapes do not match each other or the anchors.
+        """
+        t0 = time.perf_counter()
+        boxes, scores, dir_labels = self.select(cls_scores, bbox_preds, dir_cls_preds)
         t1 = time.perf_counter()
         boxes, scores, labels, dir_labels = multiclass_nms(
             boxes, scores, self.score_thr, self.nms_thr, self.max_num, self.use_rotate_nms,
@@ -360,6 +376,7 @@ class Anchor3DDecoder:
             rot = limit_period(boxes[:, 6] - offset, np.float32(self.dir_limit_offset), pi)
             boxes[:, 6] = rot + offset + pi * dir_labels.astype(np.float32)
         t2 = time.perf_counter()
-        return Detections(boxes, scores, labels, self.class_names or tuple(
-            str(i) for i in range(self.num_classes)),
-            {"postprocess_select": (t1 - t0) * 1e3, "postprocess_nms": (t2 - t1) * 1e3})
+        names = self.class_names or tuple(str(i) for i in range(self.num_classes))
+        return Detections(boxes, scores, labels, names,
+                          {"postprocess_select": (t1 - t0) * 1e3,
+                           "postprocess_nms": (t2 - t1) * 1e3})

@@ -8,8 +8,9 @@ Suppression rule: a box is dropped when its IoU with an already kept box is stri
 than the threshold (mmcv CUDA ``nms_rotated`` and ``nms``; mmcv's CPU ``nms_rotated`` uses >=,
 which differs only for IoU exactly equal to the threshold).
 
-Speed: exact IoU is only computed for pairs whose axis-aligned bounding rectangles overlap;
-the greedy pass then walks only the rows that suppress something.
+Speed: exact IoU is only computed for pairs whose axis-aligned bounding rectangles overlap.
+With numba the greedy loop runs compiled and lazily (only kept-vs-alive pairs, as mmcv);
+the numpy path computes the overlapping pairs at once and walks only suppressing rows.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from admlops_ros.geometry import MIN_AREA, bev_aabb, rotated_intersection_bev_aligned
+from admlops_ros.geometry import (MIN_AREA, _nb_pair_intersection, _njit, bev_aabb,
+                                  rotated_intersection_bev_aligned, use_numba)
 
 __all__ = ["NMSError", "rotated_nms", "aligned_nms", "multiclass_nms", "score_order"]
 
@@ -85,9 +87,54 @@ def rotated_iou_pairs_sorted(sorted_bev: np.ndarray, iou_threshold: float
     return ii[sel], jj[sel]
 
 
+@_njit
+def _nb_rotated_nms_sorted(bev, thr):
+    """Greedy rotated NMS on score-sorted [N, 5] float64 boxes; kept positions (numba)."""
+    n = bev.shape[0]
+    x0 = np.empty(n)
+    y0 = np.empty(n)
+    x1 = np.empty(n)
+    y1 = np.empty(n)
+    for i in range(n):
+        c = abs(np.cos(bev[i, 4]))
+        s = abs(np.sin(bev[i, 4]))
+        hx = 0.5 * (c * bev[i, 2] + s * bev[i, 3])
+        hy = 0.5 * (s * bev[i, 2] + c * bev[i, 3])
+        x0[i] = bev[i, 0] - hx
+        x1[i] = bev[i, 0] + hx
+        y0[i] = bev[i, 1] - hy
+        y1[i] = bev[i, 1] + hy
+    margin = 1e-9
+    suppressed = np.zeros(n, dtype=np.bool_)
+    keep = np.empty(n, dtype=np.int64)
+    nk = 0
+    pa = np.empty((4, 2))
+    pb = np.empty((4, 2))
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        keep[nk] = i
+        nk += 1
+        area_i = bev[i, 2] * bev[i, 3]
+        for j in range(i + 1, n):
+            if suppressed[j]:
+                continue
+            if (x0[i] >= x1[j] + margin or x0[j] >= x1[i] + margin
+                    or y0[i] >= y1[j] + margin or y0[j] >= y1[i] + margin):
+                continue
+            inter = _nb_pair_intersection(bev[i], bev[j], pa, pb)
+            area_j = bev[j, 2] * bev[j, 3]
+            union = area_i + area_j - inter
+            if area_i < MIN_AREA or area_j < MIN_AREA or union <= 0.0:
+                continue
+            if inter / union > thr:
+                suppressed[j] = True
+    return keep[:nk]
+
+
 def rotated_nms(boxes_bev: np.ndarray, scores: np.ndarray, iou_threshold: float,
                 pre_max_size: Optional[int] = None,
-                post_max_size: Optional[int] = None) -> np.ndarray:
+                post_max_size: Optional[int] = None, backend: str = "auto") -> np.ndarray:
     """Rotated BEV NMS (mmdet3d ``nms_bev`` -> mmcv ``nms_rotated``).
 
     Args:
@@ -96,6 +143,7 @@ def rotated_nms(boxes_bev: np.ndarray, scores: np.ndarray, iou_threshold: float,
         iou_threshold: suppress a box whose exact rotated IoU with a kept box is > this.
         pre_max_size: consider only the this many best-scoring boxes.
         post_max_size: return at most this many indices.
+        backend: "auto" (numba when installed), "numba" or "numpy".
 
     Returns:
         [K] int64 indices into the input, by score descending.
@@ -104,9 +152,15 @@ def rotated_nms(boxes_bev: np.ndarray, scores: np.ndarray, iou_threshold: float,
     order = score_order(s)
     if pre_max_size is not None:
         order = order[:int(pre_max_size)]
-    sorted_bev = b[order].astype(np.float64)
-    ii, jj = rotated_iou_pairs_sorted(sorted_bev, float(iou_threshold))
-    keep = order[_greedy(len(order), ii, jj)].astype(np.int64)
+    sorted_bev = np.ascontiguousarray(b[order], dtype=np.float64)
+    if len(order) == 0:
+        kept = np.zeros(0, np.int64)
+    elif use_numba(backend):
+        kept = _nb_rotated_nms_sorted(sorted_bev, float(iou_threshold))
+    else:
+        ii, jj = rotated_iou_pairs_sorted(sorted_bev, float(iou_threshold))
+        kept = _greedy(len(order), ii, jj)
+    keep = order[kept].astype(np.int64)
     if post_max_size is not None:
         keep = keep[:int(post_max_size)]
     return keep
@@ -148,7 +202,7 @@ def aligned_nms(boxes_bev: np.ndarray, scores: np.ndarray, iou_threshold: float)
 
 def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_thr: float, nms_thr: float,
                    max_num: Optional[int], use_rotate_nms: bool = True,
-                   dir_labels: Optional[np.ndarray] = None
+                   dir_labels: Optional[np.ndarray] = None, backend: str = "auto"
                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """Per-class BEV NMS with mmdet3d ``box3d_multiclass_nms`` semantics.
 
@@ -165,6 +219,7 @@ def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_thr: float, nms_
         max_num: maximum number of boxes returned (None: no limit).
         use_rotate_nms: rotated NMS (``nms_bev``) or axis-aligned (``nms_normal_bev``).
         dir_labels: optional [N] direction labels carried along.
+        backend: rotated IoU backend, "auto", "numba" or "numpy".
 
     Returns:
         (boxes [M, 7+], scores [M], labels [M] int64, dir_labels [M] or None).
@@ -180,7 +235,7 @@ def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_thr: float, nms_
         if len(dir_labels) != len(b):
             raise NMSError(
                 f"multiclass_nms: dir_labels must be [N] = [{len(b)}], got {dir_labels.shape}")
-    nms_fn = rotated_nms if use_rotate_nms else aligned_nms
+    use_numba(backend)                    # validate early
     sel_idx: List[np.ndarray] = []
     sel_scores: List[np.ndarray] = []
     sel_labels: List[np.ndarray] = []
@@ -190,7 +245,10 @@ def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_thr: float, nms_
             continue
         cls_scores = sc[idx, k]
         bev = b[idx][:, [0, 1, 3, 4, 6]]
-        keep = nms_fn(bev, cls_scores, nms_thr)
+        if use_rotate_nms:
+            keep = rotated_nms(bev, cls_scores, nms_thr, backend=backend)
+        else:
+            keep = aligned_nms(bev, cls_scores, nms_thr)
         sel_idx.append(idx[keep])
         sel_scores.append(cls_scores[keep])
         sel_labels.append(np.full(len(keep), k, dtype=np.int64))
