@@ -212,7 +212,11 @@ def spec_from_config_dict(cfg: Mapping[str, Any], name: str,
     if gen.get("type") != "AlignedAnchor3DRangeGenerator":
         raise Mmdet3dConfigError(f"anchor_generator.type {gen.get('type')!r} unsupported: the "
                                  "runtime implements AlignedAnchor3DRangeGenerator")
-    for key, ok in (("custom_values", []), ("scales", [1]), ("size_per_range", True)):
+    scales = [float(s) for s in gen.get("scales", [1])]
+    if len(scales) != 1:
+        raise Mmdet3dConfigError(f"anchor_generator.scales {scales}: one feature-map level "
+                                 "(one scale) is supported")
+    for key, ok in (("custom_values", []), ("size_per_range", True)):
         if key in gen and gen[key] != ok:
             raise Mmdet3dConfigError(f"anchor_generator.{key}={gen[key]!r} unsupported "
                                      f"(only {ok!r})")
@@ -248,6 +252,8 @@ def spec_from_config_dict(cfg: Mapping[str, Any], name: str,
                      "nms_pre": int(test_cfg.get("nms_pre", -1)),
                      "max_num": int(_need(test_cfg, "max_num", "model.test_cfg"))},
     }
+    if scales != [1.0]:
+        spec["anchors"]["scales"] = scales
     engine: Dict[str, Any] = {}
     if output_layout:
         engine["output_layout"] = output_layout

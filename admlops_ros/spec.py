@@ -76,6 +76,7 @@ class AnchorSpec:
     rotations: Tuple[float, ...]  # radians
     align_corner: bool
     feature_map_size: Tuple[int, int]  # (H, W) of the head output
+    scales: Tuple[float, ...] = (1.0,)  # mmdet3d anchor size scale (one level: one value)
 
     @property
     def num_anchors(self) -> int:
@@ -206,6 +207,8 @@ class ModelSpec:
         if self.engine.tensorrt_profile:
             p = self.engine.tensorrt_profile
             engine["tensorrt_profile"] = {"min": p.min, "opt": p.opt, "max": p.max}
+        if self.anchors.scales != (1.0,):
+            out["anchors"]["scales"] = list(self.anchors.scales)
         if engine:
             out["engine"] = engine
         out["files"] = dict(self.files)
@@ -235,7 +238,7 @@ _ALLOWED_TOP = {"format_version", "name", "family", "class_names", "input", "vox
 _SECTION_KEYS = {
     "input": {"point_features", "intensity_scale"},
     "voxelization": {"voxel_size", "point_cloud_range", "max_points", "max_voxels"},
-    "anchors": {"ranges", "sizes", "rotations", "align_corner", "feature_map_size"},
+    "anchors": {"ranges", "sizes", "rotations", "align_corner", "feature_map_size", "scales"},
     "box_coder": {"type", "code_size"},
     "head": {"use_direction_classifier", "dir_offset", "dir_limit_offset"},
     # nms_across_levels / min_bbox_size are mmdet3d keys without effect for one level.
@@ -412,8 +415,10 @@ class _SpecParser:
                 f"{self.source}: anchors.feature_map_size {list(fm)} is not the scatter grid "
                 f"{list(canvas)} (y, x; from voxel_size and point_cloud_range) divided by an "
                 f"integer stride; e.g. stride 2 gives {[-(-c // 2) for c in canvas]}")
+        scales = self.numbers(self.get(d, "anchors", "scales", [1.0]), "anchors.scales", 1,
+                              positive=True)
         return AnchorSpec(ranges, sizes, rotations, align,  # type: ignore[arg-type]
-                          (int(fm[0]), int(fm[1])))
+                          (int(fm[0]), int(fm[1])), scales)
 
     def _box_coder(self, d: Mapping[str, Any]) -> BoxCoderSpec:
         kind = self.get(d, "box_coder", "type", BOX_CODERS[0])
@@ -606,6 +611,29 @@ def write_bundle(out_dir: PathLike, spec_dict: Mapping[str, Any], onnx_path: Pat
     data["files"] = files
     _dump(data, root / SPEC_FILE)
     return load_bundle(root)
+
+
+def update_file_hashes(bundle_dir: PathLike, rel_paths: Sequence[str]) -> Dict[str, str]:
+    """Add or refresh the sha256 of the given bundle files in spec.yaml (others untouched).
+
+    Returns the new ``files`` mapping.
+
+    Raises:
+        SpecError: invalid spec, or one of ``rel_paths`` does not exist.
+    """
+    spec_path = _spec_path(bundle_dir)
+    spec = read_spec(spec_path)
+    files = dict(spec.files)
+    for rel in rel_paths:
+        p = spec_path.parent / rel
+        if not p.is_file():
+            raise SpecError(f"{spec_path}: cannot record files.{rel}: {p} does not exist")
+        files[str(rel)] = sha256_file(p)
+    data = dict(spec.raw)
+    data["files"] = files
+    ModelSpec.from_dict(data, source=str(spec_path))
+    _dump(data, spec_path)
+    return files
 
 
 def rehash_bundle(bundle_dir: PathLike) -> Dict[str, str]:

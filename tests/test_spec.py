@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from admlops_ros.spec import (ModelSpec, SpecError, feature_map_stride, grid_size, load_bundle,
-                              read_spec, rehash_bundle, write_bundle)
+                              read_spec, rehash_bundle, update_file_hashes, write_bundle)
 from tests.fixtures.tiny_model import make_tiny_onnx, tiny_spec
 
 KITTI = {
@@ -161,3 +161,15 @@ def test_bad_hash_text_and_missing_spec(tmp_path):
     (tmp_path / "spec.yaml").write_text("a: [1, 2")
     with pytest.raises(SpecError, match="not valid YAML"):
         read_spec(tmp_path)
+
+
+def test_update_file_hashes_records_new_files(tmp_path):
+    onnx = make_tiny_onnx(tmp_path / "m.onnx")
+    write_bundle(tmp_path / "b", tiny_spec(anchors={"scales": [1.0]}), onnx)
+    (tmp_path / "b" / "tensorrt").mkdir()
+    (tmp_path / "b" / "tensorrt" / "x.plan").write_bytes(b"plan")
+    files = update_file_hashes(tmp_path / "b", ["tensorrt/x.plan"])
+    assert set(files) == {"end2end.onnx", "tensorrt/x.plan"}
+    assert load_bundle(tmp_path / "b").tensorrt_plan == tmp_path / "b" / "tensorrt" / "x.plan"
+    with pytest.raises(SpecError, match="cannot record files.nope.xml"):
+        update_file_hashes(tmp_path / "b", ["nope.xml"])

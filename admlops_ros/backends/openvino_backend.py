@@ -26,6 +26,14 @@ def _ov():
     return ov
 
 
+def _port_name(port) -> str:
+    """The port's user-facing name: a tensor can carry several (torch export adds internal
+    '/module/Op_output_0' names beside 'num_points'); prefer the one not starting with '/'."""
+    names = sorted(port.get_names())
+    plain = [n for n in names if not n.startswith("/")]
+    return plain[0] if plain else port.get_any_name()
+
+
 def _shape(partial_shape) -> tuple:
     return tuple(d.get_length() if d.is_static else None for d in partial_shape)
 
@@ -79,13 +87,12 @@ class OpenVINOBackend(Backend):
         actual = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision = actual.to_string() if hasattr(actual, "to_string") else str(actual)
         self._request = self._compiled.create_infer_request()
-        self.inputs = [TensorInfo(p.get_any_name(), _shape(p.get_partial_shape()),
+        self.inputs = [TensorInfo(_port_name(p), _shape(p.get_partial_shape()),
                                   np.dtype(p.get_element_type().to_dtype()))
                        for p in self._compiled.inputs]
-        self.outputs = [TensorInfo(p.get_any_name(), _shape(p.get_partial_shape()),
+        self.outputs = [TensorInfo(_port_name(p), _shape(p.get_partial_shape()),
                                    np.dtype(p.get_element_type().to_dtype()))
                         for p in self._compiled.outputs]
-        self._dtypes = {t.name: t.dtype for t in self.inputs}
         self._finish_init(spec, output_layout)
         LOG.info("openvino %s: %s on %s, precision %s", ov.get_version(), path, device,
                  self.precision)
@@ -95,7 +102,7 @@ class OpenVINOBackend(Backend):
         """Give a static-V model (mmdeploy static export) a dynamic voxel axis."""
         shapes = {}
         for port in model.inputs:
-            name = port.get_any_name()
+            name = _port_name(port)
             ps = port.get_partial_shape()
             if name in INPUT_NAMES and ps.rank.is_static and ps[0].is_static:
                 dims = [-1] + [d.get_length() if d.is_static else -1 for d in list(ps)[1:]]
@@ -111,11 +118,12 @@ class OpenVINOBackend(Backend):
     def _infer(self, voxels: np.ndarray, num_points: np.ndarray,
                coors: np.ndarray) -> Dict[str, np.ndarray]:
         given = {"voxels": voxels, "num_points": num_points, "coors": coors}
-        feeds = {n: given[n].astype(self._dtypes[n], copy=False) for n in self._dtypes}
+        # Fed by port index: names are only used to match the mmdeploy inputs.
+        feeds = {i: given[t.name].astype(t.dtype, copy=False) for i, t in enumerate(self.inputs)}
         self._request.infer(feeds)
         # Copy: the request's output buffers are reused by the next inference.
-        return {p.get_any_name(): np.array(self._request.get_tensor(p).data, copy=True)
-                for p in self._compiled.outputs}
+        return {t.name: np.array(self._request.get_output_tensor(i).data, copy=True)
+                for i, t in enumerate(self.outputs)}
 
     def close(self) -> None:
         self._request = None
