@@ -1,0 +1,215 @@
+"""CPU training loop for PointPillars on simulated frames (AdamW + one-cycle, resumable)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from admlops_ros.training.augment import AugmentConfig, GTSampler
+from admlops_ros.training.configs import PointPillarsConfig, get_config
+from admlops_ros.training.dataset import SampleBuilder, collate, simulated_frame_fn
+from admlops_ros.training.losses import LossConfig, head_losses
+from admlops_ros.training.network import PointPillars, build_model
+
+__all__ = ["TrainConfig", "TrainError", "train", "train_step", "batch_to_torch",
+           "CHECKPOINT", "STATE", "CONFIG_JSON", "LOG_JSONL"]
+
+LOG = logging.getLogger(__name__)
+
+CHECKPOINT = "latest.pth"  # plain state_dict: torch.load(path, weights_only=True)
+STATE = "train_state.pth"  # optimizer / scheduler / iteration, for --resume
+CONFIG_JSON = "model_config.json"
+LOG_JSONL = "train_log.jsonl"
+PathLike = Union[str, Path]
+
+
+class TrainError(RuntimeError):
+    """Training cannot start or continue; the message names the setting and the fix."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved beside the checkpoint).
+
+    Frames are simulated on the fly: sample j of iteration i uses seed
+    ``frame_seed_base + i * batch_size + j`` (evaluation must use other seeds); the
+    ground-truth database uses the first ``gt_db_frames`` training seeds.
+    """
+
+    model: str = "sim_small"
+    iterations: int = 7000
+    batch_size: int = 2
+    crop: Optional[Tuple[int, int]] = (128, 128)  # canvas cells; None: full canvas
+    lr: float = 1e-3  # one-cycle maximum
+    div_factor: float = 10.0  # start lr = lr / div_factor
+    final_div_factor: float = 1e3  # final lr = start lr / final_div_factor
+    pct_start: float = 0.4
+    weight_decay: float = 0.01
+    betas: Tuple[float, float] = (0.95, 0.99)
+    grad_clip: float = 35.0
+    seed: int = 0
+    frame_seed_base: int = 0
+    gt_db_frames: int = 300
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    min_points: int = 1
+    threads: int = 2
+    checkpoint_every: int = 250
+    log_every: int = 25
+
+    def to_dict(self) -> Dict:
+        return dataclasses.asdict(self)
+
+
+def batch_to_torch(batch: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
+    """numpy batch from :func:`collate` -> torch tensors (int64 labels, bool mask)."""
+    out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()
+           if isinstance(v, np.ndarray) and v.ndim > 0}
+    out["labels"] = out["labels"].long()
+    out["dir_targets"] = out["dir_targets"].long()
+    return out
+
+
+def train_step(model: PointPillars, batch: Dict[str, np.ndarray], batch_size: int,
+               canvas_hw: Tuple[int, int], loss_cfg: LossConfig) -> Dict[str, torch.Tensor]:
+    """Forward + losses of one batch (no backward); returns the loss dict with ``loss``."""
+    t = batch_to_torch(batch)
+    cls, reg, dirs = model.forward_batch(t["voxels"], t["num_points"], t["coors"],
+                                         batch_size=batch_size, canvas_hw=canvas_hw,
+                                         scatter_coors=t["scatter_coors"])
+    losses = head_losses(cls, reg, dirs, t["labels"], t["label_weights"], t["bbox_targets"],
+                         t["pos_mask"], t["dir_targets"], float(batch["avg_factor"]), loss_cfg)
+    losses["loss"] = losses["loss_cls"] + losses["loss_bbox"] + losses["loss_dir"]
+    return losses
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def _save(model: PointPillars, opt, sched, it: int, out: Path) -> None:
+    tmp = out / (CHECKPOINT + ".tmp")
+    torch.save(model.state_dict(), str(tmp))
+    tmp.replace(out / CHECKPOINT)
+    tmp = out / (STATE + ".tmp")
+    torch.save({"iteration": it, "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict()}, str(tmp))
+    tmp.replace(out / STATE)
+
+
+def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int], object]] = None,
+          model_config: Optional[PointPillarsConfig] = None, resume: bool = False,
+          progress: bool = True) -> Path:
+    """Train and write ``latest.pth`` (+ model_config.json, train_state.pth, train_log.jsonl).
+
+    Args:
+        cfg: training settings.
+        out_dir: output directory (created).
+        frame_fn: ``seed -> frame`` (points, boxes, names, difficulty, num_points); default the
+            simulator with its default scene and sensor.
+        model_config: overrides ``cfg.model``.
+        resume: continue from ``train_state.pth`` in out_dir.
+        progress: show a tqdm bar.
+
+    Returns:
+        Path of the final checkpoint.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mcfg = model_config if model_config is not None else get_config(cfg.model)
+    torch.set_num_threads(max(1, int(cfg.threads)))
+    _seed_everything(cfg.seed)
+    frame_fn = frame_fn if frame_fn is not None else simulated_frame_fn()
+    model = build_model(mcfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr / cfg.div_factor,
+                            betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.iterations, pct_start=cfg.pct_start,
+        div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor,
+        base_momentum=0.85, max_momentum=cfg.betas[0])
+    start = 0
+    if resume and (out / STATE).is_file():
+        state = torch.load(str(out / STATE), map_location="cpu", weights_only=True)
+        model.load_state_dict(torch.load(str(out / CHECKPOINT), map_location="cpu",
+                                         weights_only=True))
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = int(state["iteration"])
+        LOG.info("resuming %s at iteration %d", out, start)
+    elif resume:
+        raise TrainError(f"--resume: {out / STATE} does not exist; start without --resume")
+    (out / CONFIG_JSON).write_text(json.dumps(mcfg.to_dict(), indent=1))
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+
+    sampler = None
+    if cfg.augment.gt_sampling and cfg.gt_db_frames > 0:
+        t0 = time.time()
+        db = [frame_fn(cfg.frame_seed_base + i) for i in range(cfg.gt_db_frames)]
+        sampler = GTSampler(db, mcfg.class_names, cfg.augment.sample_groups,
+                            cfg.augment.min_points)
+        del db
+        LOG.info("gt database from %d frames in %.1f s", cfg.gt_db_frames, time.time() - t0)
+    builder = SampleBuilder(mcfg, cfg.augment, cfg.crop, sampler, cfg.min_points)
+    canvas_hw = builder.canvas_hw
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it")
+    model.train()
+    log_f = (out / LOG_JSONL).open("a")
+    running: Dict[str, List[float]] = {}
+    t_data = t_step = 0.0
+    try:
+        for it in range(start, cfg.iterations):
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([cfg.seed, it])
+            samples = [builder.build(frame_fn(cfg.frame_seed_base + it * cfg.batch_size + j),
+                                     rng) for j in range(cfg.batch_size)]
+            batch = collate(samples)
+            t1 = time.perf_counter()
+            losses = train_step(model, batch, cfg.batch_size, canvas_hw, cfg.losses)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            t2 = time.perf_counter()
+            t_data += t1 - t0
+            t_step += t2 - t1
+            for k, v in losses.items():
+                running.setdefault(k, []).append(float(v.detach()))
+            running.setdefault("num_pos", []).append(float(batch["num_pos"]))
+            done = it + 1
+            if bar is not None:
+                bar.update(1)
+            if done % cfg.log_every == 0 or done == cfg.iterations:
+                n = len(running["loss"])
+                rec = {k: float(np.mean(v)) for k, v in running.items()}
+                rec.update(iteration=done, lr=float(sched.get_last_lr()[0]),
+                           s_per_it=(t_data + t_step) / n, data_s=t_data / n, step_s=t_step / n)
+                log_f.write(json.dumps(rec) + "\n")
+                log_f.flush()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", cls=f"{rec['loss_cls']:.3f}",
+                                    box=f"{rec['loss_bbox']:.3f}", lr=f"{rec['lr']:.1e}")
+                LOG.debug("it %d %s", done, rec)
+                running, t_data, t_step = {}, 0.0, 0.0
+            if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+                _save(model, opt, sched, done, out)
+    finally:
+        log_f.close()
+        if bar is not None:
+            bar.close()
+    return out / CHECKPOINT
