@@ -228,21 +228,20 @@ def bag_from_kitti(kitti_dir: os.PathLike, frames: Sequence[str], out: os.PathLi
 
 
 def bag_from_sim(out: os.PathLike, count: int, seed: int = 0, sensor: str = "hdl64",
-                 scene: Optional[str] = None, progress: bool = True) -> int:
+                 scene: Any = None, progress: bool = True) -> int:
     """Write ``count`` simulated frames (seeds seed, seed+1, ...) as a bag; returns count."""
     from tqdm import tqdm
-    from admlops_ros.simulation import simulate_frame
+    from admlops_ros.simulation import SceneConfig, SensorConfig, simulate_frame
     if count <= 0:
         raise BagError(f"--count must be positive, got {count}")
+    sensor_cfg = SensorConfig.preset(sensor)
+    scene_cfg = SceneConfig() if scene is None else scene
     with BagWriter(out) as writer:
         for i in tqdm(range(count), desc="bag-from-sim", unit="frame", disable=not progress):
-            kwargs = {"sensor": sensor}
-            if scene is not None:
-                kwargs["scene"] = scene
-            frame = simulate_frame(seed + i, **kwargs)
+            frame = simulate_frame(seed + i, scene_cfg, sensor_cfg)
             difficulty = np.asarray(frame.difficulty, np.int64)
             gt = FrameGT(frame.boxes, list(frame.names), ignore=difficulty < 0,
-                         difficulty=difficulty, frame_id=str(i))
+                         difficulty=difficulty, frame_id=str(seed + i))
             writer.write(frame.points, gt)
         return writer.count
 

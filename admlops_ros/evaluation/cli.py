@@ -1,0 +1,225 @@
+"""`admlops` subcommands of the evaluation area: bag-from-kitti, bag-from-sim, eval, compare, kitti-eval."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+LOG = logging.getLogger("admlops.eval")
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, float)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def _clean(obj):
+    """nan/inf -> None recursively (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    return obj
+
+
+def write_json(path: Path, data) -> None:
+    """Strict JSON (NaN written as null)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_clean(data), indent=1, default=_json_default))
+
+
+def _known_errors():
+    from admlops_ros.evaluation.bags import BagError
+    from admlops_ros.evaluation.kitti_eval import KittiEvalError
+    from admlops_ros.evaluation.metrics import MetricsError
+    from admlops_ros.evaluation.replay import ReplayError
+    from admlops_ros.evaluation.report import ReportError
+    return (BagError, KittiEvalError, MetricsError, ReplayError, ReportError)
+
+
+def _guarded(func):
+    """Run a command; known errors (and Ctrl-C) become one log line and exit code 1 / 130."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args) or 0)
+        except _known_errors() as exc:
+            LOG.error("%s", exc)
+            return 1
+        except KeyboardInterrupt:
+            LOG.error("interrupted")
+            return 130
+    return run
+
+
+def cmd_bag_from_sim(args: argparse.Namespace) -> int:
+    from admlops_ros.evaluation.bags import bag_from_sim
+    n = bag_from_sim(args.output, args.count, args.seed, args.sensor,
+                     progress=not args.no_progress)
+    LOG.info("wrote %d simulated frames (seed %d, sensor %s) to %s", n, args.seed, args.sensor,
+             args.output)
+    return 0
+
+
+def cmd_bag_from_kitti(args: argparse.Namespace) -> int:
+    from admlops_ros.evaluation.bags import BagError, bag_from_kitti, read_split
+    ids = list(args.ids or [])
+    if args.split:
+        ids += read_split(args.split)
+    if not ids:
+        raise BagError("give frame ids with --ids 000000 000001 ... or --split FILE")
+    n = bag_from_kitti(args.kitti_dir, ids, args.output, progress=not args.no_progress)
+    LOG.info("wrote %d KITTI frames from %s to %s", n, args.kitti_dir, args.output)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from admlops_ros.evaluation import replay, report
+    from admlops_ros.evaluation.kitti_eval import write_kitti_results
+    from admlops_ros.evaluation.metrics import EvalConfig
+    kw = dict(engine=args.engine, backend=args.backend, score_threshold=args.score_threshold,
+              progress=not args.no_progress, points_topic=args.points_topic,
+              gt_topic=args.gt_topic)
+    out = Path(args.out)
+    if args.online:
+        result = replay.run_online(args.bag, rate=args.rate, log_dir=out / "logs", **kw)
+    else:
+        result = replay.run_offline(args.bag, limit=args.limit, **kw)
+    op = args.operating_threshold
+    config = EvalConfig(score_threshold=op)
+    results, main, bands = replay.summarize(result, config)
+    write_json(out / "results.json", results)
+    html = report.write_report(out / "report.html", results, main, bands, result.records,
+                               result.samples, op)
+    report.save_pngs(out / "figures", main, bands, result.records, result.samples, op,
+                     results["latency_definition"])
+    if result.preds:
+        write_kitti_results(out / "kitti_results", result.preds,
+                            [f"{i:06d}" for i in range(len(result.preds))])
+    _print_summary(results, main, bands)
+    LOG.info("wrote %s, %s, figures/ and kitti_results/", out / "results.json", html)
+    return 0
+
+
+def _print_summary(results, main, bands) -> None:
+    lat = results["latency_ms"]
+    fr = results["frames"]
+    lines = []
+    if main is not None:
+        lines += [main.table("R40", "strict"), "", main.table("R40", "loose")]
+        if bands is not None and bands is not main:
+            lines += ["", bands.table("R40", "strict", metrics=("3d",))]
+    else:
+        lines.append("no ground truth in the bag: accuracy metrics skipped")
+
+    def f(v):
+        return "-" if v is None or not math.isfinite(v) else f"{v:.1f}"
+    lines += ["", f"clouds {fr['clouds']}  evaluated {fr['evaluated']}  dropped {fr['dropped']}  "
+              f"without gt {fr['without_gt']}",
+              f"latency ms ({results['latency_definition']}): p50 {f(lat['p50'])}  p90 "
+              f"{f(lat['p90'])}  p99 {f(lat['p99'])}  max {f(lat['max'])}",
+              f"real-time factor {f(results['real_time_factor'])} "
+              f"({results['real_time_factor_definition']})"]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from admlops_ros.evaluation.compare import compare_backends, parity_table
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    parity = compare_backends(args.bag, args.engine, backends, limit=args.limit,
+                              progress=not args.no_progress)
+    sys.stdout.write(f"reference: {backends[0]}; agree = same-class boxes matched at BEV IoU "
+                     f">= 0.7 / max(boxes); AP = mean AP|R40 strict\n{parity_table(parity)}\n")
+    if args.json:
+        write_json(Path(args.json), [dict(p.__dict__, agreement=p.agreement) for p in parity])
+    return 0
+
+
+def cmd_kitti_eval(args: argparse.Namespace) -> int:
+    from admlops_ros.evaluation.kitti_eval import kitti_eval_with_bands
+    res, bands = kitti_eval_with_bands(args.gt, args.pred, args.calib, with_bbox=not args.no_bbox)
+    out = [res.table("R40", "strict"), "", res.table("R11", "strict"), "",
+           res.table("R40", "loose"), "", bands.table("R40", "strict", metrics=("bev", "3d"))]
+    sys.stdout.write("\n".join(out) + "\n")
+    if args.json:
+        write_json(Path(args.json), {"kitti": res.to_dict(), "by_distance": bands.to_dict()})
+        LOG.info("wrote %s", args.json)
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register bag-from-kitti, bag-from-sim, eval, compare and kitti-eval."""
+    p = subparsers.add_parser("bag-from-sim", help="simulated frames with ground truth -> bag")
+    p.add_argument("--count", type=int, default=200, help="frames (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (frame i uses seed + i)")
+    p.add_argument("--sensor", default="hdl64", help="hdl64, hdl32, pandar40, vls128")
+    p.add_argument("-o", "--output", required=True, help="output .bag")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_guarded(cmd_bag_from_sim))
+
+    p = subparsers.add_parser("bag-from-kitti",
+                              help="KITTI object frames (velodyne, label_2, calib) -> bag")
+    p.add_argument("kitti_dir", help="directory with velodyne/, label_2/, calib/")
+    p.add_argument("--split", help="ImageSets file with one frame id per line")
+    p.add_argument("--ids", nargs="+", help="frame ids, e.g. 000000 000001")
+    p.add_argument("-o", "--output", required=True, help="output .bag")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_guarded(cmd_bag_from_kitti))
+
+    p = subparsers.add_parser("eval", help="replay a bag through the detector: AP, latency, "
+                                           "drops; results.json + report.html")
+    p.add_argument("bag")
+    p.add_argument("--engine", help="engine bundle directory (default: the shipped one)")
+    p.add_argument("--backend", default="auto",
+                   help="auto, onnxruntime, openvino[-f32|-bf16], tensorrt")
+    p.add_argument("--online", action="store_true",
+                   help="roscore + lidar_detection node + rosbag play (needs the catkin build)")
+    p.add_argument("--rate", type=float, default=None, help="rosbag play rate (online)")
+    p.add_argument("--out", default="eval_out", help="output directory (default eval_out)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="detector score threshold (default: the spec's)")
+    p.add_argument("--operating-threshold", type=float, default=0.3,
+                   help="score threshold for precision / recall / TP errors (default 0.3)")
+    p.add_argument("--limit", type=int, default=None, help="first N clouds only (offline)")
+    p.add_argument("--points-topic", default=None)
+    p.add_argument("--gt-topic", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_guarded(cmd_eval))
+
+    p = subparsers.add_parser("compare", help="backend parity on a bag: raw output diff, "
+                                              "box agreement, AP deltas")
+    p.add_argument("bag")
+    p.add_argument("--engine", help="engine bundle directory")
+    p.add_argument("--backends", default="onnxruntime,openvino-f32,openvino-bf16",
+                   help="comma-separated; the first is the reference")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--json", help="write the table as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_guarded(cmd_compare))
+
+    p = subparsers.add_parser("kitti-eval", help="score KITTI result files against label_2 "
+                                                 "(KITTI difficulties, AP|R40 and AP|R11)")
+    p.add_argument("--gt", required=True, help="label_2 directory")
+    p.add_argument("--pred", required=True, help="result directory (label format + score)")
+    p.add_argument("--calib", help="calib directory: distance bands measured from the LiDAR")
+    p.add_argument("--json", help="write all numbers to this JSON file")
+    p.add_argument("--no-bbox", action="store_true", help="skip the 2D bbox AP")
+    p.set_defaults(func=_guarded(cmd_kitti_eval))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Stand-alone entry (the project CLI is admlops_ros.cli)."""
+    from admlops_ros.cli import main as cli_main
+    return cli_main(argv)

@@ -1,0 +1,434 @@
+"""Replay a bag through the detector: offline (in process) or online (roscore + node + rosbag play)."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from admlops_ros.evaluation.bags import BagError, BagFrame, BagSummary, read_bag
+from admlops_ros.evaluation.metrics import EvalConfig, EvalResult, FrameGT, FramePred, evaluate
+
+LOG = logging.getLogger(__name__)
+
+OBJECTS_TOPIC = "/detection/lidar_detector/objects"
+STATS_TOPIC = "/detection/lidar_detector/stats"
+NODE_NAME = "/lidar_detection"
+BEV_SAMPLES = 4  # frames kept (subsampled points) for the report's BEV images
+BEV_POINTS = 30000
+TAIL_WAIT_S = 3.0  # wait this long after the last cloud for late detections (online)
+NODE_READY_TIMEOUT_S = 120.0
+
+
+class ReplayError(Exception):
+    """The replay could not run (engine, backend, ROS processes); the message says which."""
+
+
+def parse_backend(spec: str) -> Tuple[str, Dict[str, str]]:
+    """``openvino-bf16`` -> ("openvino", {"precision": "bf16"}); ``onnxruntime`` -> (it, {})."""
+    name, _, precision = spec.partition("-")
+    return name, ({"precision": precision} if precision else {})
+
+
+@dataclass
+class FrameRecord:
+    """What happened to one cloud of the bag.
+
+    Attributes:
+        index, stamp_ns: position and header stamp of the cloud.
+        num_points: points decoded (0 when the cloud could not be decoded).
+        has_gt: ground truth with this stamp exists.
+        detected: a detection result exists (offline: detector ran; online: message received).
+        num_detections: boxes in the result.
+        latency_ms: offline: detector total; online: cloud seen -> objects seen (wall clock).
+        timings_ms: per-stage times (offline from Detections, online from the stats topic).
+    """
+
+    index: int
+    stamp_ns: int
+    num_points: int
+    has_gt: bool
+    detected: bool = False
+    num_detections: int = 0
+    latency_ms: float = math.nan
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ReplayResult:
+    """Everything a replay produced: per-cloud records, aligned gt / predictions, samples."""
+
+    mode: str
+    bag: BagSummary
+    engine: Dict[str, object]
+    records: List[FrameRecord]
+    gts: List[FrameGT]
+    preds: List[FramePred]
+    samples: List[Dict[str, Any]]  # {"stamp_ns", "points" [K, 3], "gt": FrameGT, "pred": FramePred}
+    wall_s: float
+    problems: List[str] = field(default_factory=list)
+    rate: float = 1.0
+
+
+def restrict_to_range(gt: FrameGT, point_cloud_range: Sequence[float]) -> FrameGT:
+    """Ground truth whose box centre lies outside the model's x/y range becomes ignored."""
+    lo_x, lo_y, _, hi_x, hi_y, _ = [float(v) for v in point_cloud_range]
+    b = gt.boxes
+    outside = (b[:, 0] < lo_x) | (b[:, 0] >= hi_x) | (b[:, 1] < lo_y) | (b[:, 1] >= hi_y)
+    ignore = outside if gt.ignore is None else (np.asarray(gt.ignore, bool) | outside)
+    return FrameGT(gt.boxes, gt.names, gt.bbox2d, gt.occluded, gt.truncated, ignore,
+                   gt.difficulty, gt.dontcare_bbox2d, gt.frame_id)
+
+
+def _sample_indices(n: int, k: int = BEV_SAMPLES) -> set:
+    return set(np.linspace(0, max(n - 1, 0), min(k, n)).round().astype(int).tolist())
+
+
+def _keep_sample(samples: List[Dict[str, Any]], frame: BagFrame, pred: FramePred) -> None:
+    pts = frame.points if frame.points is not None else np.zeros((0, 3), np.float32)
+    step = max(1, len(pts) // BEV_POINTS)
+    samples.append({"stamp_ns": frame.stamp_ns, "points": pts[::step, :3].copy(),
+                    "gt": frame.gt, "pred": pred})
+
+
+def open_detector(engine: Optional[str], backend: str, score_threshold: Optional[float] = None):
+    """A LidarDetector on the bundle with a backend spec such as ``openvino-bf16``."""
+    from admlops_ros.detector import LidarDetector
+    name, opts = parse_backend(backend)
+    try:
+        return LidarDetector.from_bundle(engine, backend=name, score_threshold=score_threshold,
+                                         **opts)
+    except Exception as exc:  # noqa: B902 - SpecError / BackendError: report, no traceback
+        raise ReplayError(f"cannot open engine {engine or '(default)'} with backend "
+                          f"{backend!r}: {exc}") from exc
+
+
+def run_offline(bag: os.PathLike, engine: Optional[str] = None, backend: str = "auto",
+                score_threshold: Optional[float] = None, limit: Optional[int] = None,
+                progress: bool = True, points_topic: Optional[str] = None,
+                gt_topic: Optional[str] = None) -> ReplayResult:
+    """Read the bag and run the detector in this process on every cloud (deterministic).
+
+    Args:
+        bag: bag path (see :mod:`admlops_ros.evaluation.bags` for the layout).
+        engine: engine bundle directory (None: the shipped default).
+        backend: ``auto``, ``onnxruntime``, ``openvino[-f32|-bf16]``, ``tensorrt``.
+        score_threshold: override of the spec's score threshold.
+        limit: stop after this many clouds.
+
+    Raises:
+        BagError, ReplayError: with a message naming the bag / topic / engine.
+    """
+    from tqdm import tqdm
+    from admlops_ros.detector import detector_summary
+    summary, frames = read_bag(bag, points_topic, gt_topic)
+    detector = open_detector(engine, backend, score_threshold)
+    records: List[FrameRecord] = []
+    gts: List[FrameGT] = []
+    preds: List[FramePred] = []
+    samples: List[Dict[str, Any]] = []
+    problems = list(summary.problems)
+    total = summary.num_clouds if limit is None else min(limit, summary.num_clouds)
+    keep = _sample_indices(total)
+    t0 = time.perf_counter()
+    with detector:
+        detector.warmup()
+        info = detector_summary(detector)
+        for frame in tqdm(frames, total=total, desc="eval (offline)", unit="cloud",
+                          disable=not progress):
+            if limit is not None and frame.index >= limit:
+                break
+            rec = FrameRecord(frame.index, frame.stamp_ns,
+                              0 if frame.points is None else len(frame.points),
+                              frame.gt is not None)
+            records.append(rec)
+            if frame.points is None:
+                problems.append(frame.error)
+                continue
+            try:
+                dets = detector.detect(frame.points)
+            except Exception as exc:  # noqa: B902 - keep the partial results
+                msg = f"detector failed on cloud at stamp {frame.stamp_ns / 1e9:.6f}: {exc}"
+                LOG.warning("%s", msg)
+                problems.append(msg)
+                continue
+            rec.detected, rec.num_detections = True, len(dets)
+            rec.timings_ms = dict(dets.timings_ms)
+            rec.latency_ms = float(dets.timings_ms.get("total", math.nan))
+            pred = FramePred.from_detections(dets, frame.frame_id)
+            if frame.gt is not None:
+                frame.gt = restrict_to_range(frame.gt, detector.voxelizer.point_cloud_range)
+                gts.append(frame.gt)
+                preds.append(pred)
+            if frame.index in keep:
+                _keep_sample(samples, frame, pred)
+    return ReplayResult("offline", summary, info, records, gts, preds, samples,
+                        time.perf_counter() - t0, problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# Online
+
+def _stamp_from_raw(buff: bytes) -> int:
+    """Header stamp (ns) from serialized bytes of a message starting with std_msgs/Header."""
+    _, secs, nsecs = struct.unpack_from("<III", buff, 0)
+    return secs * 1_000_000_000 + nsecs
+
+
+class _Recorder:
+    """Subscribes to clouds (raw bytes), objects and stats; wall-clock arrival per stamp."""
+
+    def __init__(self, points_topic: str, objects_topic: str, stats_topic: str) -> None:
+        import rospy
+        from admlops_ros.evaluation.bags import messages
+        msgs = messages()
+        self.lock = threading.Lock()
+        self.cloud_seen: Dict[int, float] = {}
+        self.objects: Dict[int, Tuple[float, Any]] = {}
+        self.stats: Dict[int, Any] = {}
+        self.subs = [
+            rospy.Subscriber(points_topic, rospy.AnyMsg, self._on_cloud, queue_size=100,
+                             buff_size=2 ** 26),
+            rospy.Subscriber(objects_topic, msgs.DetectedObjectArray, self._on_objects,
+                             queue_size=100),
+            rospy.Subscriber(stats_topic, msgs.DetectionStats, self._on_stats, queue_size=100),
+        ]
+
+    def _on_cloud(self, msg: Any) -> None:
+        now = time.perf_counter()
+        with self.lock:
+            self.cloud_seen.setdefault(_stamp_from_raw(msg._buff), now)
+
+    def _on_objects(self, msg: Any) -> None:
+        now = time.perf_counter()
+        with self.lock:
+            self.objects.setdefault(msg.header.stamp.to_nsec(), (now, msg))
+
+    def _on_stats(self, msg: Any) -> None:
+        with self.lock:
+            self.stats[msg.header.stamp.to_nsec()] = msg
+
+    def close(self) -> None:
+        for sub in self.subs:
+            sub.unregister()
+
+
+def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "auto",
+               rate: Optional[float] = None, score_threshold: Optional[float] = None,
+               progress: bool = True, points_topic: Optional[str] = None,
+               gt_topic: Optional[str] = None, log_dir: Optional[os.PathLike] = None,
+               objects_topic: str = OBJECTS_TOPIC, stats_topic: str = STATS_TOPIC) -> ReplayResult:
+    """A private roscore, the node from lidar_detection.launch, ``rosbag play``, recorded output.
+
+    Latency is wall clock from the cloud arriving at this recorder to its objects arriving
+    (both over loopback); a cloud without an objects message with its stamp is dropped.
+
+    Raises:
+        BagError, ReplayError: bag problems; roscore / node / rosbag failing to start (the
+            message names the process and its log file).
+    """
+    from tqdm import tqdm
+    from admlops_ros.ros import processes as proc
+    from admlops_ros.ros.conversions import msg_to_detections
+    summary, frames = read_bag(bag, points_topic, gt_topic)
+    frames_list = list(frames)  # gt + points kept for metrics and BEV samples
+    name, opts = parse_backend(backend)
+    pcr = _bundle_range(engine)
+    for frame in frames_list:
+        if frame.gt is not None:
+            frame.gt = restrict_to_range(frame.gt, pcr)
+    log_dir = Path(log_dir or Path.cwd() / "admlops_eval_logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    problems = list(summary.problems)
+    rate = float(rate or 1.0)
+    launch_args = [f"engine:={Path(engine).resolve()}" if engine else "engine:=",
+                   f"backend:={name}", f"input_topic:={summary.points_topic}",
+                   f"objects_topic:={objects_topic}", f"stats_topic:={stats_topic}"]
+    if "precision" in opts:
+        launch_args.append(f"precision:={opts['precision']}")
+    if score_threshold is not None:
+        launch_args.append(f"score_threshold:={score_threshold}")
+    node = player = None
+    t_start = time.perf_counter()
+    try:
+        with proc.RosCore(ros_home=log_dir / "ros_home", log=log_dir / "roscore.log") as core:
+            os.environ.update(core.env)
+            import rospy
+            rospy.init_node("admlops_eval", anonymous=True, disable_signals=True)
+            recorder = _Recorder(summary.points_topic, objects_topic, stats_topic)
+            node_log = log_dir / "node.log"
+            node = proc.start(["roslaunch", "--wait", "admlops_ros", "lidar_detection.launch"]
+                              + launch_args, core.env, node_log)
+            try:
+                proc.wait_for(lambda: proc.topic_has_subscriber(core.uri, summary.points_topic,
+                                                                NODE_NAME),
+                              NODE_READY_TIMEOUT_S, f"lidar_detection node (log {node_log})", node)
+            except proc.ProcessError as exc:
+                raise ReplayError(f"{exc}; last lines of {node_log}:\n{_tail(node_log)}") from exc
+            play_log = log_dir / "rosbag_play.log"
+            player = proc.start(["rosbag", "play", "--quiet", "--delay", "1.0", "--rate",
+                                 str(rate), "--topics", summary.points_topic, "--",
+                                 str(summary.path)], core.env, play_log)
+            bar = tqdm(total=summary.num_clouds, desc="eval (online)", unit="cloud",
+                       disable=not progress)
+            t_play = time.perf_counter()
+            last_count, last_change = 0, time.perf_counter()
+            while True:
+                time.sleep(0.2)
+                with recorder.lock:
+                    count = len(recorder.objects)
+                bar.update(count - bar.n)
+                if count != last_count:
+                    last_count, last_change = count, time.perf_counter()
+                if player.poll() is not None and time.perf_counter() - last_change > TAIL_WAIT_S:
+                    break
+                if node.poll() is not None:
+                    problems.append(f"the node exited with code {node.returncode} during "
+                                    f"playback; see {node_log}:\n{_tail(node_log)}")
+                    break
+            bar.close()
+            wall_play = time.perf_counter() - t_play
+            if player.returncode not in (0, None):
+                problems.append(f"rosbag play exited with {player.returncode}; see {play_log}")
+            recorder.close()
+            proc.stop(player)
+            proc.stop(node)
+            node = player = None
+            rospy.signal_shutdown("admlops eval done")
+    except (proc.ProcessError, OSError) as exc:
+        raise ReplayError(f"online replay failed: {exc}") from exc
+    finally:
+        proc.stop(player)
+        proc.stop(node)
+    records: List[FrameRecord] = []
+    gts: List[FrameGT] = []
+    preds: List[FramePred] = []
+    samples: List[Dict[str, Any]] = []
+    keep = _sample_indices(len(frames_list))
+    for frame in frames_list:
+        rec = FrameRecord(frame.index, frame.stamp_ns,
+                          0 if frame.points is None else len(frame.points), frame.gt is not None)
+        records.append(rec)
+        got = recorder.objects.get(frame.stamp_ns)
+        if got is None:
+            continue
+        t_obj, msg = got
+        dets = msg_to_detections(msg)
+        pred = FramePred(dets.boxes, dets.scores, [o.label_name for o in msg.objects],
+                         frame_id=frame.frame_id)
+        rec.detected, rec.num_detections = True, len(pred)
+        seen = recorder.cloud_seen.get(frame.stamp_ns)
+        if seen is not None:
+            rec.latency_ms = (t_obj - seen) * 1e3
+        st = recorder.stats.get(frame.stamp_ns)
+        if st is not None:
+            rec.timings_ms = {"preprocess": st.preprocess_ms, "inference": st.inference_ms,
+                              "postprocess": st.postprocess_ms, "total": st.detect_ms,
+                              "processing": st.processing_ms, "conversion": st.conversion_ms}
+        if frame.gt is not None:
+            gts.append(frame.gt)
+            preds.append(pred)
+        if frame.index in keep:
+            _keep_sample(samples, frame, pred)
+    # clouds the node never answered still count in the metrics as frames without predictions
+    for frame, rec in zip(frames_list, records):
+        if frame.gt is not None and not rec.detected:
+            gts.append(frame.gt)
+            preds.append(FramePred.empty(frame.frame_id))
+    info = {"bundle": str(engine or "(default)"), "backend": backend, "node": NODE_NAME,
+            "play_wall_s": wall_play}
+    return ReplayResult("online", summary, info, records, gts, preds, samples,
+                        time.perf_counter() - t_start, problems, rate)
+
+
+def _bundle_range(engine: Optional[str]) -> Sequence[float]:
+    from admlops_ros.detector import default_bundle_path
+    from admlops_ros.spec import load_bundle
+    try:
+        bundle = load_bundle(Path(engine) if engine else default_bundle_path())
+    except Exception as exc:  # noqa: B902
+        raise ReplayError(f"cannot load engine bundle {engine or '(default)'}: {exc}") from exc
+    return bundle.spec.voxelization.point_cloud_range
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries
+
+def latency_stats(values_ms: Sequence[float]) -> Dict[str, float]:
+    """p50 / p90 / p99 / max / mean (ms) of the finite values; nan when there are none."""
+    v = np.asarray([x for x in values_ms if x is not None and math.isfinite(x)], np.float64)
+    if not len(v):
+        return {"p50": math.nan, "p90": math.nan, "p99": math.nan, "max": math.nan,
+                "mean": math.nan, "count": 0}
+    return {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)),
+            "p99": float(np.percentile(v, 99)), "max": float(v.max()), "mean": float(v.mean()),
+            "count": int(len(v))}
+
+
+def summarize(result: ReplayResult, config: Optional[EvalConfig] = None
+              ) -> Tuple[Dict[str, object], Optional[EvalResult], Optional[EvalResult]]:
+    """results.json content, the headline EvalResult and the distance-band EvalResult."""
+    config = config or EvalConfig()
+    main = bands = None
+    if result.gts:
+        main = evaluate(result.gts, result.preds, config)
+        if main.difficulty_mode != "distance":
+            bands = evaluate(result.gts, result.preds,
+                             EvalConfig(**{**config.__dict__, "difficulty_mode": "distance"}))
+        else:
+            bands = main
+    recs = result.records
+    n = len(recs)
+    dropped = [r for r in recs if not r.detected]
+    stage_keys = sorted({k for r in recs for k in r.timings_ms})
+    bag_dur = result.bag.duration_s
+    if result.mode == "offline":
+        busy_s = sum(r.latency_ms for r in recs if math.isfinite(r.latency_ms)) / 1e3
+        rtf = bag_dur / busy_s if busy_s > 0 else math.nan
+        rtf_doc = "bag duration / summed detector time (>1: faster than real time)"
+    else:
+        play = float(result.engine.get("play_wall_s", math.nan))
+        rtf = (bag_dur / result.rate) / play if play and play > 0 else math.nan
+        rtf_doc = "played bag time / wall time of playback incl. draining (1 = kept pace)"
+    out: Dict[str, object] = {
+        "mode": result.mode,
+        "bag": {"path": result.bag.path, "points_topic": result.bag.points_topic,
+                "gt_topic": result.bag.gt_topic, "clouds": result.bag.num_clouds,
+                "gt_messages": result.bag.num_gt, "duration_s": bag_dur},
+        "engine": result.engine,
+        "frames": {"clouds": n, "evaluated": len(result.gts),
+                   "without_gt": sum(1 for r in recs if not r.has_gt),
+                   "dropped": len(dropped),
+                   "dropped_stamps": [r.stamp_ns / 1e9 for r in dropped[:20]]},
+        "latency_ms": latency_stats([r.latency_ms for r in recs]),
+        "latency_definition": ("detector total in process" if result.mode == "offline" else
+                               "cloud seen -> objects seen, wall clock over loopback"),
+        "stages_ms": {k: latency_stats([r.timings_ms.get(k, math.nan) for r in recs])
+                      for k in stage_keys},
+        "real_time_factor": rtf, "real_time_factor_definition": rtf_doc,
+        "rate": result.rate, "wall_s": result.wall_s,
+        "problems": list(result.problems),
+        "metrics": main.to_dict() if main is not None else None,
+        "metrics_by_distance": bands.to_dict() if bands is not None and bands is not main
+        else None,
+    }
+    return out, main, bands
+
+
+__all__: Sequence[str] = ("ReplayError", "ReplayResult", "FrameRecord", "run_offline",
+                          "run_online", "summarize", "latency_stats", "parse_backend",
+                          "open_detector")

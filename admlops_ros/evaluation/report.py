@@ -1,0 +1,282 @@
+"""Self-contained HTML evaluation report: AP tables, PR curves, latency, distance bands, BEV views."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from admlops_ros.evaluation.metrics import EvalResult, FrameGT, FramePred
+
+LOG = logging.getLogger(__name__)
+
+CLASS_COLOURS = {"Car": "tab:blue", "Pedestrian": "tab:orange", "Cyclist": "tab:green"}
+
+
+class ReportError(Exception):
+    """The report could not be written (output path)."""
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    _plt().close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def pr_curves_png(res: EvalResult, metric: str = "3d") -> str:
+    """Precision-recall curves (headline difficulty), one panel per class, strict and loose."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(res.classes), figsize=(4.2 * len(res.classes), 3.6),
+                             squeeze=False)
+    mi = res.metrics.index(metric)
+    li = res.difficulties.index(res.headline_difficulty)
+    for ci, (cls, ax) in enumerate(zip(res.classes, axes[0])):
+        for si, (iou_set, style) in enumerate(zip(res.iou_sets, ("-", "--"))):
+            r, p = res.recall[mi, si, ci, li], res.precision[mi, si, ci, li]
+            n = int(np.count_nonzero(~np.isnan(res.thresholds[mi, si, ci, li])))
+            ap = res.ap(metric, cls, None, iou_set)
+            label = (f"{iou_set} IoU {res.min_overlaps[metric][iou_set][cls]:.2f}: "
+                     f"AP|R40 {'-' if math.isnan(ap) else format(ap, '.1f')}")
+            ax.plot(np.r_[0.0, r[:n]] if n else [0], np.r_[p[0] if n else 0, p[:n]] if n else [0],
+                    style, color=CLASS_COLOURS.get(cls, "k"), label=label, drawstyle="steps-post")
+        ax.set(title=f"{cls} ({metric}, {res.headline_difficulty})", xlabel="recall",
+               ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    return _png(fig)
+
+
+def distance_png(res: EvalResult, metric: str = "3d") -> str:
+    """AP|R40 per distance band and class, strict and loose IoU."""
+    plt = _plt()
+    bands = [d for d in res.difficulties if d != "all"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    width = 0.8 / max(1, len(res.classes))
+    for ax, iou_set in zip(axes, res.iou_sets):
+        for ci, cls in enumerate(res.classes):
+            vals = [res.ap(metric, cls, b, iou_set) for b in bands]
+            x = np.arange(len(bands)) + ci * width
+            ax.bar(x, np.nan_to_num(vals), width, color=CLASS_COLOURS.get(cls), label=cls)
+            for xi, v in zip(x, vals):
+                ax.text(xi, (0 if math.isnan(v) else v) + 1, "no gt" if math.isnan(v)
+                        else f"{v:.0f}", ha="center", fontsize=7)
+        ax.set_xticks(np.arange(len(bands)) + width * (len(res.classes) - 1) / 2)
+        ax.set_xticklabels(bands)
+        ax.set(title=f"{metric} AP|R40 by distance ({iou_set} IoU)", ylim=(0, 105),
+               xlabel="BEV range of the box centre")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("AP (%)")
+    return _png(fig)
+
+
+def latency_png(records: Sequence[Any], definition: str) -> str:
+    """Histogram and timeline of per-frame latency; dropped frames marked on the timeline."""
+    plt = _plt()
+    lat = np.array([r.latency_ms for r in records], np.float64)
+    idx = np.arange(len(lat))
+    ok = np.isfinite(lat)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
+    if ok.any():
+        ax1.hist(lat[ok], bins=min(50, max(5, ok.sum() // 4)), color="tab:blue")
+        for q, c in ((50, "k"), (99, "tab:red")):
+            v = np.percentile(lat[ok], q)
+            ax1.axvline(v, color=c, ls="--", lw=1, label=f"p{q} {v:.1f} ms")
+        ax1.legend(fontsize=8)
+    ax1.set(title="latency histogram", xlabel=f"ms ({definition})", ylabel="frames")
+    ax2.plot(idx[ok], lat[ok], ".-", ms=3, lw=0.6, color="tab:blue", label="latency")
+    if (~ok).any():
+        top = np.nanmax(lat) if ok.any() else 1.0
+        ax2.plot(idx[~ok], np.full((~ok).sum(), top), "x", color="tab:red",
+                 label=f"dropped / failed ({(~ok).sum()})")
+    ax2.set(title="latency per frame", xlabel="cloud index", ylabel="ms")
+    ax2.legend(fontsize=8)
+    ax2.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _draw_boxes(ax, boxes: np.ndarray, colour: str, style: str = "-", lw: float = 1.2) -> None:
+    from admlops_ros.geometry import box_corners_bev
+    if not len(boxes):
+        return
+    corners = box_corners_bev(np.asarray(boxes, np.float64))
+    for c, b in zip(corners, boxes):
+        ring = np.vstack([c, c[:1]])
+        ax.plot(ring[:, 0], ring[:, 1], style, color=colour, lw=lw)
+        head = np.array([b[0], b[1]]) + 0.5 * b[3] * np.array([math.cos(b[6]), math.sin(b[6])])
+        ax.plot([b[0], head[0]], [b[1], head[1]], style, color=colour, lw=lw)
+
+
+def bev_png(sample: Dict[str, Any], score_threshold: float,
+            xlim=(-5.0, 70.0), ylim=(-40.0, 40.0)) -> str:
+    """Top view: points, ground truth (green; ignored grey dashed), detections (red, score)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 6.4))
+    pts = sample["points"]
+    if len(pts):
+        ax.scatter(pts[:, 0], pts[:, 1], s=0.2, c=pts[:, 2], cmap="viridis", vmin=-2.5, vmax=1.0,
+                   linewidths=0)
+    gt: Optional[FrameGT] = sample.get("gt")
+    if gt is not None and len(gt):
+        ign = np.zeros(len(gt), bool) if gt.ignore is None else np.asarray(gt.ignore, bool)
+        _draw_boxes(ax, gt.boxes[~ign], "limegreen", "-", 1.6)
+        _draw_boxes(ax, gt.boxes[ign], "grey", "--", 1.0)
+    pred: FramePred = sample["pred"]
+    keep = pred.scores >= score_threshold
+    _draw_boxes(ax, pred.boxes[keep], "red", "-", 1.0)
+    for b, s, n in zip(pred.boxes[keep], pred.scores[keep], np.asarray(pred.names)[keep]):
+        if xlim[0] < b[0] < xlim[1] and ylim[0] < b[1] < ylim[1]:
+            ax.text(b[0], b[1] + 1.2, f"{n[:3]} {s:.2f}", color="red", fontsize=6)
+    ax.set(xlim=xlim, ylim=ylim, aspect="equal", xlabel="x (m, forward)", ylabel="y (m, left)",
+           title=f"stamp {sample['stamp_ns'] / 1e9:.3f}: gt green (ignored grey), "
+                 f"detections >= {score_threshold:.2f} red")
+    ax.title.set_fontsize(8)
+    return _png(fig)
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def _ap_table_html(res: EvalResult) -> str:
+    rows = []
+    head = "".join(f"<th>{html.escape(d)}</th>" for d in res.difficulties)
+    for kind in ("R40", "R11"):
+        for iou_set in res.iou_sets:
+            rows.append(f"<tr class='grp'><th colspan='{2 + len(res.difficulties)}'>AP|{kind}, "
+                        f"{iou_set} IoU</th></tr><tr><th>class</th><th>metric @IoU</th>{head}</tr>")
+            for cls in res.classes:
+                for m in res.metrics:
+                    cells = "".join(f"<td>{_fmt(res.ap(m, cls, d, iou_set, kind))}</td>"
+                                    for d in res.difficulties)
+                    rows.append(f"<tr><td>{cls}</td><td>{m} @{res.min_overlaps[m][iou_set][cls]:.2f}"
+                                f"</td>{cells}</tr>")
+            for m in res.metrics:
+                cells = "".join(f"<td><b>{_fmt(res.mean_ap(m, d, iou_set, kind))}</b></td>"
+                                for d in res.difficulties)
+                rows.append(f"<tr><td><b>mean</b></td><td>{m}</td>{cells}</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _operating_html(res: EvalResult) -> str:
+    keys = ("tp", "fp", "fn", "precision", "recall", "mean_translation_error_m",
+            "mean_scale_error", "mean_orientation_error_rad")
+    rows = ["<tr><th>IoU set</th><th>class</th>" + "".join(f"<th>{k}</th>" for k in keys)
+            + "</tr>"]
+    for iou_set, per_cls in res.operating.items():
+        for cls, vals in per_cls.items():
+            rows.append(f"<tr><td>{iou_set}</td><td>{cls}</td>"
+                        + "".join(f"<td>{_fmt(vals.get(k), 3)}</td>" for k in keys) + "</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+CSS = """body{font-family:sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse;
+margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}
+tr.grp th{background:#eef;text-align:left}img{max-width:100%}.warn{color:#a40}
+pre{background:#f6f6f6;padding:8px;font-size:12px;overflow:auto}"""
+
+
+def write_report(path: Path, results: Dict[str, Any], main: Optional[EvalResult],
+                 bands: Optional[EvalResult], records: Sequence[Any],
+                 samples: Sequence[Dict[str, Any]], score_threshold: float) -> Path:
+    """Write the HTML report (PNG figures embedded as base64).
+
+    Args:
+        path: output .html file.
+        results: the results.json dict (:func:`admlops_ros.evaluation.replay.summarize`).
+        main, bands: headline and distance-band evaluations (None without ground truth).
+        records: per-cloud FrameRecords (latency, dropped).
+        samples: frames for BEV images ({"stamp_ns", "points", "gt", "pred"}).
+        score_threshold: detections drawn in the BEV images.
+    """
+    parts: List[str] = [f"<html><head><meta charset='utf-8'><title>admlops eval</title>"
+                        f"<style>{CSS}</style></head><body><h1>admlops eval: "
+                        f"{html.escape(Path(str(results['bag']['path'])).name)}</h1>"]
+    lat = results["latency_ms"]
+    fr = results["frames"]
+    parts.append(
+        f"<p>mode <b>{results['mode']}</b>, engine <code>{html.escape(json.dumps(results['engine']))}"
+        f"</code><br>clouds {fr['clouds']}, evaluated (with ground truth) {fr['evaluated']}, "
+        f"dropped {fr['dropped']}, without gt {fr['without_gt']}; latency p50 {_fmt(lat['p50'])} / "
+        f"p90 {_fmt(lat['p90'])} / p99 {_fmt(lat['p99'])} / max {_fmt(lat['max'])} ms "
+        f"({html.escape(results['latency_definition'])}); real-time factor "
+        f"{_fmt(results['real_time_factor'])} ({html.escape(results['real_time_factor_definition'])})</p>")
+    if results.get("problems"):
+        parts.append("<h2 class='warn'>Problems</h2><pre>" + html.escape(
+            "\n".join(results["problems"][:50])) + "</pre>")
+    if main is not None:
+        parts.append(f"<h2>Average precision ({main.difficulty_mode} difficulty, "
+                     f"{main.num_frames} frames)</h2>" + _ap_table_html(main))
+        parts.append(f"<h2>At the operating score threshold "
+                     f"{main.operating['strict'][main.classes[0]]['score_threshold']:.2f} "
+                     f"(3D, {main.headline_difficulty})</h2>" + _operating_html(main))
+        metric = "3d" if "3d" in main.metrics else main.metrics[0]
+        parts.append(f"<h2>Precision-recall</h2><img src='data:image/png;base64,"
+                     f"{pr_curves_png(main, metric)}'>")
+        if bands is not None:
+            parts.append(f"<h2>AP by distance band</h2><img src='data:image/png;base64,"
+                         f"{distance_png(bands, metric)}'>")
+    else:
+        parts.append("<p class='warn'>No ground truth: accuracy metrics skipped.</p>")
+    parts.append(f"<h2>Latency</h2><img src='data:image/png;base64,"
+                 f"{latency_png(records, results['latency_definition'])}'>")
+    stages = results.get("stages_ms") or {}
+    if stages:
+        parts.append("<table><tr><th>stage</th><th>p50</th><th>p90</th><th>p99</th><th>max</th>"
+                     "</tr>" + "".join(f"<tr><td>{k}</td>" + "".join(
+                         f"<td>{_fmt(v[q])}</td>" for q in ("p50", "p90", "p99", "max"))
+                         + "</tr>" for k, v in stages.items()) + "</table>")
+    if samples:
+        parts.append("<h2>Bird's-eye views</h2>")
+        for s in samples:
+            parts.append(f"<img style='width:48%' src='data:image/png;base64,"
+                         f"{bev_png(s, score_threshold)}'>")
+    parts.append("</body></html>")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(parts))
+    except OSError as exc:
+        raise ReportError(f"cannot write report {path}: {exc}") from exc
+    return path
+
+
+def save_pngs(out_dir: Path, main: Optional[EvalResult], bands: Optional[EvalResult],
+              records: Sequence[Any], samples: Sequence[Dict[str, Any]],
+              score_threshold: float, definition: str) -> List[Path]:
+    """The report's figures as PNG files too (for READMEs and inspection)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figs = {"latency.png": latency_png(records, definition)}
+    if main is not None:
+        metric = "3d" if "3d" in main.metrics else main.metrics[0]
+        figs["pr_curves.png"] = pr_curves_png(main, metric)
+        if bands is not None:
+            figs["ap_by_distance.png"] = distance_png(bands, metric)
+    for i, s in enumerate(samples):
+        figs[f"bev_{i}.png"] = bev_png(s, score_threshold)
+    paths = []
+    for name, data in figs.items():
+        p = out_dir / name
+        p.write_bytes(base64.b64decode(data))
+        paths.append(p)
+    return paths
+
+
+__all__ = ("write_report", "save_pngs", "pr_curves_png", "distance_png", "latency_png",
+           "bev_png", "ReportError")
