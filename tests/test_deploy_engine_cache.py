@@ -35,7 +35,7 @@ def put_plan(cache: Path, k: ec.PlanKey, sidecar: bool = True) -> Path:
 
 
 def fake_build(calls=None, delay_s=0.0, log=None):
-    def build(onnx_path, plan_path, min_v, opt_v, max_v, fp16=False, workspace_bytes=None):
+    def build(onnx_path, plan_path, min_v, opt_v, max_v, fp16=False, workspace=None):
         if calls is not None:
             calls.append((onnx_path, plan_path, min_v, opt_v, max_v, fp16))
         if log is not None:

@@ -1,18 +1,13 @@
 """Build deployable engines from a bundle's end2end.onnx: TensorRT plans and OpenVINO IR."""
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 from admlops_ros.deploy import engine_cache
 
 LOG = logging.getLogger(__name__)
-
-OPENVINO_DIR = "openvino"
-OPENVINO_XML = {False: "end2end.xml", True: "end2end_fp16.xml"}  # keyed by fp16
-
 
 class BuildError(Exception):
     """A bundle or build step that cannot be used (names the file and the fix)."""
@@ -27,40 +22,16 @@ def _onnx_of(bundle_dir: Path) -> Path:
     return onnx_path
 
 
-def openvino_ir_path(bundle_dir: Union[str, Path], fp16: bool = False) -> Path:
-    """Where build_openvino writes the IR .xml (the .bin sits beside it)."""
-    return Path(bundle_dir) / OPENVINO_DIR / OPENVINO_XML[bool(fp16)]
-
-
-def record_files(bundle_dir: Union[str, Path], rel_paths: List[str]) -> bool:
-    """Record new sha256s of files in the bundle's spec.yaml `files` (via spec.py).
-
-    Returns:
-        True when recorded; False when spec.py offers no writer (logged with the hashes).
-    """
-    root = Path(bundle_dir)
-    hashes = {rel: engine_cache.sha256_file(root / rel) for rel in rel_paths}
-    try:
-        spec_module = importlib.import_module("admlops_ros.spec")
-    except ImportError:
-        spec_module = None
-    writer = getattr(spec_module, "update_file_hashes", None) if spec_module else None
-    if writer is None:
-        LOG.warning("spec.py has no update_file_hashes: add to %s files: %s",
-                    root / "spec.yaml", hashes)
-        return False
-    writer(root, rel_paths)
-    return True
-
-
 def build_openvino(bundle_dir: Union[str, Path], fp16: bool = False,
                    record: bool = True) -> Path:
-    """Convert the bundle's ONNX to OpenVINO IR (openvino/end2end.xml, or end2end_fp16.xml).
+    """Convert the bundle's ONNX to the bundle's OpenVINO IR (spec.OPENVINO_XML + .bin).
 
     Args:
         bundle_dir: engine bundle directory.
-        fp16: store weights as fp16 (compress_to_fp16); inference precision is a device setting.
-        record: record the IR files' sha256 in spec.yaml `files`.
+        fp16: store weights as fp16 (compress_to_fp16, half the size); the compute precision
+            is still the node's `precision` parameter. The bundle holds one IR: this replaces it.
+        record: re-hash the bundle's files into spec.yaml (spec.rehash_bundle) so the bundle
+            still loads with verified hashes.
 
     Returns:
         Path of the .xml.
@@ -68,21 +39,21 @@ def build_openvino(bundle_dir: Union[str, Path], fp16: bool = False,
     Raises:
         BuildError: no ONNX in the bundle, or the conversion failed.
     """
+    from admlops_ros import spec as spec_module
+    from admlops_ros.backends import openvino_backend
+
     root = Path(bundle_dir)
     onnx_path = _onnx_of(root)
-    xml = openvino_ir_path(root, fp16)
-    xml.parent.mkdir(parents=True, exist_ok=True)
-    backend = importlib.import_module("admlops_ros.backends.openvino_backend")
-    LOG.info("converting %s -> %s (%s)", onnx_path, xml, "fp16 weights" if fp16 else "fp32")
+    xml = root / spec_module.OPENVINO_XML
+    LOG.info("converting %s -> %s (%s weights)", onnx_path, xml, "fp16" if fp16 else "fp32")
     try:
-        backend.convert_onnx_to_ir(str(onnx_path), str(xml), compress_to_fp16=bool(fp16))
+        openvino_backend.convert_onnx_to_ir(onnx_path, xml, compress_to_fp16=bool(fp16))
     except Exception as exc:
         raise BuildError("OpenVINO conversion of %s failed: %s" % (onnx_path, exc)) from exc
     if not xml.is_file() or not xml.with_suffix(".bin").is_file():
         raise BuildError("OpenVINO conversion wrote no %s / .bin" % xml)
-    if record:
-        rel = [str(p.relative_to(root)) for p in (xml, xml.with_suffix(".bin"))]
-        record_files(root, rel)
+    if record and (root / spec_module.SPEC_FILE).is_file():
+        spec_module.rehash_bundle(root)
     return xml
 
 
@@ -119,8 +90,9 @@ def describe_cache(bundle_dir: Union[str, Path], fp16: bool = False,
                    cache_dir: Optional[Union[str, Path]] = None,
                    device_index: int = 0) -> Dict[str, Any]:
     """What the node would do at start on this machine (for `admlops gpu-info BUNDLE`)."""
+    from admlops_ros import spec as spec_module
+
     root = Path(bundle_dir)
-    spec_module = importlib.import_module("admlops_ros.spec")
     bundle = spec_module.load_bundle(root)
     precision = "fp16" if fp16 else "fp32"
     key = engine_cache.machine_key(engine_cache.sha256_file(_onnx_of(root)),

@@ -52,7 +52,8 @@ SIDECAR_FORMAT = 1
 DEFAULT_LOCK_TIMEOUT_S = 1800.0  # a PointPillars fp16 build takes minutes on small GPUs
 _LOCK_POLL_S = 0.2
 
-# build_fn(onnx_path, plan_path, min_voxels, opt_voxels, max_voxels, fp16=..., **kw) -> None
+# build_fn(onnx_path, plan_path, min_voxels, opt_voxels, max_voxels, fp16=..[, workspace=bytes])
+# (backends.tensorrt_backend.build_engine_from_onnx)
 BuildFn = Callable[..., Any]
 
 
@@ -337,7 +338,7 @@ def build_plan(cache_dir: Union[str, Path], key: PlanKey, onnx_path: Union[str, 
     build = build_fn or _default_build_fn()
     kwargs = {"fp16": key.precision == "fp16"}
     if workspace_bytes is not None:
-        kwargs["workspace_bytes"] = int(workspace_bytes)
+        kwargs["workspace"] = int(workspace_bytes)
     LOG.info("building TensorRT plan %s (%s) from %s", plan.name, key.describe(), onnx_path)
     start = time.monotonic()
     try:
