@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import http.client
 import ipaddress
 import logging
 import os
@@ -236,7 +237,7 @@ def check_master(master_uri: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Maste
                                       transport=_TimeoutTransport(timeout_s))
     try:
         code, msg, pid = proxy.getPid("/admlops_env_check")
-    except (OSError, xmlrpc.client.Error, ValueError) as exc:
+    except (OSError, xmlrpc.client.Error, http.client.HTTPException, ValueError) as exc:
         return MasterStatus(NOT_A_MASTER, "XML-RPC getPid failed: %s" % exc,
                             _fix_for(NOT_A_MASTER, ip, port))
     if code != 1:
