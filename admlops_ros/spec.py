@@ -247,6 +247,14 @@ _SECTION_KEYS = {
     "engine": {"output_layout", "tensorrt_profile"},
 }
 _MISSING = object()
+_WARNED: set = set()  # warnings already logged (a spec is often loaded several times)
+
+
+def _warn_once(msg: str, *args: Any) -> None:
+    key = (msg,) + args
+    if key not in _WARNED:
+        _WARNED.add(key)
+        LOG.warning(msg, *args)
 
 
 def _is_number(v: Any) -> bool:
@@ -385,8 +393,8 @@ class _SpecParser:
         for i, axis in enumerate("xyz"):
             exact = (pcr[i + 3] - pcr[i]) / size[i]
             if abs(exact - grid[i]) > 1e-3:
-                LOG.warning("%s: voxelization range along %s spans %.4f voxels, rounded to %d "
-                            "as mmdet3d does", self.source, axis, exact, grid[i])
+                _warn_once("voxelization range along %s spans %.4f voxels, rounded to %d as "
+                           "mmdet3d does", axis, exact, grid[i])
         max_points = self.integer(d, "voxelization", "max_points", lo=1)
         max_voxels = self.integer(d, "voxelization", "max_voxels", lo=1)
         return VoxelSpec(size, pcr, max_points, max_voxels)  # type: ignore[arg-type]
@@ -461,10 +469,10 @@ class _SpecParser:
                                 "{min, opt, max} integers with 1 <= min <= opt <= max", p)
             profile = TensorRTProfile(p["min"], p["opt"], p["max"])
             if vox.max_voxels > profile.max:
-                LOG.warning("%s: voxelization.max_voxels %d exceeds engine.tensorrt_profile.max "
-                            "%d: frames with more voxels fail on TensorRT; lower max_voxels or "
-                            "rebuild the engine with max >= %d", self.source, vox.max_voxels,
-                            profile.max, vox.max_voxels)
+                _warn_once("voxelization.max_voxels %d exceeds engine.tensorrt_profile.max %d: "
+                           "frames with more voxels fail on TensorRT; lower max_voxels or "
+                           "rebuild the engine with max >= %d", vox.max_voxels, profile.max,
+                           vox.max_voxels)
         return EngineSpec(layout, profile)
 
     def _files(self, files: Any) -> Dict[str, str]:

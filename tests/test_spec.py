@@ -108,7 +108,9 @@ def test_missing_section_is_named():
         ModelSpec.from_dict(data)
 
 
-def test_max_voxels_above_tensorrt_profile_warns(caplog):
+def test_max_voxels_above_tensorrt_profile_warns(caplog, monkeypatch):
+    import admlops_ros.spec as spec_module
+    monkeypatch.setattr(spec_module, "_WARNED", set())
     ModelSpec.from_dict(KITTI)
     assert "exceeds engine.tensorrt_profile.max 9000" in caplog.text
 
