@@ -473,14 +473,48 @@ def nearest_bev_iou(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> np.ndarr
     """
     ra = _nearest_xyxy(a)
     rb = _nearest_xyxy(b)
-    w = np.clip(np.minimum(ra[:, None, 2], rb[None, :, 2])
-                - np.maximum(ra[:, None, 0], rb[None, :, 0]), 0.0, None)
-    h = np.clip(np.minimum(ra[:, None, 3], rb[None, :, 3])
-                - np.maximum(ra[:, None, 1], rb[None, :, 1]), 0.0, None)
-    overlap = w * h
-    area_a = ((ra[:, 2] - ra[:, 0]) * (ra[:, 3] - ra[:, 1]))[:, None]
-    area_b = ((rb[:, 2] - rb[:, 0]) * (rb[:, 3] - rb[:, 1]))[None, :]
-    return overlap / np.maximum(area_a + area_b - overlap, eps)
+    if len(ra) > len(rb):                        # IoU is symmetric: chunk the smaller side
+        return _aligned_iou_chunked(rb, ra, eps).T
+    return _aligned_iou_chunked(ra, rb, eps)
+
+
+def _aligned_iou_chunked(ra: np.ndarray, rb: np.ndarray, eps: float,
+                         chunk_elems: int = 1 << 18) -> np.ndarray:
+    """Axis-aligned IoU [N, M] of xyxy rectangles (N <= M).
+
+    Large M (e.g. all anchors of a feature map): per row of ``ra`` only the rectangles of
+    ``rb`` overlapping it are evaluated, the rest is 0. Small M: cache-sized row chunks.
+    """
+    out = np.zeros((len(ra), len(rb)))
+    area_b = (rb[:, 2] - rb[:, 0]) * (rb[:, 3] - rb[:, 1])
+    area_a = (ra[:, 2] - ra[:, 0]) * (ra[:, 3] - ra[:, 1])
+    if len(rb) > 4096:
+        for i in range(len(ra)):
+            x0, y0, x1, y1 = ra[i]
+            cand = np.flatnonzero((rb[:, 0] < x1) & (rb[:, 2] > x0)
+                                  & (rb[:, 1] < y1) & (rb[:, 3] > y0))
+            if len(cand) == 0:
+                continue
+            c = rb[cand]
+            w = np.minimum(c[:, 2], x1) - np.maximum(c[:, 0], x0)
+            h = np.minimum(c[:, 3], y1) - np.maximum(c[:, 1], y0)
+            overlap = w * h
+            out[i, cand] = overlap / np.maximum(area_a[i] + area_b[cand] - overlap, eps)
+        return out
+    step = max(1, chunk_elems // max(len(rb), 1))
+    for start in range(0, len(ra), step):
+        r = ra[start:start + step]
+        w = np.minimum(r[:, None, 2], rb[None, :, 2])
+        w -= np.maximum(r[:, None, 0], rb[None, :, 0])
+        np.maximum(w, 0.0, out=w)
+        h = np.minimum(r[:, None, 3], rb[None, :, 3])
+        h -= np.maximum(r[:, None, 1], rb[None, :, 1])
+        np.maximum(h, 0.0, out=h)
+        w *= h                                   # overlap
+        union = area_a[start:start + step, None] + area_b[None, :] - w
+        np.maximum(union, eps, out=union)
+        np.divide(w, union, out=out[start:start + step])
+    return out
 
 
 def points_in_boxes(points: np.ndarray, boxes: np.ndarray,

@@ -222,6 +222,7 @@ class Anchor3DDecoder:
         for key in ("dir_offset", "dir_limit_offset", "use_direction_classifier"):
             if key in head:
                 kwargs[key] = head[key]
+        LOG.debug("Anchor3DDecoder from spec: %s", kwargs)
         return cls(**kwargs)
 
     # -- anchors -------------------------------------------------------------------------
