@@ -149,11 +149,10 @@ class LidarDetector:
                 f"{list(self.point_features)}, got shape {tuple(points.shape)}; convert the "
                 "cloud with pointcloud2_to_array(msg, fields=detector.point_features)")
         points = points.astype(np.float32, copy=False)
-        finite = np.isfinite(points).all(axis=1)
-        if not finite.all():
-            points = points[finite]
+        if not np.isfinite(points).all():  # cheap check; the per-row mask only when needed
+            points = points[np.isfinite(points).all(axis=1)]
         if self._intensity_column is not None and self.intensity_scale != 1.0:
-            points = points.copy() if finite.all() else points
+            points = points.copy()
             points[:, self._intensity_column] *= self.intensity_scale
         return self.voxelizer(points)
 

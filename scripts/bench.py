@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""`make bench`: per-stage medians of the lidar pipeline, as ratios to in-process baselines.
+
+For the full mmdet3d KITTI PointPillars shapes (random weights) and the shipped small model, on
+one 120k-point simulated HDL-64 scan: msg -> array, voxelize, each backend's inference,
+decode + NMS and total ``LidarDetector.detect``; in the same run the same network in PyTorch
+eager and a 4096x4096 fp32 GEMM (the machine's peak), so the figures are ratios that hold on a
+noisy machine. Writes ``build/bench.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from admlops_ros.detector import LidarDetector, default_bundle_path  # noqa: E402
+from admlops_ros.pointcloud import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
+from admlops_ros.voxelize import with_batch_index  # noqa: E402
+
+LOG = logging.getLogger("bench")
+
+
+def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn`` in milliseconds after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def gemm_peak_gflops(n: int = 4096, runs: int = 7) -> Dict[str, float]:
+    """fp32 GEMM throughput (GFLOP/s) of numpy and torch; the larger is the machine's peak."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    flop = 2.0 * n ** 3
+    out = {"gemm_numpy_gflops": flop / median_ms(lambda: a @ b, runs, 1) / 1e6}
+    try:
+        import torch
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        with torch.no_grad():
+            out["gemm_torch_gflops"] = flop / median_ms(lambda: torch.mm(ta, tb), runs, 1) / 1e6
+    except ImportError:
+        pass
+    out["gemm_peak_gflops"] = max(out.values())
+    return out
+
+
+def scan_120k(seed: int = 7) -> np.ndarray:
+    """A simulated HDL-64E scan with ~120,000 points (x, y, z, intensity), LiDAR frame."""
+    from admlops_ros.simulation import simulate_frame
+    points = simulate_frame(seed).points
+    return np.ascontiguousarray(points[:120000], dtype=np.float32)
+
+
+def bench_model(name: str, bundle: Path, config, points: np.ndarray, runs: int,
+                backends: List[str]) -> Dict[str, float]:
+    """All stage medians of one model bundle on one cloud."""
+    from admlops_ros.training.export import load_checkpoint  # noqa: F401  (torch side)
+    from admlops_ros.training.flops import count_flops
+    from admlops_ros.training.network import build_model
+    import torch
+
+    res: Dict[str, float] = {}
+    msg = array_to_pointcloud2(points, None)
+    res["msg_to_array_ms"] = median_ms(lambda: pointcloud2_to_array(msg), runs)
+    det = {b: LidarDetector.from_bundle(bundle, backend=b.split(":")[0],
+                                        **({"precision": b.split(":")[1]} if ":" in b else {}))
+           for b in backends}
+    first = det[backends[0]]
+    first.warmup()
+    voxels = first.preprocess(points)
+    res["num_voxels"] = float(voxels.num_voxels)
+    res["voxelize_ms"] = median_ms(lambda: first.preprocess(points), runs)
+    gflop = count_flops(config, voxels.num_voxels)
+    res["network_gflop"] = gflop
+    outputs = None
+    for b, d in det.items():
+        key = b.replace(":", "_")
+        outs = d.inference(voxels)
+        res[f"inference_{key}_ms"] = median_ms(lambda: d.inference(voxels), runs)
+        res[f"inference_{key}_gflops"] = gflop / res[f"inference_{key}_ms"] * 1e3
+        if outputs is None:
+            outputs = outs
+    res["decode_nms_ms"] = median_ms(lambda: first.postprocess(outputs), runs)
+    for b, d in det.items():
+        key = b.replace(":", "_")
+        d.warmup(1)
+        res[f"detect_total_{key}_ms"] = median_ms(lambda: d.detect(points), runs)
+    # PyTorch eager, same network and voxels (weights do not change the time).
+    model = build_model(config).eval()
+    torch_in = (torch.from_numpy(voxels.voxels), torch.from_numpy(voxels.num_points),
+                torch.from_numpy(with_batch_index(voxels.coors)))
+    with torch.no_grad():
+        res["inference_torch_eager_ms"] = median_ms(lambda: model(*torch_in), max(5, runs // 4))
+    res["inference_torch_eager_gflops"] = gflop / res["inference_torch_eager_ms"] * 1e3
+    for d in det.values():
+        d.close()
+    return res
+
+
+def print_table(title: str, rows: Dict[str, float]) -> None:
+    print(f"\n{title}")
+    width = max(len(k) for k in rows)
+    for key, value in rows.items():
+        print(f"  {key:<{width}}  {value:10.3f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per stage (>= 20)")
+    parser.add_argument("--skip-full", action="store_true",
+                        help="skip the full KITTI-shaped network (about 1 min)")
+    parser.add_argument("--out", default=str(REPO / "build" / "bench.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from admlops_ros.training.configs import KITTI_3CLASS, SIM_SMALL
+    from admlops_ros.training.export import export_bundle
+
+    results: Dict[str, Dict[str, float]] = {}
+    print("admlops_ros benchmark: medians in ms (GFLOP/s where named), "
+          f"{args.runs} runs after warm-up")
+    results["machine"] = gemm_peak_gflops()
+    print_table("4096x4096 fp32 GEMM (machine peak, GFLOP/s)", results["machine"])
+    points = scan_120k()
+    print(f"\ncloud: simulated HDL-64E scan, {len(points)} points")
+
+    backends = ["onnxruntime", "openvino:f32", "openvino:bf16"]
+    models = []
+    if not args.skip_full:
+        full_dir = REPO / "build" / "bench" / "pointpillars_kitti_3class_random"
+        if not (full_dir / "spec.yaml").exists():
+            export_bundle(KITTI_3CLASS, full_dir, checkpoint=None, check_voxels=(500,))
+        models.append(("kitti_3class (mmdet3d shapes, random weights)", full_dir, KITTI_3CLASS))
+    models.append(("sim_small (shipped default)", default_bundle_path(), SIM_SMALL))
+
+    peak = results["machine"]["gemm_peak_gflops"]
+    for title, bundle, config in models:
+        res = bench_model(title, bundle, config, points, args.runs, backends)
+        ov = res["inference_openvino_f32_ms"]
+        res["ratio_openvino_f32_speedup_vs_torch"] = res["inference_torch_eager_ms"] / ov
+        res["ratio_openvino_f32_gflops_vs_gemm_peak"] = res["inference_openvino_f32_gflops"] / peak
+        res["ratio_pre_post_vs_inference_openvino_f32"] = (
+            (res["voxelize_ms"] + res["decode_nms_ms"]) / ov)
+        res["ratio_openvino_bf16_speedup_vs_f32"] = ov / res["inference_openvino_bf16_ms"]
+        results[config.name] = res
+        print_table(title, res)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, sort_keys=True))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
