@@ -192,6 +192,32 @@ def test_nearest_bev_iou_snaps_to_axis():
     np.testing.assert_allclose(nearest_bev_iou(b, b).diagonal(), 1.0)
 
 
+def test_nearest_bev_iou_large_side_matches_plain_formula():
+    rng = np.random.default_rng(8)
+    gts = np.c_[rng.uniform(0, 30, (6, 2)), np.zeros(6), rng.uniform(1, 4, (6, 2)), np.ones(6),
+                rng.uniform(-3.2, 3.2, 6)]
+    many = np.c_[rng.uniform(0, 30, (5000, 2)), np.zeros(5000), rng.uniform(0.5, 4, (5000, 2)),
+                 np.ones(5000), rng.choice([0.0, 1.57], 5000)]
+    got = nearest_bev_iou(gts, many)
+    assert got.shape == (6, 5000)
+    np.testing.assert_array_equal(nearest_bev_iou(many, gts), got.T)
+
+    def xyxy(b):
+        swap = abs(b[6] - math.floor(b[6] / math.pi + 0.5) * math.pi) > math.pi / 4
+        dx, dy = (b[4], b[3]) if swap else (b[3], b[4])
+        return b[0] - dx / 2, b[1] - dy / 2, b[0] + dx / 2, b[1] + dy / 2
+
+    for i in range(6):
+        p = xyxy(gts[i])
+        for j in rng.choice(5000, 300, replace=False).tolist() + np.flatnonzero(got[i]).tolist():
+            q = xyxy(many[j])
+            w = max(min(p[2], q[2]) - max(p[0], q[0]), 0.0)
+            h = max(min(p[3], q[3]) - max(p[1], q[1]), 0.0)
+            union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - w * h
+            assert got[i, j] == pytest.approx(w * h / max(union, 1e-6), abs=1e-12)
+    assert (got > 0).sum() > 20
+
+
 def test_points_in_boxes():
     boxes = np.array([[0.0, 0.0, -1.0, 4.0, 2.0, 2.0, math.pi / 2],   # rotated: spans y +-2
                       [10.0, 0.0, 0.0, 2.0, 2.0, 1.0, 0.0],

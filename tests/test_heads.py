@@ -399,5 +399,6 @@ def test_from_spec_errors_and_defaults():
     class Wrapped:
         raw = KITTI_SPEC
     dec = Anchor3DDecoder.from_spec(Wrapped())
+    dec.warmup()
     assert dec.num_anchors == 6 and dec.num_classes == 3
     assert dec.dir_offset == pytest.approx(-math.pi / 2) and dec.nms_pre == 100
