@@ -145,5 +145,25 @@ class RosCore:
         self.proc = None
 
 
-__all__: List[str] = ["ProcessError", "RosCore", "free_port", "master_ready", "ros_env",
+def launch_detection(core: RosCore, launch_args: Sequence[str], log: Path,
+                     input_topic: str = "/points_raw", node: str = "/lidar_detection",
+                     timeout: float = 300.0) -> subprocess.Popen:
+    """``roslaunch admlops_ros lidar_detection.launch <args>``; returns once the node subscribed.
+
+    Raises:
+        ProcessError: roslaunch exited (bad parameters, engine load failure: see ``log``) or the
+            node did not subscribe to ``input_topic`` within ``timeout`` s (engine load + warm-up).
+    """
+    proc = start(["roslaunch", "--wait", "admlops_ros", "lidar_detection.launch", *launch_args],
+                 core.env, log)
+    try:
+        wait_for(lambda: topic_has_subscriber(core.uri, input_topic, node), timeout,
+                 f"lidar_detection (log {log})", proc, poll_s=0.2)
+    except Exception:
+        stop(proc)
+        raise
+    return proc
+
+
+__all__: List[str] = ["launch_detection", "ProcessError", "RosCore", "free_port", "master_ready", "ros_env",
                       "start", "stop", "topic_has_subscriber", "wait_for"]
