@@ -204,9 +204,8 @@ def kitti_objects_to_gt(objects: Sequence[Any], calib: Any, frame: str = "") -> 
     from admlops_ros import kitti
     care = [o for o in objects if o.type != "DontCare"]
     dc = [o.bbox for o in objects if o.type == "DontCare"]
-    cam = np.array([[*o.location, *o.dimensions, o.rotation_y] for o in care],
-                   np.float64).reshape(-1, 7)
-    boxes = kitti.boxes_camera_to_lidar(cam, calib) if len(cam) else np.zeros((0, 7))
+    boxes = (kitti.boxes_camera_to_lidar(kitti.objects_to_camera_boxes(care), calib)
+             if care else np.zeros((0, 7)))
     return FrameGT(boxes, [o.type for o in care],
                    bbox2d=np.array([o.bbox for o in care], np.float64).reshape(-1, 4),
                    occluded=np.array([o.occluded for o in care], np.int64),

@@ -14,60 +14,43 @@ from admlops_ros.evaluation.metrics import (EvalConfig, EvalResult, FrameGT, Fra
 
 LOG = logging.getLogger(__name__)
 
-# KITTI nominal camera calibration (object set, 000000): used to write simulated frames'
-# predictions as KITTI result files when no calib is given.
-NOMINAL_P2 = np.array([[707.0493, 0.0, 604.0814, 45.75831],
-                       [0.0, 707.0493, 180.5066, -0.3454157],
-                       [0.0, 0.0, 1.0, 0.004981016]])
-NOMINAL_R0 = np.array([[0.9999128, 0.01009263, -0.008511932],
-                       [-0.01012729, 0.9999406, -0.004037671],
-                       [0.008470675, 0.004123522, 0.9999556]])
-NOMINAL_TR = np.array([[0.006927964, -0.9999722, -0.002757829, -0.02457729],
-                       [-0.001162982, 0.002749836, -0.9999955, -0.06127237],
-                       [0.9999753, 0.006931141, -0.001143899, -0.3321029]])
-IMAGE_SIZE = (1242, 375)  # (width, height) px, to clip projected 2D boxes
-
-
 class KittiEvalError(Exception):
     """Missing/unreadable KITTI directories or files."""
 
 
-def parse_kitti_lines(text: str, path: str = "") -> Dict[str, np.ndarray]:
-    """Columns of a label_2 / result file: type, truncated, occluded, alpha, bbox [4],
-    dimensions (h, w, l) [3], location (x, y, z camera, bottom centre) [3], rotation_y, score
-    (1.0 when the file has no score column)."""
-    rows = [ln.split() for ln in text.splitlines() if ln.strip()]
-    bad = [i for i, r in enumerate(rows) if len(r) not in (15, 16)]
-    if bad:
-        raise KittiEvalError(f"{path}: line {bad[0] + 1} has {len(rows[bad[0]])} fields, "
-                             "KITTI object lines have 15 (labels) or 16 (results with score)")
-    num = np.array([[float(v) for v in r[1:15]] + [float(r[15]) if len(r) == 16 else 1.0]
-                    for r in rows], np.float64).reshape(-1, 15)
-    return {"type": np.array([r[0] for r in rows], dtype=str), "truncated": num[:, 0],
-            "occluded": num[:, 1].astype(np.int64), "alpha": num[:, 2], "bbox": num[:, 3:7],
-            "dimensions": num[:, 7:10], "location": num[:, 10:13], "rotation_y": num[:, 13],
-            "score": num[:, 14]}
+def read_kitti_file(path: Path) -> Dict[str, np.ndarray]:
+    """Columns of a label_2 / result file via :func:`admlops_ros.kitti.read_label`: type,
+    truncated, occluded, bbox [4], camera boxes (x, y, z, l, h, w, ry), score (1.0 when the
+    file has no score column)."""
+    from admlops_ros import kitti
+    try:
+        objs = kitti.read_label(path)
+    except (kitti.KittiError, OSError) as exc:
+        raise KittiEvalError(f"cannot read {path}: {exc}") from exc
+    return {"type": np.array([o.type for o in objs], dtype=str).reshape(-1),
+            "truncated": np.array([o.truncated for o in objs], np.float64).reshape(-1),
+            "occluded": np.array([o.occluded for o in objs], np.int64).reshape(-1),
+            "bbox": np.array([o.bbox for o in objs], np.float64).reshape(-1, 4),
+            "cam": kitti.objects_to_camera_boxes(objs).reshape(-1, 7),
+            "score": np.array([1.0 if o.score is None else o.score for o in objs],
+                              np.float64).reshape(-1)}
 
 
-def camera_to_eval_boxes(location: np.ndarray, dimensions_hwl: np.ndarray,
-                         rotation_y: np.ndarray) -> np.ndarray:
-    """KITTI camera boxes as (x, y, z, dx, dy, dz, yaw) in a LiDAR-like axis order.
+def camera_to_eval_boxes(cam_boxes: np.ndarray) -> np.ndarray:
+    """KITTI camera boxes (x, y, z, l, h, w, ry) as (x, y, z, dx, dy, dz, yaw), LiDAR-like axes.
 
-    x = z_cam, y = -x_cam, z = -y_cam (a proper rotation of the rectified camera frame), so
-    BEV and 3D IoU equal the devkit's camera-frame ones exactly; dx = l, dy = w, dz = h,
-    yaw = -ry - pi/2 (mmdet3d's camera -> LiDAR yaw).
+    x = z_cam, y = -x_cam, z = -y_cam (a proper rotation of the rectified camera frame, no
+    calibration), so BEV and 3D IoU equal the devkit's camera-frame ones exactly;
+    dx = l, dy = w, dz = h, yaw = -ry - pi/2 (mmdet3d's camera -> LiDAR yaw).
     """
-    loc = np.asarray(location, np.float64).reshape(-1, 3)
-    hwl = np.asarray(dimensions_hwl, np.float64).reshape(-1, 3)
-    ry = np.asarray(rotation_y, np.float64).reshape(-1)
-    return np.column_stack([loc[:, 2], -loc[:, 0], -loc[:, 1], hwl[:, 2], hwl[:, 1], hwl[:, 0],
-                            -ry - np.pi / 2])
+    c = np.asarray(cam_boxes, np.float64).reshape(-1, 7)
+    return np.column_stack([c[:, 2], -c[:, 0], -c[:, 1], c[:, 3], c[:, 5], c[:, 4],
+                            -c[:, 6] - np.pi / 2])
 
 
 def _frame_gt(cols: Dict[str, np.ndarray], frame: str) -> FrameGT:
     care = cols["type"] != "DontCare"
-    return FrameGT(camera_to_eval_boxes(cols["location"][care], cols["dimensions"][care],
-                                        cols["rotation_y"][care]),
+    return FrameGT(camera_to_eval_boxes(cols["cam"][care]),
                    cols["type"][care], bbox2d=cols["bbox"][care],
                    occluded=cols["occluded"][care], truncated=cols["truncated"][care],
                    dontcare_bbox2d=cols["bbox"][~care], frame_id=frame)
@@ -75,8 +58,7 @@ def _frame_gt(cols: Dict[str, np.ndarray], frame: str) -> FrameGT:
 
 def _frame_pred(cols: Dict[str, np.ndarray], frame: str) -> FramePred:
     keep = cols["type"] != "DontCare"
-    return FramePred(camera_to_eval_boxes(cols["location"][keep], cols["dimensions"][keep],
-                                          cols["rotation_y"][keep]),
+    return FramePred(camera_to_eval_boxes(cols["cam"][keep]),
                      cols["score"][keep], cols["type"][keep], bbox2d=cols["bbox"][keep],
                      frame_id=frame)
 
@@ -100,10 +82,10 @@ def load_kitti_dirs(gt_dir: os.PathLike, pred_dir: os.PathLike,
         gp = gt_dir / f"{frame}.txt"
         if not gp.is_file():
             raise KittiEvalError(f"label file {gp} is missing")
-        gts.append(_frame_gt(parse_kitti_lines(gp.read_text(), str(gp)), frame))
+        gts.append(_frame_gt(read_kitti_file(gp), frame))
         pp = pred_dir / f"{frame}.txt"
         if pp.is_file():
-            preds.append(_frame_pred(parse_kitti_lines(pp.read_text(), str(pp)), frame))
+            preds.append(_frame_pred(read_kitti_file(pp), frame))
         else:
             missing.append(frame)
             preds.append(FramePred(np.zeros((0, 7)), [], [], bbox2d=np.zeros((0, 4)),
@@ -174,89 +156,24 @@ def kitti_eval_with_bands(gt_dir: os.PathLike, pred_dir: os.PathLike,
 # ---------------------------------------------------------------------------------------------
 # Writing predictions as KITTI result files
 
-def lidar_to_camera_boxes(boxes: np.ndarray, velo_to_cam: np.ndarray) -> np.ndarray:
-    """LiDAR boxes -> KITTI camera (location bottom centre, dims h, w, l, rotation_y) [N, 7].
-
-    Args:
-        boxes: [N, 7] LiDAR (x, y, z bottom, dx, dy, dz, yaw).
-        velo_to_cam: [4, 4] R0_rect @ Tr_velo_to_cam (rectified camera <- LiDAR).
-
-    Returns:
-        [N, 7] (x, y, z camera bottom centre, h, w, l, rotation_y).
-    """
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
-    hom = np.column_stack([boxes[:, :3], np.ones(len(boxes))])
-    loc = hom @ np.asarray(velo_to_cam, np.float64)[:3].T
-    ry = -boxes[:, 6] - np.pi / 2
-    ry = (ry + np.pi) % (2 * np.pi) - np.pi
-    return np.column_stack([loc, boxes[:, 5], boxes[:, 4], boxes[:, 3], ry])
-
-
-def project_2d_boxes(cam_boxes: np.ndarray, p2: np.ndarray,
-                     image_size: Tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
-    """2D image boxes (left, top, right, bottom) of camera boxes' 8 corners, clipped."""
-    cam = np.asarray(cam_boxes, np.float64).reshape(-1, 7)
-    h, w, l, ry = cam[:, 3], cam[:, 4], cam[:, 5], cam[:, 6]
-    sx = np.array([1, 1, -1, -1, 1, 1, -1, -1]) * 0.5
-    sz = np.array([1, -1, -1, 1, 1, -1, -1, 1]) * 0.5
-    sy = np.array([0, 0, 0, 0, -1, -1, -1, -1])
-    x = l[:, None] * sx
-    z = w[:, None] * sz
-    y = h[:, None] * sy
-    c, s = np.cos(ry)[:, None], np.sin(ry)[:, None]
-    cx = c * x + s * z + cam[:, None, 0]
-    cz = -s * x + c * z + cam[:, None, 2]
-    cy = y + cam[:, None, 1]
-    pts = np.stack([cx, cy, cz, np.ones_like(cx)], -1) @ np.asarray(p2, np.float64).T
-    depth = np.maximum(pts[..., 2], 1e-3)
-    u, v = pts[..., 0] / depth, pts[..., 1] / depth
-    box = np.column_stack([u.min(1), v.min(1), u.max(1), v.max(1)])
-    box[:, [0, 2]] = box[:, [0, 2]].clip(0, image_size[0] - 1)
-    box[:, [1, 3]] = box[:, [1, 3]].clip(0, image_size[1] - 1)
-    return box
-
-
-def nominal_velo_to_cam() -> np.ndarray:
-    """[4, 4] R0_rect @ Tr_velo_to_cam of the nominal calibration."""
-    r0 = np.eye(4)
-    r0[:3, :3] = NOMINAL_R0
-    tr = np.eye(4)
-    tr[:3] = NOMINAL_TR
-    return r0 @ tr
-
-
-def format_result_lines(pred: FramePred, velo_to_cam: Optional[np.ndarray] = None,
-                        p2: Optional[np.ndarray] = None) -> str:
-    """KITTI result lines (label format + score) for LiDAR-frame predictions; boxes behind
-    the camera (z_cam <= 0) are left out as the image-based devkit cannot score them."""
-    v2c = nominal_velo_to_cam() if velo_to_cam is None else velo_to_cam
-    p2 = NOMINAL_P2 if p2 is None else p2
-    cam = lidar_to_camera_boxes(pred.boxes, v2c)
-    front = cam[:, 2] > 0.1
-    cam = cam[front]
-    bbox = project_2d_boxes(cam, p2)
-    alpha = cam[:, 6] - np.arctan2(cam[:, 0], cam[:, 2])
-    alpha = (alpha + np.pi) % (2 * np.pi) - np.pi
-    lines = []
-    for name, a, b, c, s in zip(np.asarray(pred.names)[front], alpha, bbox, cam,
-                                pred.scores[front]):
-        lines.append(f"{name} 0.00 0 {a:.2f} {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f} "
-                     f"{c[3]:.2f} {c[4]:.2f} {c[5]:.2f} {c[0]:.2f} {c[1]:.2f} {c[2]:.2f} "
-                     f"{c[6]:.2f} {s:.4f}")
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
 def write_kitti_results(out_dir: os.PathLike, preds: Sequence[FramePred],
-                        names: Optional[Sequence[str]] = None) -> Path:
-    """One result file per frame (``names`` or ``000000``.. by order), nominal calibration."""
+                        names: Optional[Sequence[str]] = None, calib=None) -> Path:
+    """One KITTI result file per frame (``names`` or ``000000``.. by order).
+
+    Boxes are converted with ``calib`` (default :func:`admlops_ros.kitti.nominal_calib`, for
+    simulated frames); only boxes visible in image 2 are written, as KITTI results are.
+    """
+    from admlops_ros import kitti
+    calib = calib or kitti.nominal_calib()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for i, pred in enumerate(preds):
         stem = names[i] if names else f"{i:06d}"
-        (out / f"{stem}.txt").write_text(format_result_lines(pred))
+        objs = kitti.lidar_boxes_to_objects(pred.boxes, list(pred.names), calib,
+                                            scores=pred.scores)
+        kitti.write_label(out / f"{stem}.txt", objs)
     return out
 
 
-__all__ = ("KittiEvalError", "kitti_eval", "kitti_eval_with_bands", "load_kitti_dirs", "parse_kitti_lines",
-           "camera_to_eval_boxes", "lidar_to_camera_boxes", "project_2d_boxes",
-           "format_result_lines", "write_kitti_results", "nominal_velo_to_cam")
+__all__ = ("KittiEvalError", "kitti_eval", "kitti_eval_with_bands", "load_kitti_dirs",
+           "read_kitti_file", "camera_to_eval_boxes", "write_kitti_results")
