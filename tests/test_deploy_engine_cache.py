@@ -267,3 +267,15 @@ def test_no_gpu_here_gives_none():
     if os.path.exists("/dev/nvidia0"):
         pytest.skip("this machine has an NVIDIA GPU")
     assert gpu_info.query_gpu() is None
+
+
+def test_import_plan_built_elsewhere(tmp_path):
+    src = tmp_path / "end2end.engine"
+    src.write_bytes(b"mmdeploy engine")
+    plan = ec.import_plan(tmp_path / "tensorrt", key(precision="fp32"), src,
+                          source="mmdeploy tools/deploy.py")
+    assert plan.name == "end2end.sm86.trt8.6.1.fp32.plan" and plan.read_bytes() == src.read_bytes()
+    assert json.loads(ec.sidecar_path(plan).read_text())["source"] == "mmdeploy tools/deploy.py"
+    assert ec.select_plan(tmp_path / "tensorrt", key(precision="fp32")) == plan
+    with pytest.raises(ec.EngineCacheError, match="no TensorRT plan"):
+        ec.import_plan(tmp_path, key(), tmp_path / "missing.engine")

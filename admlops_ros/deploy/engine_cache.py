@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import socket
 import sys
 import time
@@ -364,6 +365,36 @@ def build_plan(cache_dir: Union[str, Path], key: PlanKey, onnx_path: Union[str, 
             if leftover.exists():
                 leftover.unlink()
     LOG.info("built %s in %.1f s", plan, time.monotonic() - start)
+    return plan
+
+
+def import_plan(cache_dir: Union[str, Path], key: PlanKey, plan_src: Union[str, Path],
+                stem: str = PLAN_STEM, source: str = "imported") -> Path:
+    """Put a plan built elsewhere on THIS machine (e.g. mmdeploy's end2end.engine) in the cache.
+
+    Args:
+        cache_dir: plan directory.
+        key: the key it was built for: this machine's GPU / TensorRT, the precision used and
+            the sha256 of the ONNX it was built from.
+        plan_src: the serialized engine.
+        source: recorded in the sidecar (e.g. "mmdeploy tools/deploy.py").
+
+    Raises:
+        EngineCacheError: plan_src missing.
+    """
+    src = Path(plan_src)
+    if not src.is_file():
+        raise EngineCacheError("no TensorRT plan at %s to import" % src)
+
+    def copy(onnx_path: str, plan_path: str, *args: Any, **kwargs: Any) -> None:
+        shutil.copyfile(str(src), plan_path)
+
+    with build_lock(cache_dir, what="importing %s" % src):
+        plan = build_plan(cache_dir, key, src, copy, stem=stem)
+    side = sidecar_path(plan)
+    data = json.loads(side.read_text())
+    data["source"] = source
+    side.write_text(json.dumps(data, indent=2) + "\n")
     return plan
 
 
