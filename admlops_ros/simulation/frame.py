@@ -26,7 +26,10 @@ class LidarFrame:
         points: [N, 4] float32 (x, y, z, intensity 0..1), metres; like KITTI velodyne.
         boxes: [M, 7] float32 (x, y, z bottom-centre, dx length, dy width, dz height, yaw rad).
         names: class per box: Car, Van, Pedestrian or Cyclist.
-        num_points: [M] int32 returned points inside each box (boundary inclusive).
+        num_points: [M] int32 returned points inside each box (boundary inclusive). The
+            shapes are inset 3 cm from their boxes; with range noise an object's own points
+            lie within its box enlarged by 5 sigma (0.1 m for the default 2 cm), so a few
+            noisy ones may fall just outside and are not counted.
         difficulty: [M] int32 0 easy, 1 moderate, 2 hard, -1 ignore (rule in `labels`).
         occlusion: [M] float32 fraction of the object's rays that something else blocked.
         seed: the seed the frame was made from.
@@ -70,7 +73,8 @@ def cast(scene: Scene, sensor: SensorConfig, seed: int):
                         scene.terrain, scene.road, scene.prims, scene.owner, start, index,
                         len(scene.boxes), float(sensor.max_range), float(sensor.min_range),
                         noise_r, noise_i, drop_u, float(sensor.range_noise_std),
-                        float(sensor.dropout_prob), float(sensor.intensity_noise_std))
+                        float(sensor.dropout_prob), float(sensor.intensity_noise_std),
+                        float(sensor.incidence_exponent))
 
 
 def simulate_frame(seed: int, scene: SceneConfig = SceneConfig(),

@@ -149,7 +149,7 @@ def build_sectors(prims, n_sectors):
 @nb.njit(**_JIT)
 def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_start, sec_index,
               n_objects, max_range, min_range, noise_r, noise_i, drop_u, range_std, drop_p,
-              int_std):
+              int_std, inc_exp):
     """Casts a full scan.
 
     Args:
@@ -165,6 +165,7 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
         noise_r, noise_i, drop_u: [n_az * B] standard normals for range / intensity noise and
             uniforms for dropouts, one per ray (ray = j * B + b).
         range_std, drop_p, int_std: noise sigma (m), dropout probability, intensity sigma.
+        inc_exp: intensity = reflectivity * |cos incidence| ** inc_exp + noise (1: Lambertian).
 
     Returns:
         points [n, 4] float32, point_owner [n] int32 (object index, -1 clutter, -2 ground),
@@ -403,7 +404,7 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
                     ny = syw * lx + cyw * ly
             norm = math.sqrt(nx * nx + ny * ny + nz * nz) + 1e-12
             cos_inc = abs(nx * dx + ny * dy + nz * dz) / norm
-            inten = refl * cos_inc + int_std * noise_i[ray]
+            inten = refl * math.pow(cos_inc, inc_exp) + int_std * noise_i[ray]
             if inten < 0.0:
                 inten = 0.0
             elif inten > 1.0:

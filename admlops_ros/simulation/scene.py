@@ -243,9 +243,9 @@ class _Builder:
         rp[rc.R_TRAFFIC_HALF] = traffic_half
         rp[rc.R_HALF_LEFT] = self.half[1]
         rp[rc.R_HALF_RIGHT] = self.half[-1]
-        rp[rc.R_REFL_ROAD] = rng.uniform(0.1, 0.2)
-        rp[rc.R_REFL_PAINT] = rng.uniform(0.5, 0.7)
-        rp[rc.R_REFL_TERRAIN] = rng.uniform(0.25, 0.4)
+        rp[rc.R_REFL_ROAD] = rng.uniform(0.3, 0.45)
+        rp[rc.R_REFL_PAINT] = rng.uniform(0.6, 0.9)
+        rp[rc.R_REFL_TERRAIN] = rng.uniform(0.35, 0.5)
         rp[rc.R_DASH_PERIOD] = 12.0
         rp[rc.R_DASH_LEN] = 4.0
         self.rp = rp

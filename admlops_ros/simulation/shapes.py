@@ -14,7 +14,7 @@ INSET = 0.03  # metres between a labelled shape and its box faces (range noise m
 
 def _paint(rng: np.random.Generator) -> float:
     """Car paint reflectivity: dark to bright (white/metallic) finishes."""
-    return float(rng.choice([0.12, 0.2, 0.3, 0.45, 0.6], p=[0.25, 0.2, 0.2, 0.2, 0.15]))
+    return float(rng.choice([0.15, 0.25, 0.35, 0.5, 0.7], p=[0.25, 0.2, 0.2, 0.2, 0.15]))
 
 
 def add_car(prims: PrimitiveList, rng: np.random.Generator, x: float, y: float, z: float,
