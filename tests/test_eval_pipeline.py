@@ -101,7 +101,7 @@ def test_bag_round_trip_and_stamp_matching(tmp_path):
     assert frames[0].points.shape == (500, 4)
 
 
-def test_missing_topic_and_corrupt_bag_messages(tmp_path, caplog):
+def test_missing_topic_and_corrupt_bag_messages(tmp_path, capsys):
     _messages_or_skip()
     from admlops_ros.cli import main
     path = tmp_path / "a.bag"
@@ -125,7 +125,7 @@ def test_missing_topic_and_corrupt_bag_messages(tmp_path, caplog):
     junk.write_bytes(b"not a bag at all" * 10)
     assert main(["eval", str(junk), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
     assert main(["eval", str(tmp_path / "nope.bag"), "--out", str(tmp_path / "o")]) == 1
-    assert "does not exist" in caplog.text
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_offline_eval_writes_results_and_report(tmp_path, fake_detector, capsys):
@@ -272,7 +272,7 @@ def test_online_eval_against_real_roscore(tmp_path):
                               "--no-progress"], check=True, timeout=300)
     out = tmp_path / "out"
     proc = subprocess.run(admlops + ["eval", str(bag), "--engine", str(engine), "--online",
-                                     "--backend", "onnxruntime", "--rate", "0.5", "--out",
+                                     "--backend", "openvino", "--rate", "0.5", "--out",
                                      str(out), "--no-progress"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -56,10 +56,11 @@ def _guarded(func):
         try:
             return int(func(args) or 0)
         except _known_errors() as exc:
-            LOG.error("%s", exc)
+            # stderr directly: rospy.init_node (online mode) takes over the logging handlers
+            sys.stderr.write(f"admlops {args.command}: error: {exc}\n")
             return 1
         except KeyboardInterrupt:
-            LOG.error("interrupted")
+            sys.stderr.write(f"admlops {args.command}: interrupted\n")
             return 130
     return run
 
