@@ -172,3 +172,10 @@ def test_no_noise_sensor_and_custom_scene():
     pts = frame.points.astype(np.float64)
     own = pts[frame.point_owner == 0]
     assert _inside(own, frame.boxes[0].astype(np.float64), 1e-3).all()
+
+
+def test_preview_writes_png(tmp_path):
+    from admlops_ros.simulation.preview import main
+    out = tmp_path / "bev.png"
+    assert main(["2", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import raycast as rc
 from .primitives import PrimitiveList
+from .sensor import DEFAULT_MOUNT_HEIGHT
 from .shapes import (OBJECT_BUILDERS, add_bush, add_pole, add_street_furniture, add_tree)
 
 CLASS_NAMES = ("Car", "Van", "Pedestrian", "Cyclist")
@@ -491,7 +492,7 @@ def rng_refl(rng: np.random.Generator, mean: float) -> float:
 
 
 def generate_scene(seed: int, cfg: Optional[SceneConfig] = None,
-                   mount_height: float = 1.73) -> Scene:
+                   mount_height: float = DEFAULT_MOUNT_HEIGHT) -> Scene:
     """Builds the scene of ``seed`` (deterministic; independent of the sensor except height).
 
     Args:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
+
+
+DEFAULT_MOUNT_HEIGHT = 1.73   # metres, KITTI's Velodyne above the road
 
 
 class SensorConfigError(ValueError):
@@ -65,7 +68,7 @@ class SensorConfig:
     azimuth_step_deg: float = 0.17
     max_range: float = 120.0
     min_range: float = 1.0
-    mount_height: float = 1.73
+    mount_height: float = DEFAULT_MOUNT_HEIGHT
     range_noise_std: float = 0.02
     dropout_prob: float = 0.02
     intensity_noise_std: float = 0.02
@@ -128,7 +131,7 @@ class SensorConfig:
         return replace(self, **kwargs)
 
 
-_PRESETS: Dict[str, object] = {
+_PRESETS: Dict[str, Callable[[], "SensorConfig"]] = {
     "hdl64": lambda: SensorConfig(),
     "hdl32": lambda: SensorConfig(name="hdl32", elevations_deg=_hdl32_elevations(),
                                   azimuth_step_deg=0.16, max_range=100.0),
