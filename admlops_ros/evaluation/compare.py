@@ -140,9 +140,9 @@ def compare_backends(bag: os.PathLike, engine: Optional[str], backends: Sequence
 def parity_table(parity: Sequence[BackendParity]) -> str:
     """Fixed-width table: raw diff, agreement, AP and AP delta vs the reference."""
     ref = parity[0]
-    keys = sorted({k for p in parity for k in p.ap})
+    keys = sorted({k for p in parity for k in p.ap if "/" not in k})  # per class: --json
     head = (f"{'backend':<18}{'max|raw diff|':>14}{'boxes':>7}{'agree':>7}{'max|dscore|':>12}"
-            + "".join(f"{k + ' AP':>16}{'delta':>8}" for k in keys))
+            + "".join(f"{'mAP ' + k:>10}{'delta':>8}" for k in keys))
     lines = [head, "-" * len(head)]
     for p in parity:
         if p.error:
@@ -153,7 +153,7 @@ def parity_table(parity: Sequence[BackendParity]) -> str:
                f"{p.max_score_diff:>12.3g}")
         for k in keys:
             v, r = p.ap.get(k, math.nan), ref.ap.get(k, math.nan)
-            row += f"{v:>16.2f}{v - r:>+8.2f}"
+            row += f"{v:>10.2f}{v - r:>+8.2f}"
         lines.append(row)
     return "\n".join(lines)
 
