@@ -122,10 +122,13 @@ class LidarDetector:
     def warmup(self, runs: int = 2) -> None:
         """Compile kernels and run the engine on a synthetic cloud so frame 1 is not slow."""
         self.voxelizer.warmup()
+        self.decoder.warmup()
         lo = np.asarray(self.voxelizer.point_cloud_range[:3], np.float32)
         hi = np.asarray(self.voxelizer.point_cloud_range[3:], np.float32)
         rng = np.random.default_rng(0)
-        points = np.zeros((20000, len(self.point_features)), np.float32)
+        # fewer points than max_voxels: warm-up must not trip the once-only overflow warning
+        points = np.zeros((max(1, self.voxelizer.max_voxels // 2), len(self.point_features)),
+                          np.float32)
         points[:, :3] = lo + (hi - lo) * rng.random((len(points), 3), dtype=np.float32)
         for _ in range(runs):
             self.detect(points)
