@@ -98,7 +98,11 @@ class GTSampler:
             boxes = np.asarray(fr.boxes, np.float32).reshape(-1, 7)
             if len(boxes) == 0:
                 continue
-            idx = points_in_boxes(fr.points, boxes, return_index=True)
+            owner = getattr(fr, "point_owner", None)  # simulator: box index each point hit
+            if owner is not None and len(owner) == len(fr.points):
+                idx = np.asarray(owner)
+            else:
+                idx = points_in_boxes(fr.points, boxes, return_index=True)
             for j, name in enumerate(fr.names):
                 if name not in self.db or int(fr.difficulty[j]) < 0:
                     continue

@@ -45,7 +45,7 @@ class TrainConfig:
     """
 
     model: str = "sim_small"
-    iterations: int = 7000
+    iterations: int = 9000
     batch_size: int = 2
     crop: Optional[Tuple[int, int]] = (128, 128)  # canvas cells; None: full canvas
     lr: float = 1e-3  # one-cycle maximum
@@ -109,7 +109,7 @@ def _save(model: PointPillars, opt, sched, it: int, out: Path) -> None:
 
 def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int], object]] = None,
           model_config: Optional[PointPillarsConfig] = None, resume: bool = False,
-          progress: bool = True) -> Path:
+          progress: bool = True, stop_at: Optional[int] = None) -> Path:
     """Train and write ``latest.pth`` (+ model_config.json, train_state.pth, train_log.jsonl).
 
     Args:
@@ -120,6 +120,8 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
         model_config: overrides ``cfg.model``.
         resume: continue from ``train_state.pth`` in out_dir.
         progress: show a tqdm bar.
+        stop_at: stop (with a checkpoint) after this iteration; the schedule still spans
+            ``cfg.iterations`` so a later ``resume`` finishes the same run.
 
     Returns:
         Path of the final checkpoint.
@@ -171,7 +173,8 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
     running: Dict[str, List[float]] = {}
     t_data = t_step = 0.0
     try:
-        for it in range(start, cfg.iterations):
+        end = cfg.iterations if stop_at is None else min(int(stop_at), cfg.iterations)
+        for it in range(start, end):
             t0 = time.perf_counter()
             rng = np.random.default_rng([cfg.seed, it])
             samples = [builder.build(frame_fn(cfg.frame_seed_base + it * cfg.batch_size + j),
@@ -194,7 +197,7 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
             done = it + 1
             if bar is not None:
                 bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.iterations:
+            if done % cfg.log_every == 0 or done == end:
                 n = len(running["loss"])
                 rec = {k: float(np.mean(v)) for k, v in running.items()}
                 rec.update(iteration=done, lr=float(sched.get_last_lr()[0]),
@@ -206,7 +209,7 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
                                     box=f"{rec['loss_bbox']:.3f}", lr=f"{rec['lr']:.1e}")
                 LOG.debug("it %d %s", done, rec)
                 running, t_data, t_step = {}, 0.0, 0.0
-            if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+            if done % cfg.checkpoint_every == 0 or done == end:
                 _save(model, opt, sched, done, out)
     finally:
         log_f.close()

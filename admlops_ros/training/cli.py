@@ -1,0 +1,164 @@
+"""Training subcommands of `admlops`: train, export (torch is imported only when they run)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from typing import Any, List, Optional
+
+LOG = logging.getLogger(__name__)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `admlops train` / scripts/train.py."""
+    p.add_argument("--config", default="sim_small",
+                   help="model config: sim_small (default), kitti_3class or a .json")
+    p.add_argument("--out", required=True, help="output directory (latest.pth, logs)")
+    p.add_argument("--iterations", type=int, default=None, help="total iterations")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--crop", type=int, nargs=2, metavar=("ROWS", "COLS"), default=None,
+                   help="BEV crop of the canvas in cells (multiples of 8)")
+    p.add_argument("--full-canvas", action="store_true", help="train on the whole canvas")
+    p.add_argument("--lr", type=float, default=None, help="one-cycle maximum lr")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--frame-seed-base", type=int, default=None,
+                   help="first simulator seed of the training frames")
+    p.add_argument("--gt-db-frames", type=int, default=None,
+                   help="frames in the ground-truth sampling database")
+    p.add_argument("--no-gt-sampling", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pth")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop after this iteration (resume later with --resume)")
+    p.add_argument("--benchmark", type=int, default=0, metavar="N",
+                   help="only run N iterations in a temporary directory and print s/iteration")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+
+
+def _train_config(args: argparse.Namespace):
+    from admlops_ros.training.augment import AugmentConfig
+    from admlops_ros.training.train import TrainConfig
+    cfg = TrainConfig(model=args.config)
+    for key in ("iterations", "batch_size", "lr", "seed", "frame_seed_base", "gt_db_frames",
+                "threads"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(cfg, key, value)
+    if args.crop is not None:
+        cfg.crop = tuple(args.crop)
+    if args.full_canvas:
+        cfg.crop = None
+    if args.no_gt_sampling:
+        cfg.augment = AugmentConfig(gt_sampling=False)
+    return cfg
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`admlops train`: train (or --benchmark) a model on simulated frames."""
+    from admlops_ros.training.configs import ConfigError
+    from admlops_ros.training.train import LOG_JSONL, TrainError, train
+    try:
+        cfg = _train_config(args)
+        if args.benchmark:
+            n = int(args.benchmark)
+            with tempfile.TemporaryDirectory() as tmp:
+                cfg.log_every = 1
+                cfg.checkpoint_every = 10 ** 9
+                train(cfg, tmp, progress=not args.no_progress, stop_at=n + 2)
+                with open(f"{tmp}/{LOG_JSONL}") as f:
+                    recs = [json.loads(line) for line in f][2:]  # skip warm-up
+            import numpy as np
+            s_it = float(np.median([r["s_per_it"] for r in recs]))
+            data = float(np.median([r["data_s"] for r in recs]))
+            sys.stdout.write(
+                f"{cfg.model}: batch {cfg.batch_size}, crop {cfg.crop}: median {s_it:.3f} "
+                f"s/iteration (data {data:.3f} s, step {s_it - data:.3f} s) over {len(recs)} "
+                f"iterations; {cfg.iterations} iterations -> {s_it * cfg.iterations / 3600:.2f} "
+                "h\n")
+            return 0
+        ckpt = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+                     stop_at=args.stop_at)
+    except (ConfigError, TrainError) as exc:
+        LOG.error("%s", exc)
+        return 1
+    sys.stdout.write(f"{ckpt}\n")
+    return 0
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `admlops export` / scripts/export_onnx.py."""
+    p.add_argument("--config", default="sim_small",
+                   help="model config: sim_small (default), kitti_3class or a .json "
+                        "(e.g. <train out>/model_config.json)")
+    p.add_argument("--checkpoint", default=None,
+                   help="state_dict (.pth) from scripts/train.py or an mmdet3d checkpoint")
+    p.add_argument("--random-weights", action="store_true",
+                   help="export without a checkpoint (for tests and benchmarks)")
+    p.add_argument("--bundle", default=None, help="write a full bundle directory here")
+    p.add_argument("--onnx", default=None, help="only write this ONNX file")
+    p.add_argument("--intensity-scale", type=float, default=1.0)
+    p.add_argument("--notes", default=None, help="free text stored in spec.yaml")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """`admlops export`: ONNX (+ OpenVINO IR and spec.yaml with --bundle)."""
+    from admlops_ros.training.configs import ConfigError, get_config
+    from admlops_ros.training.export import (ExportError, export_bundle, export_onnx,
+                                             load_checkpoint)
+    from admlops_ros.training.network import build_model
+    if not args.checkpoint and not args.random_weights:
+        LOG.error("give --checkpoint <file.pth> (or --random-weights for a test export)")
+        return 2
+    if not args.bundle and not args.onnx:
+        LOG.error("give --bundle <dir> and/or --onnx <file.onnx>")
+        return 2
+    try:
+        config = get_config(args.config)
+        if args.onnx:
+            model = build_model(config)
+            if args.checkpoint:
+                load_checkpoint(model, args.checkpoint)
+            sys.stdout.write(f"{export_onnx(model, args.onnx)}\n")
+        if args.bundle:
+            out = export_bundle(config, args.bundle, checkpoint=args.checkpoint,
+                                intensity_scale=args.intensity_scale, notes=args.notes)
+            sys.stdout.write(f"{out}\n")
+    except (ConfigError, ExportError) as exc:
+        LOG.error("%s", exc)
+        return 1
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register `train` and `export` on the `admlops` parser."""
+    p = subparsers.add_parser("train", help="train PointPillars on simulated lidar (CPU)",
+                              description=run_train.__doc__)
+    add_train_arguments(p)
+    p.set_defaults(func=run_train)
+    p = subparsers.add_parser("export", help="export a checkpoint to ONNX / an engine bundle",
+                              description=run_export.__doc__)
+    add_export_arguments(p)
+    p.set_defaults(func=run_export)
+
+
+def _main(add, run, argv: Optional[List[str]], description: str) -> int:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    add(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+def train_main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of scripts/train.py."""
+    return _main(add_train_arguments, run_train, argv, "Train PointPillars on simulated lidar.")
+
+
+def export_main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of scripts/export_onnx.py."""
+    return _main(add_export_arguments, run_export, argv,
+                 "Export PointPillars to ONNX (mmdeploy 1.2+ names) / an engine bundle.")
