@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from admlops_ros.detections import Detections
 from admlops_ros.pointcloud import PointCloudError, convert_pointcloud2
@@ -144,6 +144,14 @@ class LidarDetectionNode:
         self.timer = rospy.Timer(rospy.Duration(DIAGNOSTIC_PERIOD_S), self._on_timer)
 
     def _on_cloud(self, cloud: Any) -> None:
+        try:
+            self._handle(cloud)
+        except Exception as exc:  # publishing during shutdown, malformed headers, ...
+            if not self.rospy.is_shutdown():
+                self.rospy.logerr_throttle(THROTTLE_S, f"cloud callback failed: "
+                                           f"{type(exc).__name__}: {exc}")
+
+    def _handle(self, cloud: Any) -> None:
         rospy = self.rospy
         t0 = time.perf_counter()
         self.diag.record_received()

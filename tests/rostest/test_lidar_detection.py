@@ -13,6 +13,7 @@ import numpy as np
 import rospy
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import PointCloud2, PointField
+from visualization_msgs.msg import Marker, MarkerArray
 from std_msgs.msg import Header
 
 from admlops_ros.pointcloud import array_to_pointcloud2
@@ -75,6 +76,7 @@ class TestLidarDetection(unittest.TestCase):
             rospy.Subscriber(OBJECTS, msgs.DetectedObjectArray, cls.rec.callback(OBJECTS)),
             rospy.Subscriber(STATS, msgs.DetectionStats, cls.rec.callback(STATS)),
             rospy.Subscriber("/diagnostics", DiagnosticArray, cls.rec.callback("/diagnostics")),
+            rospy.Subscriber(MARKERS, MarkerArray, cls.rec.callback(MARKERS)),
         ]
         cls.pub = rospy.Publisher(INPUT, PointCloud2, queue_size=10)
         ok = cls.rec.wait(lambda: cls.pub.get_num_connections() > 0
@@ -114,6 +116,13 @@ class TestLidarDetection(unittest.TestCase):
                 self.assertEqual(obj.header.frame_id, "velodyne_top")
                 self.assertTrue(0.0 <= obj.score <= 1.0)
                 self.assertGreater(obj.dimensions.x * obj.dimensions.y * obj.dimensions.z, 0)
+        markers = [m for m in self.rec.get(MARKERS) if m.markers[0].header.frame_id == "velodyne_top"]
+        self.assertTrue(markers, "no MarkerArray for the clouds")
+        for array in markers:
+            self.assertEqual(array.markers[0].action, Marker.DELETEALL)
+            self.assertIn(array.markers[0].header.stamp, sent)
+            self.assertTrue(all(m.header.stamp == array.markers[0].header.stamp
+                                for m in array.markers))
         stats = {s.header.stamp: s for s in self.rec.get(STATS)}
         for msg in got:
             s = stats[msg.header.stamp]
