@@ -134,6 +134,7 @@ def _shipped_bundle():
     return None
 
 
+@pytest.mark.slow
 def test_detection_node_in_container_namespace(bridge, tmp_path):
     node = REPO / "nodes" / "lidar_detection"
     bundle = _shipped_bundle()
@@ -148,7 +149,7 @@ def test_detection_node_in_container_namespace(bridge, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     node_log = open(tmp_path / "node.log", "w")
     bridge.popen(bridge.container_ns, _with_ros_env(
-        [PY, str(node), "_engine:=%s" % bundle, "_backend:=onnxruntime",
+        [PY, str(node), "_engine:=%s" % bundle, "_backend:=openvino",
          "_input_topic:=/points_raw", "_publish_markers:=false"]), env,
         stdout=node_log, stderr=node_log)
     bridge.popen(bridge.host_ns, _with_ros_env([PY, str(PROBE), "cloud", "/points_raw", "2"]),
