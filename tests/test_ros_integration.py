@@ -48,6 +48,25 @@ def test_bad_parameter_stops_node_with_message(core, name, arg, expect):
     assert expect in result.stdout + result.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_node_starts_with_each_cpu_backend(core, backend):
+    """The node loads the default engine with a named backend, then runs until stopped."""
+    from admlops_ros.ros.processes import start, stop, topic_has_subscriber, wait_for
+
+    name = f"start_{backend}"
+    log = Path(core.ros_home) / f"{name}.log"
+    proc = start([str(NODE), f"__name:={name}", f"_backend:={backend}",
+                  f"_input_topic:=/points_{backend}"], core.env, log)
+    try:
+        wait_for(lambda: topic_has_subscriber(core.uri, f"/points_{backend}", f"/{name}"), 120.0,
+                 f"node with backend {backend}", proc)
+    except Exception:
+        stop(proc)
+        pytest.fail(log.read_text(errors="replace")[-3000:])
+    assert stop(proc) is not None
+
+
 def test_unknown_class_filter_lists_model_classes(core):
     result = run_node(core, "bad_classes", "_class_filter:=[Truck]")
     out = result.stdout + result.stderr

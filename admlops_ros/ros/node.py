@@ -218,10 +218,14 @@ def load_detector(params: NodeParams) -> Any:
     """
     from admlops_ros.detector import LidarDetector  # noqa: WPS433
 
+    # Only OpenVINO takes a precision at load (f32 is every backend's default; TensorRT picks
+    # its precision when the plan is built), so f32 is passed to openvino alone.
+    options = ({"precision": params.precision}
+               if params.backend == "openvino" or params.precision != "f32" else {})
     detector = LidarDetector.from_bundle(
         params.engine, backend=params.backend, score_threshold=params.score_threshold,
         intensity_scale=params.intensity_scale,
-        class_filter=list(params.class_filter) or None, precision=params.precision)
+        class_filter=list(params.class_filter) or None, **options)
     try:
         detector.warmup()
     except Exception:
