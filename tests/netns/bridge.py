@@ -124,6 +124,12 @@ class NetnsBridge:
 
     def close(self) -> None:
         """Stop every process started here, then delete both namespaces (idempotent)."""
+        for proc in reversed(self._procs):  # SIGTERM all groups first, then wait once
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         for proc in reversed(self._procs):
             self._stop(proc)
         self._procs = []
