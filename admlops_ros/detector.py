@@ -10,6 +10,7 @@ import numpy as np
 
 from admlops_ros.backends import Backend, create_backend
 from admlops_ros.backends.layout import DecodedOutputs, to_head_outputs
+from admlops_ros.backends.tensorrt_backend import tensorrt_available
 from admlops_ros.detections import Detections
 from admlops_ros.heads.anchor3d import Anchor3DDecoder
 from admlops_ros.spec import EngineBundle, load_bundle
@@ -84,13 +85,18 @@ class LidarDetector:
             path: bundle directory holding spec.yaml; None for the shipped default.
             backend: ``auto``, ``onnxruntime``, ``openvino`` or ``tensorrt``.
             score_threshold, intensity_scale, class_filter: see :meth:`__init__`.
-            **backend_options: passed to the backend, e.g. ``precision="f32"`` for OpenVINO.
+            **backend_options: passed to the backend, e.g. ``precision="f32"`` for OpenVINO;
+                for TensorRT also ``tensorrt_allow_build`` / ``tensorrt_cache_dir`` (the plan
+                is picked from the bundle's cache for this GPU and TensorRT version).
 
         Raises:
             SpecError: the bundle is invalid or its files do not match their sha256.
             BackendError: the backend cannot run here or the engine does not match the spec.
         """
         bundle = load_bundle(Path(path) if path is not None else default_bundle_path())
+        if backend == "tensorrt" or (backend == "auto" and tensorrt_available()):
+            backend_options = _with_tensorrt_plan(bundle, backend_options)
+            backend = "tensorrt"
         engine = create_backend(backend, bundle, **backend_options)
         try:
             return cls(bundle, engine, score_threshold, intensity_scale, class_filter)
@@ -212,6 +218,26 @@ class LidarDetector:
     def infer_raw(self, points: np.ndarray) -> Dict[str, np.ndarray]:
         """Raw engine outputs for a cloud (for backend parity checks)."""
         return self.inference(self.preprocess(points))
+
+
+def _with_tensorrt_plan(bundle: EngineBundle, options: Dict[str, object]) -> Dict[str, object]:
+    """Backend options with the plan the engine cache picks (or builds) for this GPU.
+
+    Options consumed here: ``precision`` (f32 | f16), ``tensorrt_allow_build`` (build from ONNX
+    when no cached plan fits), ``tensorrt_cache_dir`` and ``tensorrt_strict_gpu_model``.
+    """
+    from admlops_ros.deploy.engine_cache import resolve_tensorrt_plan
+    options = dict(options)
+    precision = str(options.pop("precision", "f32"))
+    if precision not in ("f32", "f16"):
+        raise DetectorError(f"tensorrt precision must be f32 or f16, got {precision!r}")
+    plan = options.pop("tensorrt_plan", None) or resolve_tensorrt_plan(
+        bundle, precision="fp16" if precision == "f16" else "fp32",
+        allow_build=bool(options.pop("tensorrt_allow_build", False)),
+        cache_dir=options.pop("tensorrt_cache_dir", None) or None,
+        strict_gpu_model=bool(options.pop("tensorrt_strict_gpu_model", False)))
+    options["tensorrt_plan"] = plan
+    return options
 
 
 def detector_summary(detector: LidarDetector) -> Dict[str, object]:

@@ -31,14 +31,19 @@ class OnnxRuntimeBackend(Backend):
         num_threads: intra-op threads; default: every core.
         providers: ONNX Runtime execution providers; default CPU.
         output_layout: force a layout name instead of the spec's / detection.
+        precision: only "f32" (the ONNX file's own precision); accepted so every backend
+            takes the same options.
     """
 
     name = "onnxruntime"
 
     def __init__(self, onnx_path: Union[str, Path], spec: Optional[ModelSpec] = None,
                  num_threads: Optional[int] = None, providers: Optional[Sequence[str]] = None,
-                 output_layout: Optional[str] = None) -> None:
+                 output_layout: Optional[str] = None, precision: str = "f32") -> None:
         super().__init__()
+        if precision != "f32":
+            raise BackendError(f"onnxruntime runs the ONNX file in f32 only, got precision "
+                               f"{precision!r}; use backend openvino for bf16/f16")
         try:
             import onnxruntime as ort
         except ImportError as exc:
