@@ -71,10 +71,10 @@ def run_train(args: argparse.Namespace) -> int:
                     recs = [json.loads(line) for line in f][2:]  # skip warm-up
             import numpy as np
             s_it = float(np.median([r["s_per_it"] for r in recs]))
-            data = float(np.median([r["data_s"] for r in recs]))
+            data = float(np.median([r["data_wait_s"] for r in recs]))
             sys.stdout.write(
                 f"{cfg.model}: batch {cfg.batch_size}, crop {cfg.crop}: median {s_it:.3f} "
-                f"s/iteration (data {data:.3f} s, step {s_it - data:.3f} s) over {len(recs)} "
+                f"s/iteration (waiting for data {data:.3f} s, step {s_it - data:.3f} s) over {len(recs)} "
                 f"iterations; {cfg.iterations} iterations -> {s_it * cfg.iterations / 3600:.2f} "
                 "h\n")
             return 0

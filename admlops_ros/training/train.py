@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -45,7 +46,7 @@ class TrainConfig:
     """
 
     model: str = "sim_small"
-    iterations: int = 9000
+    iterations: int = 12000
     batch_size: int = 2
     crop: Optional[Tuple[int, int]] = (128, 128)  # canvas cells; None: full canvas
     lr: float = 1e-3  # one-cycle maximum
@@ -63,6 +64,7 @@ class TrainConfig:
     min_points: int = 1
     threads: int = 2
     checkpoint_every: int = 250
+    prefetch: bool = True  # build the next batch in a thread while the model trains
     log_every: int = 25
 
     def to_dict(self) -> Dict:
@@ -169,17 +171,27 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
         from tqdm import tqdm
         bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it")
     model.train()
+    pool = None
     log_f = (out / LOG_JSONL).open("a")
     running: Dict[str, List[float]] = {}
     t_data = t_step = 0.0
     try:
         end = cfg.iterations if stop_at is None else min(int(stop_at), cfg.iterations)
+
+        def make_batch(i: int) -> Dict[str, np.ndarray]:
+            rng = np.random.default_rng([cfg.seed, i])  # per iteration: resumable, thread-safe
+            return collate([builder.build(frame_fn(cfg.frame_seed_base + i * cfg.batch_size + j),
+                                          rng) for j in range(cfg.batch_size)])
+
+        pool = ThreadPoolExecutor(max_workers=1) if cfg.prefetch else None
+        pending = pool.submit(make_batch, start) if pool is not None and start < end else None
         for it in range(start, end):
             t0 = time.perf_counter()
-            rng = np.random.default_rng([cfg.seed, it])
-            samples = [builder.build(frame_fn(cfg.frame_seed_base + it * cfg.batch_size + j),
-                                     rng) for j in range(cfg.batch_size)]
-            batch = collate(samples)
+            if pending is not None:
+                batch = pending.result()
+                pending = pool.submit(make_batch, it + 1) if it + 1 < end else None
+            else:
+                batch = make_batch(it)
             t1 = time.perf_counter()
             losses = train_step(model, batch, cfg.batch_size, canvas_hw, cfg.losses)
             opt.zero_grad(set_to_none=True)
@@ -201,7 +213,8 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
                 n = len(running["loss"])
                 rec = {k: float(np.mean(v)) for k, v in running.items()}
                 rec.update(iteration=done, lr=float(sched.get_last_lr()[0]),
-                           s_per_it=(t_data + t_step) / n, data_s=t_data / n, step_s=t_step / n)
+                           s_per_it=(t_data + t_step) / n, data_wait_s=t_data / n,
+                           step_s=t_step / n)
                 log_f.write(json.dumps(rec) + "\n")
                 log_f.flush()
                 if bar is not None:
@@ -212,6 +225,8 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
             if done % cfg.checkpoint_every == 0 or done == end:
                 _save(model, opt, sched, done, out)
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
         log_f.close()
         if bar is not None:
             bar.close()
