@@ -20,7 +20,7 @@ bench: setup      ## benchmark tables (medians, ratios vs in-process baselines) 
 	$(PY) scripts/bench.py
 
 train: setup      ## retrain the shipped default model (fixed seed, ~1 h on 2 cores)
-	$(PY) scripts/train.py --config sim_small --out build/train_sim_small
+	$(PY) scripts/train.py --config sim_small --iterations 14000 --out build/train_sim_small
 
 engine: setup     ## export the trained checkpoint and pack engines/pointpillars_sim_3class
 	$(PY) scripts/export_onnx.py --config sim_small --checkpoint build/train_sim_small/latest.pth --bundle $(ENGINE)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
@@ -131,6 +131,30 @@ class OpenVINOBackend(Backend):
         super().close()
 
 
+def _zero_constants_as_broadcasts(model: Any, min_bytes: int = 1 << 16) -> int:
+    """Replace large all-zero constants (a folded scatter canvas) by a broadcast zero.
+
+    The converter folds the canvas the ONNX file makes with ``ConstantOfShape`` back into a
+    constant (6.9 MB of zeros for the small model); a Broadcast keeps the IR to the weights
+    and is folded again in memory when the model is compiled. Returns the count replaced.
+    """
+    from openvino import opset13 as ops
+    replaced = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant":
+            continue
+        data = op.get_data()
+        if data.nbytes < min_bytes or data.any():
+            continue
+        zero = ops.constant(np.zeros((), data.dtype))
+        broadcast = ops.broadcast(zero, ops.constant(np.asarray(data.shape, np.int64)))
+        op.output(0).replace(broadcast.output(0))
+        replaced += 1
+    if replaced:
+        model.validate_nodes_and_infer_types()
+    return replaced
+
+
 def convert_onnx_to_ir(onnx_path: Union[str, Path], xml_path: Union[str, Path],
                        compress_to_fp16: bool = False) -> Path:
     """Convert an ONNX model to OpenVINO IR (``.xml`` + ``.bin``).
@@ -149,6 +173,7 @@ def convert_onnx_to_ir(onnx_path: Union[str, Path], xml_path: Union[str, Path],
     xml.parent.mkdir(parents=True, exist_ok=True)
     try:
         model = ov.convert_model(str(onnx_path))
+        _zero_constants_as_broadcasts(model)
         ov.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)
     except Exception as exc:
         raise BackendError(f"openvino could not convert {onnx_path} to IR: {exc}") from exc

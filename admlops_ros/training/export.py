@@ -109,20 +109,47 @@ def export_onnx(model: PointPillars, path: PathLike, num_voxels: int = 2000,
                           input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                           dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False)
     import onnx
-    onnx.checker.check_model(onnx.load(str(path)))
+    model_proto = onnx.load(str(path))
+    _zero_constants_as_nodes(model_proto)
+    onnx.checker.check_model(model_proto)
+    onnx.save(model_proto, str(path))
     LOG.info("wrote %s (opset %d, inputs %s, outputs %s)", path, opset, INPUT_NAMES,
              OUTPUT_NAMES)
     return path
 
 
+def _zero_constants_as_nodes(model_proto, min_bytes: int = 1 << 16) -> int:
+    """Replace large all-zero ``Constant`` nodes (the scatter canvas) by ``ConstantOfShape``.
+
+    Tracing folds ``torch.zeros(C, ny * nx)`` into a constant of C*ny*nx floats (6.9 MB for
+    the small model); ``ConstantOfShape`` makes the same tensor at load time, so the file
+    holds only the weights. Returns the number of nodes replaced.
+    """
+    from onnx import helper, numpy_helper
+    replaced = 0
+    for node in model_proto.graph.node:
+        if node.op_type != "Constant" or not node.attribute or node.attribute[0].name != "value":
+            continue
+        tensor = node.attribute[0].t
+        array = numpy_helper.to_array(tensor)
+        if array.nbytes < min_bytes or array.any():
+            continue
+        fill = helper.make_tensor("value", tensor.data_type, [1], [0])
+        shape = numpy_helper.from_array(np.asarray(array.shape, np.int64))
+        shape_node = helper.make_node("Constant", [], [node.output[0] + "_shape"], value=shape)
+        new = helper.make_node("ConstantOfShape", [shape_node.output[0]], list(node.output),
+                               name=node.name, value=fill)
+        node.CopyFrom(new)
+        # the shape constant must come before its user; insert at the front of the graph
+        model_proto.graph.node.insert(0, shape_node)
+        replaced += 1
+    return replaced
+
+
 def export_openvino(onnx_path: PathLike, xml_path: PathLike) -> Path:
     """Convert the ONNX file to OpenVINO IR (fp32 weights; precision is chosen at run time)."""
-    import openvino as ov
-    xml_path = Path(xml_path)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    ov_model = ov.convert_model(str(onnx_path))
-    ov.save_model(ov_model, str(xml_path), compress_to_fp16=False)
-    return xml_path
+    from admlops_ros.backends.openvino_backend import convert_onnx_to_ir
+    return convert_onnx_to_ir(onnx_path, xml_path, compress_to_fp16=False)
 
 
 def run_onnxruntime(path: PathLike, inputs: Inputs) -> Dict[str, np.ndarray]:
