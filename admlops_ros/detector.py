@@ -94,8 +94,10 @@ class LidarDetector:
             BackendError: the backend cannot run here or the engine does not match the spec.
         """
         bundle = load_bundle(Path(path) if path is not None else default_bundle_path())
+        trt_options = {key: backend_options.pop(key) for key in list(backend_options)
+                       if key.startswith("tensorrt_")}
         if backend == "tensorrt" or (backend == "auto" and tensorrt_available()):
-            backend_options = _with_tensorrt_plan(bundle, backend_options)
+            backend_options = _with_tensorrt_plan(bundle, {**backend_options, **trt_options})
             backend = "tensorrt"
         engine = create_backend(backend, bundle, **backend_options)
         try:

@@ -218,10 +218,10 @@ def load_detector(params: NodeParams) -> Any:
     """
     from admlops_ros.detector import LidarDetector  # noqa: WPS433
 
-    # Only OpenVINO takes a precision at load (f32 is every backend's default; TensorRT picks
-    # its precision when the plan is built), so f32 is passed to openvino alone.
-    options = ({"precision": params.precision}
-               if params.backend == "openvino" or params.precision != "f32" else {})
+    options: Dict[str, Any] = {"precision": params.precision}
+    if params.backend in ("auto", "tensorrt"):  # plan picked from / built into the cache
+        options.update(tensorrt_allow_build=params.tensorrt_allow_build,
+                       tensorrt_cache_dir=params.tensorrt_cache_dir or None)
     detector = LidarDetector.from_bundle(
         params.engine, backend=params.backend, score_threshold=params.score_threshold,
         intensity_scale=params.intensity_scale,
@@ -265,6 +265,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                        f"{type(exc).__name__}: {exc}")
         rospy.signal_shutdown("engine load failed")
         return EXIT_ENGINE
+    if params.tensorrt_build_only:
+        rospy.loginfo(f"tensorrt_build_only: engine ready ({_summary(detector, params)}); exiting")
+        detector.close()
+        return 0
     try:
         summary = _summary(detector, params)
         LidarDetectionNode(params, detector, summary)

@@ -38,6 +38,9 @@ class NodeParams:
         max_processing_ms: per-frame processing time above which diagnostics report WARN (ms).
         error_after_failures: consecutive bad frames after which diagnostics report ERROR.
         publish_markers: publish the visualization_msgs/MarkerArray.
+        tensorrt_allow_build: build a TensorRT plan from ONNX when no cached plan fits.
+        tensorrt_build_only: resolve/build the TensorRT plan, then exit (provisioning).
+        tensorrt_cache_dir: TensorRT plan cache directory; "" for <engine>/tensorrt.
     """
 
     engine: Path
@@ -55,6 +58,9 @@ class NodeParams:
     max_processing_ms: float
     error_after_failures: int
     publish_markers: bool
+    tensorrt_allow_build: bool = False
+    tensorrt_build_only: bool = False
+    tensorrt_cache_dir: str = ""
 
 
 def package_root() -> Path:
@@ -206,5 +212,8 @@ def validate_params(values: Mapping[str, Any], defaults: Optional[Mapping[str, A
         max_processing_ms=float(merged["max_processing_ms"]),
         error_after_failures=int(merged["error_after_failures"]),
         publish_markers=bool(merged["publish_markers"]),
+        tensorrt_allow_build=bool(merged["tensorrt_allow_build"]),
+        tensorrt_build_only=bool(merged["tensorrt_build_only"]),
+        tensorrt_cache_dir=str(merged["tensorrt_cache_dir"]),
     )
 
