@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from admlops_ros import kitti
 from admlops_ros.simulation import simulate_frame
 from admlops_ros.simulation.raycast import count_points_in_boxes
 
-from conftest import SHARED_KITTI
+SHARED_KITTI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti"  # ../shared beside the repo
 
 KITTI_TRAINING = SHARED_KITTI / "training"
 needs_kitti = pytest.mark.skipif(
