@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple
 

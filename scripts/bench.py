@@ -12,34 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from admlops_ros.benchmarking import median_ms  # noqa: E402
 from admlops_ros.detector import LidarDetector, default_bundle_path  # noqa: E402
 from admlops_ros.pointcloud import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
 from admlops_ros.voxelize import with_batch_index  # noqa: E402
 
 LOG = logging.getLogger("bench")
-
-
-def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn`` in milliseconds after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def gemm_peak_gflops(n: int = 4096, runs: int = 7) -> Dict[str, float]:
@@ -69,7 +56,6 @@ def scan_120k(seed: int = 7) -> np.ndarray:
 def bench_model(name: str, bundle: Path, config, points: np.ndarray, runs: int,
                 backends: List[str]) -> Dict[str, float]:
     """All stage medians of one model bundle on one cloud."""
-    from admlops_ros.training.export import load_checkpoint  # noqa: F401  (torch side)
     from admlops_ros.training.flops import count_flops
     from admlops_ros.training.network import build_model
     import torch

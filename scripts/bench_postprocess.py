@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from admlops_ros.benchmarking import median_ms  # noqa: E402
 from admlops_ros.heads import Anchor3DDecoder, aligned_anchors, decode, multiclass_nms  # noqa: E402
 from admlops_ros.heads.nms import score_order  # noqa: E402
 from admlops_ros.geometry import limit_period, rotated_iou_bev_aligned  # noqa: E402
@@ -49,16 +48,6 @@ def make_outputs(seed: int = 0, hot: int = 200, objects: int = 20):
     bbox = rng.normal(0, 0.1, (1, a_n * 7, h, w)).astype(np.float32)
     dirp = rng.normal(0, 1, (1, a_n * 2, h, w)).astype(np.float32)
     return cls, bbox, dirp
-
-
-def median_ms(fn: Callable[[], object], runs: int) -> float:
-    fn()                                         # warm-up (anchor cache, first-touch)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def naive_select(cls, bbox, dirp, anchors, nms_pre):

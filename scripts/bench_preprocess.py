@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -24,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from admlops_ros.benchmarking import median_ms  # noqa: E402
 from admlops_ros.pointcloud import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
 from admlops_ros.voxelize import HAVE_NUMBA, Voxelizer  # noqa: E402
 
@@ -55,18 +54,6 @@ def load_cloud(path: Path) -> np.ndarray:
     else:
         pts = np.fromfile(path, np.float32).reshape(-1, 4)
     return np.ascontiguousarray(pts[:, :4], dtype=np.float32)
-
-
-def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
-    """Median wall time of fn() in milliseconds after warm-up calls."""
-    for _ in range(warmup):
-        fn()
-    times: List[float] = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def _padded_msg(points: np.ndarray):

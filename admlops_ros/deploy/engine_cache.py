@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import hashlib
 import importlib
 import json
 import logging
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 from admlops_ros.deploy import gpu_info
+from admlops_ros.spec import sha256_file
 
 LOG = logging.getLogger(__name__)
 
@@ -144,15 +144,6 @@ class CacheDecision:
     plan: Optional[Path] = None
     rejected: List[Tuple[str, str]] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
-
-
-def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sidecar_path(plan: Path) -> Path:

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from admlops_ros.evaluation.bags import BagError, BagFrame, BagSummary, read_bag
+from admlops_ros.evaluation.bags import BagFrame, BagSummary, read_bag
 from admlops_ros.evaluation.metrics import EvalConfig, EvalResult, FrameGT, FramePred, evaluate
 
 LOG = logging.getLogger(__name__)

@@ -1,9 +1,8 @@
 """One simulated lidar frame: scene from a seed, ray-cast scan, labels (`simulate_frame`)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 

@@ -6,7 +6,7 @@ a pure function of (seed, SceneConfig, sensor mount height).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
