@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 ENGINE ?= engines/pointpillars_sim_3class
 
-.PHONY: setup build demo test bench train engine clean
+.PHONY: setup build demo test bench bench-ros train engine clean
 
 setup:            ## apt ROS packages, .venv, pip packages (idempotent)
 	bash scripts/setup_env.sh
@@ -16,8 +16,15 @@ demo: build       ## roscore + node + a simulated bag played through it, summary
 test: build       ## every test: unit, backends, rostest with a real master
 	bash scripts/run_tests.sh
 
-bench: setup      ## benchmark tables (medians, ratios vs in-process baselines) + build/bench.json
+bench: setup      ## benchmark tables (medians, ratios vs in-process baselines) + build/bench*.json
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_preprocess.py --json build/bench_preprocess.json
+	$(PY) scripts/bench_postprocess.py
+	NUMBA_NUM_THREADS=1 $(PY) scripts/bench_simulation.py --json build/bench_simulation.json
+	$(PY) scripts/bench_eval.py
+
+bench-ros: build  ## ROS overhead through a real roscore and a 10 Hz x 60 s soak (drops)
+	bash scripts/with_ros_env.sh $(PY) scripts/bench_ros.py --json build/bench_ros.json
 
 train: setup      ## retrain the shipped default model (fixed seed, ~1 h on 2 cores)
 	$(PY) scripts/train.py --config sim_small --iterations 14000 --out build/train_sim_small
