@@ -27,6 +27,16 @@ BAG_T0 = 1_700_000_000.0     # bag stamps start here (sim time)
 SEED0 = 50_000                # demo scenes: seeds SEED0 .. SEED0 + frames - 1
 
 
+def simulator_fingerprint() -> str:
+    """Short hash of the simulator's source: a cached bag is reused only while it is the same."""
+    import hashlib  # noqa: WPS433
+
+    digest = hashlib.sha256()
+    for source in sorted((REPO / "admlops_ros" / "simulation").glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def make_bag(path: Path, frames: int, rate_hz: float) -> Path:
     """Write (or reuse) a bag of simulated scans on /points_raw, frame "velodyne", ``rate_hz``."""
     if path.exists():
@@ -124,7 +134,9 @@ def run(frames: int = 100, rate_hz: float = 10.0, engine: str = "", backend: str
         bag: Optional[Path] = None, out_dir: Path = REPO / "build" / "demo") -> Dict[str, object]:
     """Run the whole demo; returns the final summary (see :class:`Monitor`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    bag = make_bag(bag or out_dir / f"sim_{frames}f_{rate_hz:g}hz.bag", frames, rate_hz)
+    # the default name carries the simulator fingerprint: a changed simulator makes a new bag
+    default_bag = out_dir / f"sim_{frames}f_{rate_hz:g}hz_{simulator_fingerprint()}.bag"
+    bag = make_bag(bag or default_bag, frames, rate_hz)
     procs = []
     rospy = None
     with RosCore(out_dir / "ros_home") as core:

@@ -14,7 +14,8 @@ def test_defaults_are_valid():
     assert p.markers_topic == "/detection/lidar_detector/objects_markers"
     assert p.stats_topic == "/detection/lidar_detector/stats"
     assert p.backend == "auto" and p.precision == "f32" and p.intensity_mode == "error"
-    assert p.score_threshold is None and p.intensity_scale is None and p.class_filter == ()
+    assert p.score_threshold == 0.3  # operating point; the spec's 0.1 is for AP
+    assert p.intensity_scale is None and p.class_filter == ()
     assert p.max_processing_ms == 200.0 and p.error_after_failures == 10
 
 

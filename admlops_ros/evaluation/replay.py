@@ -240,7 +240,10 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
     summary, frames = read_bag(bag, points_topic, gt_topic)
     frames_list = list(frames)  # gt + points kept for metrics and BEV samples
     name, opts = parse_backend(backend)
-    pcr = _bundle_range(engine)
+    spec = _bundle_spec(engine)
+    pcr = spec.voxelization.point_cloud_range
+    if score_threshold is None:  # the node's operating default is higher; AP wants the spec's
+        score_threshold = spec.test_cfg.score_thr
     for frame in frames_list:
         if frame.gt is not None:
             frame.gt = restrict_to_range(frame.gt, pcr)
@@ -348,14 +351,14 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
                         time.perf_counter() - t_start, problems, rate)
 
 
-def _bundle_range(engine: Optional[str]) -> Sequence[float]:
+def _bundle_spec(engine: Optional[str]) -> Any:
     from admlops_ros.detector import default_bundle_path
     from admlops_ros.spec import load_bundle
     try:
         bundle = load_bundle(Path(engine) if engine else default_bundle_path())
     except Exception as exc:  # noqa: B902
         raise ReplayError(f"cannot load engine bundle {engine or '(default)'}: {exc}") from exc
-    return bundle.spec.voxelization.point_cloud_range
+    return bundle.spec
 
 
 def _tail(path: Path, lines: int = 15) -> str:
