@@ -79,8 +79,11 @@ def cmd_bag_from_kitti(args: argparse.Namespace) -> int:
     ids = list(args.ids or [])
     if args.split:
         ids += read_split(args.split)
+    if not ids:  # default: every frame of velodyne/
+        ids = sorted(path.stem for path in (Path(args.kitti_dir) / "velodyne").glob("*.bin"))
     if not ids:
-        raise BagError("give frame ids with --ids 000000 000001 ... or --split FILE")
+        raise BagError(f"no velodyne/*.bin under {args.kitti_dir}; give the KITTI 'training' "
+                       "directory (velodyne/, label_2/, calib/), or --ids / --split")
     n = bag_from_kitti(args.kitti_dir, ids, args.output, progress=not args.no_progress)
     LOG.info("wrote %d KITTI frames from %s to %s", n, args.kitti_dir, args.output)
     return 0
@@ -164,7 +167,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register bag-from-kitti, bag-from-sim, eval, compare and kitti-eval."""
     p = subparsers.add_parser("bag-from-sim", help="simulated frames with ground truth -> bag")
     p.add_argument("--count", type=int, default=200, help="frames (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="first seed (frame i uses seed + i)")
+    p.add_argument("--seed", type=int, default=1_000_000,
+                   help="first seed (frame i uses seed + i); the default 1,000,000 is held out "
+                        "from training, which uses seeds below 200,000")
     p.add_argument("--sensor", default="hdl64", help="hdl64, hdl32, pandar40, vls128")
     p.add_argument("-o", "--output", required=True, help="output .bag")
     p.add_argument("--no-progress", action="store_true")
@@ -174,7 +179,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                               help="KITTI object frames (velodyne, label_2, calib) -> bag")
     p.add_argument("kitti_dir", help="directory with velodyne/, label_2/, calib/")
     p.add_argument("--split", help="ImageSets file with one frame id per line")
-    p.add_argument("--ids", nargs="+", help="frame ids, e.g. 000000 000001")
+    p.add_argument("--ids", nargs="+", help="frame ids, e.g. 000000 000001 (default: all)")
     p.add_argument("-o", "--output", required=True, help="output .bag")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_guarded(cmd_bag_from_kitti))
