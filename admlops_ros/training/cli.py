@@ -30,6 +30,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-gt-sampling", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pth")
+    p.add_argument("--init", help="start from these weights with a new schedule (fine-tuning)")
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop after this iteration (resume later with --resume)")
     p.add_argument("--benchmark", type=int, default=0, metavar="N",
@@ -79,7 +80,7 @@ def run_train(args: argparse.Namespace) -> int:
                 "h\n")
             return 0
         ckpt = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
-                     stop_at=args.stop_at)
+                     stop_at=args.stop_at, init=args.init)
     except (ConfigError, TrainError) as exc:
         LOG.error("%s", exc)
         return 1

@@ -111,7 +111,8 @@ def _save(model: PointPillars, opt, sched, it: int, out: Path) -> None:
 
 def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int], object]] = None,
           model_config: Optional[PointPillarsConfig] = None, resume: bool = False,
-          progress: bool = True, stop_at: Optional[int] = None) -> Path:
+          progress: bool = True, stop_at: Optional[int] = None,
+          init: Optional[PathLike] = None) -> Path:
     """Train and write ``latest.pth`` (+ model_config.json, train_state.pth, train_log.jsonl).
 
     Args:
@@ -124,6 +125,8 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
         progress: show a tqdm bar.
         stop_at: stop (with a checkpoint) after this iteration; the schedule still spans
             ``cfg.iterations`` so a later ``resume`` finishes the same run.
+        init: start from these weights (a state_dict file) with a new schedule, e.g. a
+            fine-tuning phase after a finished run.
 
     Returns:
         Path of the final checkpoint.
@@ -135,6 +138,9 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
     _seed_everything(cfg.seed)
     frame_fn = frame_fn if frame_fn is not None else simulated_frame_fn()
     model = build_model(mcfg)
+    if init is not None and not resume:
+        model.load_state_dict(torch.load(str(init), map_location="cpu", weights_only=True))
+        LOG.info("initialised from %s", init)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr / cfg.div_factor,
                             betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
