@@ -345,3 +345,28 @@ def test_matches_devkit_transcription_on_noisy_scene():
                 r40, r11 = _oracle_ap(gts, preds, cls, ov, metric)
                 assert res.ap(metric, cls, "all", iou_set) == pytest.approx(r40), (cls, metric)
                 assert res.ap(metric, cls, "all", iou_set, "R11") == pytest.approx(r11)
+
+
+def test_pr_curve_points_average_to_ap_r40():
+    """The plotted PR curve is the one AP|R40 averages (not the devkit's running-max recall)."""
+    from admlops_ros.evaluation.report import pr_curve_points
+    rng = np.random.default_rng(3)
+    gts, preds = [], []
+    for _ in range(30):
+        boxes = np.column_stack([rng.uniform(5, 40, 4), rng.uniform(-10, 10, 4),
+                                 np.full(4, -1.7), np.full(4, 3.9), np.full(4, 1.6),
+                                 np.full(4, 1.5), rng.uniform(-3, 3, 4)]).astype(np.float32)
+        noisy = boxes + rng.normal(0, 0.25, boxes.shape).astype(np.float32)
+        fp = boxes.copy()
+        fp[:, 1] += 30.0  # far from every ground truth box: false positives
+        gts.append(FrameGT(boxes=boxes, names=["Car"] * 4))
+        preds.append(FramePred(boxes=np.concatenate([noisy, fp[:2]]),
+                               scores=rng.uniform(0.1, 1.0, 6).astype(np.float32),
+                               names=["Car"] * 6))
+    res = evaluate(gts, preds, EvalConfig(classes=("Car",), difficulty_mode="distance"))
+    recall, precision = pr_curve_points(res, "3d", "loose", "Car")
+    assert recall[0] == 0.0 and np.all(np.diff(recall) > 0)
+    assert np.all(np.diff(precision) <= 1e-12)  # interpolated precision never rises
+    ap = res.ap("3d", "Car", None, "loose")
+    assert 0 < ap < 100
+    assert precision[1:].sum() / 40.0 * 100.0 == pytest.approx(ap)

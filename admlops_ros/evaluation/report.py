@@ -8,11 +8,11 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from admlops_ros.evaluation.metrics import EvalResult, FrameGT, FramePred
+from admlops_ros.evaluation.metrics import N_SAMPLE_PTS, EvalResult, FrameGT, FramePred
 
 LOG = logging.getLogger(__name__)
 
@@ -37,22 +37,32 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def pr_curve_points(res: EvalResult, metric: str, iou_set: str,
+                    cls: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(recall, interpolated precision) of the headline difficulty, as AP|R40 averages them.
+
+    Threshold i is where recall reaches the sample point i / 40 (devkit get_thresholds);
+    ``res.recall`` is the devkit's running max from the right, so it is not the x axis.
+    """
+    idx = (res.metrics.index(metric), res.iou_sets.index(iou_set), res.classes.index(cls),
+           res.difficulties.index(res.headline_difficulty))
+    n = int(np.count_nonzero(~np.isnan(res.thresholds[idx])))
+    return np.arange(n) / (N_SAMPLE_PTS - 1), res.precision[idx][:n]
+
+
 def pr_curves_png(res: EvalResult, metric: str = "3d") -> str:
     """Precision-recall curves (headline difficulty), one panel per class, strict and loose."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(res.classes), figsize=(4.2 * len(res.classes), 3.6),
                              squeeze=False)
-    mi = res.metrics.index(metric)
-    li = res.difficulties.index(res.headline_difficulty)
-    for ci, (cls, ax) in enumerate(zip(res.classes, axes[0])):
-        for si, (iou_set, style) in enumerate(zip(res.iou_sets, ("-", "--"))):
-            r, p = res.recall[mi, si, ci, li], res.precision[mi, si, ci, li]
-            n = int(np.count_nonzero(~np.isnan(res.thresholds[mi, si, ci, li])))
+    for cls, ax in zip(res.classes, axes[0]):
+        for iou_set, style in zip(res.iou_sets, ("-", "--")):
+            r, p = pr_curve_points(res, metric, iou_set, cls)
             ap = res.ap(metric, cls, None, iou_set)
             label = (f"{iou_set} IoU {res.min_overlaps[metric][iou_set][cls]:.2f}: "
                      f"AP|R40 {'-' if math.isnan(ap) else format(ap, '.1f')}")
-            ax.plot(np.r_[0.0, r[:n]] if n else [0], np.r_[p[0] if n else 0, p[:n]] if n else [0],
-                    style, color=CLASS_COLOURS.get(cls, "k"), label=label, drawstyle="steps-post")
+            ax.plot(r if len(r) else [0], p if len(p) else [0], style,
+                    color=CLASS_COLOURS.get(cls, "k"), label=label, drawstyle="steps-post")
         ax.set(title=f"{cls} ({metric}, {res.headline_difficulty})", xlabel="recall",
                ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
         ax.grid(alpha=0.3)
