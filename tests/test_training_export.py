@@ -114,3 +114,19 @@ def test_export_bundle_writes_a_loadable_spec(tmp_path):
     assert bundle.spec.anchors.feature_map_size == SMALL.feature_map_size
     assert bundle.spec.voxelization.max_points == SMALL.max_points
     assert to_spec_dict(SMALL)["engine"]["output_layout"] == "mmdeploy-1.2"
+
+
+class _NotATensor:
+    """Stands for the mmengine objects an mmdet3d checkpoint's meta may hold."""
+
+
+def test_checkpoint_with_objects_gives_the_command_that_extracts_its_weights(tmp_path):
+    from admlops_ros.training.export import ExportError, load_checkpoint
+    model = build_model(SMALL)
+    path = tmp_path / "epoch_80.pth"
+    torch.save({"state_dict": model.state_dict(), "meta": _NotATensor()}, str(path))
+    with pytest.raises(ExportError, match="weights_only=True.*torch.save") as err:
+        load_checkpoint(model, path)
+    assert str(path) in str(err.value)
+    torch.save({"state_dict": model.state_dict(), "meta": {"epoch": 80}}, str(path))
+    load_checkpoint(model, path)  # plain mmdet3d-style dict: loads

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple, Union
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from admlops_ros.training.configs import PointPillarsConfig, to_spec_dict
+from admlops_ros.training.deploy_graph import deploy_model
 from admlops_ros.training.network import PointPillars, build_model
 
 __all__ = [
@@ -87,21 +89,23 @@ def run_torch(model: PointPillars, inputs: Inputs) -> Dict[str, np.ndarray]:
 
 
 def export_onnx(model: PointPillars, path: PathLike, num_voxels: int = 2000,
-                opset: int = OPSET) -> Path:
+                opset: int = OPSET, fold: bool = True) -> Path:
     """Write ``end2end.onnx`` with mmdeploy 1.2+ I/O names and a dynamic voxel axis.
 
     Args:
-        model: the network (exported in eval mode, on CPU).
+        model: the network; exported in eval mode, on CPU.
         path: output file.
         num_voxels: V of the tracing example (any V works at run time).
         opset: ONNX opset (mmdeploy uses 11).
+        fold: export :func:`admlops_ros.training.deploy_graph.deploy_model` (pillar front
+            folded, same outputs); False traces the module as it is, as mmdeploy does.
 
     Returns:
         The written path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.cpu().eval()
+    model = deploy_model(model) if fold else model.cpu().eval()
     example = _as_torch(random_voxels(model.config, num_voxels, seed=0))
     dynamic_axes = {name: {0: "num_voxels"} for name in INPUT_NAMES}
     with torch.no_grad():
@@ -177,7 +181,14 @@ def load_checkpoint(model: PointPillars, path: PathLike) -> PointPillars:
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint {path} does not exist; train first (scripts/train.py)")
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # e.g. mmengine objects in an mmdet3d checkpoint's meta
+        raise ExportError(
+            f"checkpoint {path} holds objects besides tensors, so it is not loaded "
+            "(torch.load weights_only=True); if you trust the file, save its weights alone: "
+            f"python -c \"import torch; c = torch.load('{path}', weights_only=False); "
+            f"torch.save(c.get('state_dict', c), 'weights.pth')\" and pass weights.pth") from exc
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
     try:
@@ -191,7 +202,7 @@ def load_checkpoint(model: PointPillars, path: PathLike) -> PointPillars:
 def export_bundle(config: PointPillarsConfig, bundle_dir: PathLike,
                   checkpoint: Optional[PathLike] = None, intensity_scale: float = 1.0,
                   check_voxels: Tuple[int, ...] = (500, 3000),
-                  notes: Optional[str] = None) -> Path:
+                  notes: Optional[str] = None, fold: bool = True) -> Path:
     """Export a model to ``engines/<name>/`` (spec.yaml, end2end.onnx, openvino/end2end.*).
 
     The ONNX and IR are checked against PyTorch on random inputs for each V in
@@ -204,6 +215,7 @@ def export_bundle(config: PointPillarsConfig, bundle_dir: PathLike,
         intensity_scale: spec input.intensity_scale.
         check_voxels: voxel counts to check the exported graphs with.
         notes: free text stored in spec.yaml.
+        fold: see :func:`export_onnx`.
 
     Returns:
         The bundle directory.
@@ -214,7 +226,7 @@ def export_bundle(config: PointPillarsConfig, bundle_dir: PathLike,
         load_checkpoint(model, checkpoint)
     model.eval()
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(model, Path(tmp) / "end2end.onnx")
+        onnx_path = export_onnx(model, Path(tmp) / "end2end.onnx", fold=fold)
         xml_path = export_openvino(onnx_path, Path(tmp) / "openvino" / "end2end.xml")
         for v in check_voxels:
             inputs = random_voxels(config, v, seed=v)
