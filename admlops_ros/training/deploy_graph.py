@@ -6,14 +6,14 @@ per point slot, BatchNorm1d between two transposes of a [V, M, 64] tensor, and a
 canvas that the first convolution must reorder. In eval mode the PFN is affine in the raw point
 up to its ReLU, so it folds exactly:
 
-    BN(W . [p, p_xyz - mean_v, p_xyz - centre_v])  =  s * (W' . p + b_v) + t
+    BN(W . [p, p_xyz - mean_v, p_xyz - centre_v])  =  s * (W' . (p - centre_v) + b_v) + t
 
-with ``W'`` (units x C) the decoration columns summed onto the raw x, y, z columns, ``b_v`` a
-per-pillar bias from the cluster mean and the pillar centre, and ``s, t`` the BN scale and
-shift; the scatter writes rows of a channels-last canvas. The exported graph keeps the mmdeploy
-I/O contract (same inputs, same outputs, same values up to float rounding); only the arithmetic
-inside changes. Configurations the fold does not cover (``with_distance``, several PFN layers)
-export the original encoder.
+with ``W'`` (units x C) the decoration columns summed onto the x, y, z columns (``p - centre_v``
+shifts x, y, z only), ``b_v`` a per-pillar bias from ``centre_v - mean_v`` (and ``centre_v``
+unless legacy), and ``s, t`` the BN scale and shift; the scatter writes rows of a channels-last
+canvas. The exported graph keeps the mmdeploy I/O contract (same inputs, same outputs, same
+values up to float rounding); only the arithmetic inside changes. Configurations the fold does
+not cover (``with_distance``, several PFN layers) export the original encoder.
 """
 from __future__ import annotations
 
@@ -56,51 +56,53 @@ class FoldedPillarFeatureNet(nn.Module):
         in_channels = weight.shape[1] - 3 * (encoder._with_cluster_center
                                              + encoder._with_voxel_center)
         scale, shift = (v.detach().double() for v in _bn_scale_shift(pfn.norm))
-        w_points = weight[:, :in_channels].clone()
+        # With p_xyz = centre + q: the decorations are q + centre - mean and q, and in legacy
+        # mode (voxel centre on) the raw x, y, z are q too. Collect every weight of q in W',
+        # the rest is a per-pillar bias from centre - mean (and centre when not legacy).
+        w_offsets = weight[:, :in_channels].clone()
+        w_cluster = torch.zeros_like(weight[:, :3])
         col = in_channels
-        w_cluster = w_centre = None
         if encoder._with_cluster_center:
             w_cluster = weight[:, col:col + 3]
             col += 3
-            w_points[:, :3] += w_cluster
+            w_offsets[:, :3] += w_cluster
         if encoder._with_voxel_center:
-            w_centre = weight[:, col:col + 3]
-            w_points[:, :3] += w_centre
-            if encoder.legacy:  # the raw x, y, z channels hold the centre offset too
-                w_centre = w_centre + weight[:, :3]
-        zeros = torch.zeros_like(w_points[:, :3])
-        self.register_buffer("w_points", (scale[:, None] * w_points).t().float().contiguous())
-        self.register_buffer("w_cluster", (scale[:, None] * (
-            w_cluster if w_cluster is not None else zeros)).t().float().contiguous())
-        self.register_buffer("w_centre", (scale[:, None] * (
-            w_centre if w_centre is not None else zeros)).t().float().contiguous())
+            w_offsets[:, :3] += weight[:, col:col + 3]
+        raw_xyz_is_offset = encoder.legacy and encoder._with_voxel_center
+        w_centre = torch.zeros_like(w_cluster) if raw_xyz_is_offset else weight[:, :3]
+        self.register_buffer("w_offsets", (scale[:, None] * w_offsets).t().float().contiguous())
+        self.register_buffer("w_cluster", (scale[:, None] * w_cluster).t().float().contiguous())
+        self.register_buffer("w_centre", (scale[:, None] * w_centre).t().float().contiguous())
         self.register_buffer("shift", shift.float())
         self.with_cluster_center = encoder._with_cluster_center
-        self.with_voxel_center = encoder._with_voxel_center
+        self.raw_xyz_is_offset = raw_xyz_is_offset
         self.voxel_size = (encoder.vx, encoder.vy, encoder.vz)
         self.offsets = (encoder.x_offset, encoder.y_offset, encoder.z_offset)
 
     def forward(self, features: torch.Tensor, num_points: torch.Tensor,
                 coors: torch.Tensor) -> torch.Tensor:
         """[V, M, C] points, [V] counts, [V, 4] (b, z, y, x) -> [V, units] pillar features."""
+        c = coors.type_as(features)
+        centre = torch.stack([c[:, 3] * self.voxel_size[0] + self.offsets[0],
+                              c[:, 2] * self.voxel_size[1] + self.offsets[1],
+                              c[:, 1] * self.voxel_size[2] + self.offsets[2]], dim=1)  # [V, 3]
         bias = torch.zeros_like(self.shift).unsqueeze(0)  # [1, units], broadcast over V
         if self.with_cluster_center:
             mean = features[:, :, :3].sum(dim=1) / num_points.type_as(features).view(-1, 1)
-            bias = bias - torch.matmul(mean, self.w_cluster)
-        if self.with_voxel_center:
-            c = coors.type_as(features)
-            centre = torch.stack([c[:, 3] * self.voxel_size[0] + self.offsets[0],
-                                  c[:, 2] * self.voxel_size[1] + self.offsets[1],
-                                  c[:, 1] * self.voxel_size[2] + self.offsets[2]], dim=1)
-            bias = bias - torch.matmul(centre, self.w_centre)
+            bias = bias + torch.matmul(centre - mean, self.w_cluster)
+        if not self.raw_xyz_is_offset:
+            bias = bias + torch.matmul(centre, self.w_centre)
         # Padded slots hold zeros, i.e. ``shift`` after BN. Filled with the pillar's first
         # point they cannot change the max over its real points, so one matmul and one max
         # over all slots give it (exact, no sentinel that fp16 would overflow); then the bias,
-        # then ``shift`` wherever the pillar has padded slots.
+        # then ``shift`` wherever the pillar has padded slots. The matmul sees offsets from the
+        # pillar centre (centimetres, not tens of metres), so bf16/fp16 engines keep precision.
         slots = torch.arange(features.shape[1], dtype=torch.int32, device=features.device)
         padded = (num_points.int().unsqueeze(1) <= slots.unsqueeze(0)).unsqueeze(-1)
         filled = torch.where(padded, features[:, :1, :], features)  # [V, M, C]
-        pooled = torch.matmul(filled, self.w_points).max(dim=1)[0] + bias + self.shift
+        centre_c = torch.nn.functional.pad(centre, (0, features.shape[2] - 3)).unsqueeze(1)
+        projected = torch.matmul(filled - centre_c, self.w_offsets)  # [V, M, units]
+        pooled = projected.max(dim=1)[0] + bias + self.shift
         partial = num_points.int().unsqueeze(1) < features.shape[1]  # [V, 1]
         pooled = torch.where(partial, torch.max(pooled, self.shift.expand_as(pooled)), pooled)
         return torch.relu(pooled)
