@@ -23,7 +23,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from admlops_ros.training.network import PillarFeatureNet, PointPillars
+from admlops_ros.training.network import PillarFeatureNet, PointPillars, pillar_centres
 
 __all__ = ["FoldedPillarFeatureNet", "RowScatter", "can_fold", "deploy_model"]
 
@@ -82,10 +82,7 @@ class FoldedPillarFeatureNet(nn.Module):
     def forward(self, features: torch.Tensor, num_points: torch.Tensor,
                 coors: torch.Tensor) -> torch.Tensor:
         """[V, M, C] points, [V] counts, [V, 4] (b, z, y, x) -> [V, units] pillar features."""
-        c = coors.type_as(features)
-        centre = torch.stack([c[:, 3] * self.voxel_size[0] + self.offsets[0],
-                              c[:, 2] * self.voxel_size[1] + self.offsets[1],
-                              c[:, 1] * self.voxel_size[2] + self.offsets[2]], dim=1)  # [V, 3]
+        centre = pillar_centres(coors.type_as(features), self.voxel_size, self.offsets)  # [V, 3]
         bias = torch.zeros_like(self.shift).unsqueeze(0)  # [1, units], broadcast over V
         if self.with_cluster_center:
             mean = features[:, :, :3].sum(dim=1) / num_points.type_as(features).view(-1, 1)
@@ -124,6 +121,9 @@ class RowScatter(nn.Module):
     def forward(self, voxel_features: torch.Tensor, coors: torch.Tensor, batch_size: int = 1,
                 canvas_hw=None) -> torch.Tensor:
         """[V, C] features at coors (0, z, y, x) -> [1, C, ny, nx] canvas (zeros elsewhere)."""
+        if batch_size != 1 or canvas_hw is not None:
+            raise ValueError("RowScatter exports one full-grid frame; train with "
+                             "PointPillarsScatter for batches and crops")
         canvas = torch.zeros(self.ny * self.nx, self.in_channels, dtype=voxel_features.dtype)
         rows = (coors[:, 2] * self.nx + coors[:, 3]).long()
         canvas[rows] = voxel_features

@@ -13,6 +13,7 @@ from admlops_ros.training.configs import PointPillarsConfig
 __all__ = [
     "get_paddings_indicator",
     "PFNLayer",
+    "pillar_centres",
     "PillarFeatureNet",
     "PointPillarsScatter",
     "SECOND",
@@ -51,6 +52,15 @@ class PFNLayer(nn.Module):
         if self.last_vfe:
             return x_max
         return torch.cat([x, x_max.repeat(1, inputs.shape[1], 1)], dim=2)
+
+
+def pillar_centres(coors: torch.Tensor, voxel_size: Tuple[float, float, float],
+                   offsets: Tuple[float, float, float]) -> torch.Tensor:
+    """[V, 4] (batch, z, y, x) float voxel indices -> [V, 3] voxel centres (x, y, z), LiDAR
+    frame, metres; ``offsets`` = half a voxel + the range minimum, per axis."""
+    return torch.stack([coors[:, 3] * voxel_size[0] + offsets[0],
+                        coors[:, 2] * voxel_size[1] + offsets[1],
+                        coors[:, 1] * voxel_size[2] + offsets[2]], dim=1)
 
 
 class PillarFeatureNet(nn.Module):
@@ -95,12 +105,9 @@ class PillarFeatureNet(nn.Module):
             points_mean = xyz.sum(dim=1, keepdim=True) / num_points.type_as(features).view(-1, 1, 1)
             features_ls.append(xyz - points_mean)
         if self._with_voxel_center:
-            c = coors.type_as(features)
-            f_center = torch.stack([
-                features[:, :, 0] - (c[:, 3].unsqueeze(1) * self.vx + self.x_offset),
-                features[:, :, 1] - (c[:, 2].unsqueeze(1) * self.vy + self.y_offset),
-                features[:, :, 2] - (c[:, 1].unsqueeze(1) * self.vz + self.z_offset),
-            ], dim=2)
+            centres = pillar_centres(coors.type_as(features), (self.vx, self.vy, self.vz),
+                                     (self.x_offset, self.y_offset, self.z_offset))
+            f_center = features[:, :, :3] - centres.unsqueeze(1)
             if self.legacy:  # mmdet3d wrote f_center into features[:, :, :3] in place
                 features_ls[0] = torch.cat([f_center, features[:, :, 3:]], dim=2)
                 xyz = f_center
