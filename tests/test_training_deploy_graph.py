@@ -8,18 +8,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from admlops_ros.training.configs import KITTI_3CLASS  # noqa: E402
 from admlops_ros.training.deploy_graph import (FoldedPillarFeatureNet, RowScatter,  # noqa: E402
                                                can_fold, deploy_model)
 from admlops_ros.training.export import random_voxels  # noqa: E402
 from admlops_ros.training.network import PillarFeatureNet, build_model  # noqa: E402
+from tests.training_configs import TINY  # noqa: E402
 
-TINY = KITTI_3CLASS.replace(
-    name="tiny", point_cloud_range=(0.0, -5.12, -3.0, 10.24, 5.12, 1.0),
-    voxel_size=(0.32, 0.32, 4.0), max_points=8, max_voxels=(500, 500), feat_channels=(16,),
-    layer_nums=(1, 1, 1), out_channels=(8, 16, 16), fpn_out_channels=(8, 8, 8),
-    anchor_ranges=((0.0, -5.12, -0.6, 10.24, 5.12, -0.6),) * 2
-    + ((0.0, -5.12, -1.78, 10.24, 5.12, -1.78),))
 
 
 def _random_model(cfg, seed=0):
@@ -97,3 +91,5 @@ def test_row_scatter_equals_channels_first_scatter():
                              .astype(np.float32))
     torch.testing.assert_close(rows(feats, torch.from_numpy(coors)),
                                enc(feats, torch.from_numpy(coors)), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="one full-grid frame"):
+        rows(feats, torch.from_numpy(coors), batch_size=2)
