@@ -153,13 +153,14 @@ def main(argv=None) -> int:
     if not args.skip_full:
         full_dir = REPO / "build" / "bench" / "pointpillars_kitti_3class_random"
         traced_dir = REPO / "build" / "bench" / "pointpillars_kitti_3class_random_unfolded"
+        digest = exporter_digest()
         for bundle_dir, fold in ((full_dir, True), (traced_dir, False)):
             stamp = bundle_dir / "exporter.sha256"
-            if not stamp.exists() or stamp.read_text() != exporter_digest():
+            if not stamp.exists() or stamp.read_text() != digest:
                 shutil.rmtree(bundle_dir, ignore_errors=True)
                 export_bundle(KITTI_3CLASS, bundle_dir, checkpoint=None, check_voxels=(500,),
                               fold=fold)
-                stamp.write_text(exporter_digest())
+                stamp.write_text(digest)
         models.append(("kitti_3class (mmdet3d shapes, random weights)", full_dir, KITTI_3CLASS,
                        traced_dir))
     models.append(("sim_small (shipped default)", default_bundle_path(), SIM_SMALL, None))
