@@ -14,7 +14,7 @@ from admlops_ros.backends.tensorrt_backend import tensorrt_available
 from admlops_ros.detections import Detections
 from admlops_ros.heads.anchor3d import Anchor3DDecoder
 from admlops_ros.spec import EngineBundle, load_bundle
-from admlops_ros.voxelize import Voxelizer, Voxels, with_batch_index
+from admlops_ros.voxelize import PointShuffler, Voxelizer, Voxels, with_batch_index
 
 LOG = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class LidarDetector:
         vox = spec.voxelization
         self.voxelizer = Voxelizer(vox.voxel_size, vox.point_cloud_range, vox.max_points,
                                    vox.max_voxels)
+        self.shuffler = PointShuffler() if spec.input.shuffle_points else None
         self.decoder = Anchor3DDecoder.from_spec(spec.raw)
         if score_threshold is not None:
             if not 0.0 <= float(score_threshold) <= 1.0:
@@ -142,7 +143,7 @@ class LidarDetector:
             self.detect(points)
 
     def preprocess(self, points: np.ndarray) -> Voxels:
-        """Validate a cloud, scale its intensity and voxelize it.
+        """Validate a cloud, scale its intensity, shuffle it if the model wants, voxelize it.
 
         Args:
             points: [N, C] float32 in the LiDAR frame (metres), columns ``point_features``.
@@ -165,6 +166,8 @@ class LidarDetector:
         if self._intensity_column is not None and self.intensity_scale != 1.0:
             points = points.copy()
             points[:, self._intensity_column] *= self.intensity_scale
+        if self.shuffler is not None:
+            points = self.shuffler(points)
         return self.voxelizer(points)
 
     def inference(self, voxels: Voxels) -> Dict[str, np.ndarray]:

@@ -39,6 +39,9 @@ class InputSpec:
 
     point_features: Tuple[str, ...] = DEFAULT_POINT_FEATURES
     intensity_scale: float = 1.0  # raw sensor intensity * scale -> model intensity
+    # shuffle points before voxelization (the model was trained on shuffled scans); False
+    # keeps mmdet3d's test-time behaviour: the first points in scan order fill the slots
+    shuffle_points: bool = False
 
     @property
     def num_features(self) -> int:
@@ -183,7 +186,8 @@ class ModelSpec:
             "format_version": self.format_version, "name": self.name, "family": self.family,
             "class_names": list(self.class_names),
             "input": {"point_features": list(self.input.point_features),
-                      "intensity_scale": self.input.intensity_scale},
+                      "intensity_scale": self.input.intensity_scale,
+                      "shuffle_points": self.input.shuffle_points},
             "voxelization": {"voxel_size": list(self.voxelization.voxel_size),
                              "point_cloud_range": list(self.voxelization.point_cloud_range),
                              "max_points": self.voxelization.max_points,
@@ -236,7 +240,7 @@ _ALLOWED_TOP = {"format_version", "name", "family", "class_names", "input", "vox
                 "anchors", "box_coder", "head", "test_cfg", "engine", "files", "source",
                 "notes"}
 _SECTION_KEYS = {
-    "input": {"point_features", "intensity_scale"},
+    "input": {"point_features", "intensity_scale", "shuffle_points"},
     "voxelization": {"voxel_size", "point_cloud_range", "max_points", "max_voxels"},
     "anchors": {"ranges", "sizes", "rotations", "align_corner", "feature_map_size", "scales"},
     "box_coder": {"type", "code_size"},
@@ -376,7 +380,8 @@ class _SpecParser:
             raise self.fail("input.point_features", "distinct names starting with x, y, z",
                             feats)
         scale = self.number(d, "input", "intensity_scale", 1.0, lo=0.0, lo_open=True)
-        return InputSpec(tuple(feats), scale)
+        shuffle = self.boolean(d, "input", "shuffle_points", False)
+        return InputSpec(tuple(feats), scale, shuffle)
 
     def _voxelization(self, d: Mapping[str, Any]) -> VoxelSpec:
         size = self.numbers(self.get(d, "voxelization", "voxel_size"),

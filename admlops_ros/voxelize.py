@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
 __all__ = [
     "HAVE_NUMBA",
     "VoxelizationError",
+    "PointShuffler",
     "Voxelizer",
     "Voxels",
     "grid_size",
@@ -367,6 +368,42 @@ class Voxelizer:
         points = np.zeros((16, channels), np.float32)
         points[:, :3] = lo + (hi - lo) * np.linspace(0.0, 1.0, 16, dtype=np.float32)[:, None]
         self(points)
+
+
+class PointShuffler:
+    """A fixed pseudo-random order of a cloud's points, for models trained on shuffled scans.
+
+    mmdet3d's PointShuffle puts a scan in random order before voxelization, so a pillar's
+    max_points slots sample all of its points instead of the first ones in scan order. This
+    is the deterministic run-time counterpart: the order of N points is the order that a
+    seeded permutation of C indices (C = the smallest power of two >= max(N, min_capacity))
+    gives to the indices below N, itself a uniformly random permutation of N. It depends
+    only on N and the seed, never on earlier clouds.
+
+    Args:
+        min_capacity: smallest permutation length (larger ones are made when needed, once).
+        seed: seed of the permutations.
+    """
+
+    def __init__(self, min_capacity: int = 1 << 18, seed: int = 0) -> None:
+        self.min_capacity = int(min_capacity)
+        self.seed = int(seed)
+        self._perms: Dict[int, np.ndarray] = {}
+
+    def order(self, n: int) -> np.ndarray:
+        """[n] int32 indices: the shuffled order of n points."""
+        capacity = self.min_capacity
+        while capacity < n:
+            capacity *= 2
+        perm = self._perms.get(capacity)
+        if perm is None:  # a race only makes the same array twice
+            perm = np.random.default_rng([self.seed, capacity]).permutation(capacity)
+            perm = self._perms.setdefault(capacity, perm.astype(np.int32))
+        return perm[perm < n]
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """The rows of ``points`` [N, C] in the shuffled order (a new array)."""
+        return np.take(points, self.order(len(points)), axis=0)
 
 
 _CACHE_LOCK = threading.Lock()

@@ -86,7 +86,9 @@ def bench_model(name: str, bundle: Path, config, points: np.ndarray, runs: int,
     first.warmup()
     voxels = first.preprocess(points)
     res["num_voxels"] = float(voxels.num_voxels)
-    res["voxelize_ms"] = median_ms(lambda: first.preprocess(points), runs)
+    res["voxelize_ms"] = median_ms(lambda: first.preprocess(points), runs)  # + shuffle if any
+    if first.shuffler is not None:
+        res["shuffle_points_ms"] = median_ms(lambda: first.shuffler(points), runs)
     gflop = count_flops(config, voxels.num_voxels)
     res["network_gflop"] = gflop
     outputs = None

@@ -86,6 +86,7 @@ def _with(section, key, value):
     ("test_cfg", "nms_thres", 0.1, "unknown key(s) test_cfg.nms_thres"),
     ("input", "point_features", ["y", "x", "z"], "input.point_features must be distinct names"),
     ("input", "intensity_scale", 0, "input.intensity_scale must be a number > 0.0"),
+    ("input", "shuffle_points", "yes", "input.shuffle_points must be true or false"),
     ("engine", "output_layout", "mmdeploy-2.0", "engine.output_layout must be 'auto' or one of"),
     ("engine", "tensorrt_profile", {"min": 9000, "opt": 5000, "max": 2000},
      "engine.tensorrt_profile must be"),

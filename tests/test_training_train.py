@@ -77,6 +77,18 @@ def test_sample_builder_crop_and_collate():
     assert cls.shape == (2, a * 3, rows // 2, cols // 2)
 
 
+def test_sample_builder_shuffles_points_as_the_model_config_says():
+    frame = standin_frame(0)
+    assert TINY.shuffle_points  # inherited from SIM_SMALL
+    shuffled = SampleBuilder(TINY).build(frame, np.random.default_rng(0))
+    in_order = SampleBuilder(TINY, shuffle_points=False).build(frame, np.random.default_rng(0))
+    # the same cells; their slots hold other samples of their points
+    key = lambda s: {tuple(c) for c in s.coors.tolist()}  # noqa: E731
+    assert key(shuffled) == key(in_order)
+    assert not np.array_equal(np.sort(shuffled.voxels[:, :, 2].sum(axis=1)),
+                              np.sort(in_order.voxels[:, :, 2].sum(axis=1)))
+
+
 @pytest.mark.slow
 def test_short_training_lowers_loss_and_checkpoint_loads(tmp_path):
     cfg = TrainConfig(iterations=40, batch_size=2, crop=None, lr=3e-3, gt_db_frames=3,

@@ -12,6 +12,7 @@ import pytest
 from admlops_ros import voxelize as vox_mod
 from admlops_ros.voxelize import (
     HAVE_NUMBA,
+    PointShuffler,
     VoxelizationError,
     Voxelizer,
     grid_size,
@@ -334,3 +335,15 @@ def test_warmup_runs():
     pts = np.ones((1, 5), np.float32)
     pts[0, 2] = 0.0  # z = 1.0 would be the range max: outside
     assert v(pts).num_voxels == 1
+
+
+def test_point_shuffler_is_a_fixed_permutation_of_any_size():
+    shuffler = PointShuffler(min_capacity=64)
+    for n in (0, 1, 10, 64, 65, 1000, 10):  # 65 and 1000 need longer permutations
+        order = shuffler.order(n)
+        assert sorted(order.tolist()) == list(range(n))
+        # the order depends on n only, not on the clouds seen before
+        np.testing.assert_array_equal(order, PointShuffler(min_capacity=64).order(n))
+    assert shuffler.order(1000).tolist() != list(range(1000))
+    points = np.arange(40, dtype=np.float32).reshape(10, 4)
+    np.testing.assert_array_equal(shuffler(points), points[shuffler.order(10)])

@@ -28,6 +28,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt-db-frames", type=int, default=None,
                    help="frames in the ground-truth sampling database")
     p.add_argument("--no-gt-sampling", action="store_true")
+    p.add_argument("--scan-order", action="store_true",
+                   help="keep points in scan order even if the model shuffles them (how the "
+                        "first two phases of the shipped model were trained)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pth")
     p.add_argument("--init", help="start from these weights with a new schedule (fine-tuning)")
@@ -53,6 +56,8 @@ def _train_config(args: argparse.Namespace):
         cfg.crop = None
     if args.no_gt_sampling:
         cfg.augment = AugmentConfig(gt_sampling=False)
+    if args.scan_order:
+        cfg.shuffle_points = False
     return cfg
 
 

@@ -70,6 +70,10 @@ class PointPillarsConfig:
     norm_eps: float = 1e-3
     norm_momentum: float = 0.01
     tensorrt_profile: Optional[Tuple[int, int, int]] = None  # (min, opt, max) voxels
+    # Shuffle each scan's points before voxelization (mmdet3d's PointShuffle, kept at run
+    # time too), so a pillar's max_points slots sample its whole height. Off: the first
+    # points in scan order fill the slots, as mmdet3d's test pipeline does.
+    shuffle_points: bool = False
 
     @property
     def in_channels(self) -> int:
@@ -229,6 +233,9 @@ SIM_SMALL = KITTI_3CLASS.replace(
     assigners=(AssignerConfig(0.5, 0.35, 0.1), AssignerConfig(0.5, 0.35, 0.1),
                AssignerConfig(0.6, 0.45, 0.45)),
     tensorrt_profile=(1000, 4500, 7000),
+    # A near pillar holds hundreds of points; in scan order (column by column, lowest beam
+    # first) its 16 slots would all come from the lowest beams of one column.
+    shuffle_points=True,
 )
 
 CONFIGS: Dict[str, PointPillarsConfig] = {
@@ -274,7 +281,8 @@ def to_spec_dict(config: PointPillarsConfig, intensity_scale: float = 1.0,
         "family": "pointpillars",
         "class_names": list(config.class_names),
         "input": {"point_features": list(config.point_features),
-                  "intensity_scale": float(intensity_scale)},
+                  "intensity_scale": float(intensity_scale),
+                  "shuffle_points": bool(config.shuffle_points)},
         "voxelization": {"voxel_size": [float(v) for v in config.voxel_size],
                          "point_cloud_range": [float(v) for v in config.point_cloud_range],
                          "max_points": int(config.max_points),

@@ -81,12 +81,17 @@ class SampleBuilder:
         gt_sampler: database for ground-truth sampling (used when augment.gt_sampling).
         min_points: labelled boxes with fewer points (or difficulty -1) are ignored, not gts.
         object_crop_prob: probability that a crop window is placed around a random gt.
+        shuffle_points: shuffle each frame's points before voxelization; None follows
+            ``config.shuffle_points``.
     """
 
     def __init__(self, config: PointPillarsConfig, augment: Optional[AugmentConfig] = None,
                  crop: Optional[Tuple[int, int]] = None, gt_sampler: Optional[GTSampler] = None,
-                 min_points: int = 1, object_crop_prob: float = 0.8) -> None:
+                 min_points: int = 1, object_crop_prob: float = 0.8,
+                 shuffle_points: Optional[bool] = None) -> None:
         self.config = config
+        self.shuffle_points = (config.shuffle_points if shuffle_points is None
+                               else bool(shuffle_points))
         self.augment = augment
         self.gt_sampler = gt_sampler
         self.min_points = min_points
@@ -167,6 +172,8 @@ class SampleBuilder:
         difficulty, npts = difficulty[keep], npts[keep]
         gt_boxes, gt_labels, ignore = self._labels(boxes, names, difficulty, npts)
 
+        if self.shuffle_points:
+            points = points[rng.permutation(len(points))]
         vox = voxelize(points, cfg.voxel_size, cfg.point_cloud_range, cfg.max_points,
                        cfg.max_voxels[0])
         coors = vox.coors.astype(np.int32)  # (z, y, x)

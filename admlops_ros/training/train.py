@@ -62,6 +62,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     min_points: int = 1
+    shuffle_points: Optional[bool] = None  # None: the model config's shuffle_points
     threads: int = 2
     checkpoint_every: int = 250
     prefetch: bool = True  # build the next batch in a thread while the model trains
@@ -169,7 +170,8 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
                             cfg.augment.min_points)
         del db
         LOG.info("gt database from %d frames in %.1f s", cfg.gt_db_frames, time.time() - t0)
-    builder = SampleBuilder(mcfg, cfg.augment, cfg.crop, sampler, cfg.min_points)
+    builder = SampleBuilder(mcfg, cfg.augment, cfg.crop, sampler, cfg.min_points,
+                            shuffle_points=cfg.shuffle_points)
     canvas_hw = builder.canvas_hw
 
     bar = None
