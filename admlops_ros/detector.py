@@ -254,6 +254,7 @@ def detector_summary(detector: LidarDetector) -> Dict[str, object]:
         "output_layout": str(detector.backend.output_layout),
         "classes": list(detector.class_names),
         "point_features": list(detector.point_features),
+        "shuffle_points": detector.shuffler is not None,
     }
 
 

@@ -390,8 +390,7 @@ class PointShuffler:
         self.seed = int(seed)
         self._perms: Dict[int, np.ndarray] = {}
 
-    def order(self, n: int) -> np.ndarray:
-        """[n] int32 indices: the shuffled order of n points."""
+    def _permutation(self, n: int) -> np.ndarray:
         capacity = self.min_capacity
         while capacity < n:
             capacity *= 2
@@ -399,11 +398,39 @@ class PointShuffler:
         if perm is None:  # a race only makes the same array twice
             perm = np.random.default_rng([self.seed, capacity]).permutation(capacity)
             perm = self._perms.setdefault(capacity, perm.astype(np.int32))
+        return perm
+
+    def order(self, n: int) -> np.ndarray:
+        """[n] int32 indices: the shuffled order of n points."""
+        perm = self._permutation(n)
         return perm[perm < n]
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """The rows of ``points`` [N, C] in the shuffled order (a new array)."""
-        return np.take(points, self.order(len(points)), axis=0)
+        n = len(points)
+        if HAVE_NUMBA and points.ndim == 2:
+            return _gather_jit(np.ascontiguousarray(points), self._permutation(n))
+        return np.take(points, self.order(n), axis=0)
+
+
+def _gather_below(points, perm):
+    """points[perm[perm < len(points)]] in one pass (compiled by numba)."""
+    n, channels = points.shape
+    out = np.empty((n, channels), points.dtype)
+    k = 0
+    for j in range(perm.shape[0]):
+        src = perm[j]
+        if src < n:
+            for c in range(channels):
+                out[k, c] = points[src, c]
+            k += 1
+    return out
+
+
+if HAVE_NUMBA:
+    _gather_jit = _numba.njit(cache=True, nogil=True)(_gather_below)
+else:  # pragma: no cover
+    _gather_jit = None
 
 
 _CACHE_LOCK = threading.Lock()
