@@ -26,14 +26,21 @@ bench: setup      ## benchmark tables (medians, ratios vs in-process baselines) 
 bench-ros: build  ## ROS overhead through a real roscore and a 10 Hz x 60 s soak (drops)
 	bash scripts/with_ros_env.sh $(PY) scripts/bench_ros.py --json build/bench_ros.json
 
-train: setup      ## retrain the shipped default model (fixed seeds, ~100 min on 2 cores)
-	$(PY) scripts/train.py --config sim_small --iterations 14000 --out build/train_sim_small
-	$(PY) scripts/train.py --config sim_small --iterations 7000 --lr 3e-4 \
+train: setup      ## retrain the shipped default model (fixed seeds, ~165 min on 2 cores)
+	$(PY) scripts/train.py --config sim_small --scan-order --iterations 14000 \
+		--out build/train_sim_small
+	$(PY) scripts/train.py --config sim_small --scan-order --iterations 7000 --lr 3e-4 \
 		--frame-seed-base 100000 --init build/train_sim_small/latest.pth \
 		--out build/finetune_sim_small
+	$(PY) scripts/train.py --config sim_small --iterations 7000 --lr 3e-4 \
+		--frame-seed-base 200000 --init build/finetune_sim_small/latest.pth \
+		--out build/shuffle_sim_small
+	$(PY) scripts/train.py --config sim_small --iterations 7000 --lr 3e-4 \
+		--frame-seed-base 300000 --init build/shuffle_sim_small/latest.pth \
+		--out build/shuffle2_sim_small
 
 engine: setup     ## export the trained checkpoint and pack engines/pointpillars_sim_3class
-	$(PY) scripts/export_onnx.py --config sim_small --checkpoint build/finetune_sim_small/latest.pth --bundle $(ENGINE)
+	$(PY) scripts/export_onnx.py --config sim_small --checkpoint build/shuffle2_sim_small/latest.pth --bundle $(ENGINE)
 
 clean:
 	rm -rf build

@@ -96,10 +96,43 @@ def test_more_voxels_than_max_keeps_first_and_warns_once(caplog):
     assert len(warnings) == 1
     voxels = det.last_voxels
     assert voxels.num_voxels == vox.max_voxels and voxels.dropped_voxels > 0
-    # the kept voxels are those of the first points, in input order
-    first = det.preprocess(points[: vox.max_voxels // 2])
+    # the kept voxels are those of the first points in the order the voxelizer sees them
+    # (the shipped model shuffles the cloud first)
+    seen = det.shuffler(points) if det.shuffler is not None else points
+    first = vox(seen[: vox.max_voxels // 2])
     np.testing.assert_array_equal(voxels.coors[: first.num_voxels], first.coors)
     det.close()
+
+
+def test_shipped_model_voxelizes_the_shuffled_cloud(detector, frame):
+    """The default model was trained on shuffled scans: every pillar samples its whole height."""
+    assert detector.bundle.spec.input.shuffle_points and detector.shuffler is not None
+    voxels = detector.preprocess(frame.points)
+    ref = detector.voxelizer(detector.shuffler(frame.points))
+    np.testing.assert_array_equal(voxels.voxels, ref.voxels)
+    np.testing.assert_array_equal(voxels.coors, ref.coors)
+    # In scan order (column by column, lowest beam first) a dense pillar keeps the lowest
+    # beams of its first columns and often misses the object's top; shuffled it rarely does.
+    assert _missed_top_fraction(ref, frame.points, detector.voxelizer) < 0.05
+    assert _missed_top_fraction(detector.voxelizer(frame.points), frame.points,
+                                detector.voxelizer) > 0.1
+
+
+def _missed_top_fraction(voxels, points, voxelizer, min_points=64, gap_m=0.3):
+    """Fraction of pillars with >= min_points points whose kept slots miss the top by > gap_m."""
+    rmin = np.asarray(voxelizer.point_cloud_range[:3], np.float32)
+    cell = np.floor((points[:, :3] - rmin) / np.asarray(voxelizer.voxel_size, np.float32))
+    nx, ny, nz = voxelizer.grid_size
+    inside = ((cell >= 0) & (cell < [nx, ny, nz])).all(axis=1)
+    key = (cell[inside, 1] * nx + cell[inside, 0]).astype(np.int64)
+    top = np.full(nx * ny, -np.inf)
+    np.maximum.at(top, key, points[inside, 2])
+    count = np.bincount(key, minlength=nx * ny)
+    slots = np.arange(voxels.voxels.shape[1])[None, :] < voxels.num_points[:, None]
+    kept_top = np.where(slots, voxels.voxels[:, :, 2], -np.inf).max(axis=1)
+    vkey = voxels.coors[:, 1].astype(np.int64) * nx + voxels.coors[:, 2]
+    dense = count[vkey] >= min_points
+    return float((top[vkey][dense] - kept_top[dense] > gap_m).mean())
 
 
 def test_onnxruntime_and_openvino_agree(detector, frame):
@@ -128,7 +161,7 @@ def test_class_filter_and_score_threshold(frame):
 def test_intensity_scale_is_applied(frame):
     with LidarDetector.from_bundle(None, backend="onnxruntime", intensity_scale=0.5) as det:
         voxels = det.preprocess(frame.points)
-        ref = det.voxelizer(frame.points * np.array([1, 1, 1, 0.5], np.float32))
+        ref = det.voxelizer(det.shuffler(frame.points * np.array([1, 1, 1, 0.5], np.float32)))
         np.testing.assert_array_equal(voxels.voxels, ref.voxels)
 
 
