@@ -163,11 +163,13 @@ class LidarDetector:
         points = points.astype(np.float32, copy=False)
         if not np.isfinite(points).all():  # cheap check; the per-row mask only when needed
             points = points[np.isfinite(points).all(axis=1)]
-        if self._intensity_column is not None and self.intensity_scale != 1.0:
-            points = points.copy()
-            points[:, self._intensity_column] *= self.intensity_scale
+        scale = self._intensity_column is not None and self.intensity_scale != 1.0
         if self.shuffler is not None:
-            points = self.shuffler(points)
+            points = self.shuffler(points)  # a new array: scaled in place below
+        elif scale:
+            points = points.copy()
+        if scale:
+            points[:, self._intensity_column] *= self.intensity_scale
         return self.voxelizer(points)
 
     def inference(self, voxels: Voxels) -> Dict[str, np.ndarray]:
