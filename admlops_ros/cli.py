@@ -9,7 +9,7 @@ from typing import List, Optional
 
 # Each module defines ``add_commands(subparsers)``; every subcommand sets ``func(args) -> int``.
 COMMAND_MODULES = (
-    "admlops_ros.bundle_cli",
+    "admlops_ros.bundle.cli",
     "admlops_ros.evaluation.cli",
     "admlops_ros.deploy.cli",
     "admlops_ros.training.cli",

@@ -24,10 +24,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from admlops_ros.benchmarking import median_ms  # noqa: E402
-from admlops_ros.detector import LidarDetector, default_bundle_path  # noqa: E402
-from admlops_ros.pointcloud import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
-from admlops_ros.voxelize import with_batch_index  # noqa: E402
+from benchmarking import median_ms  # noqa: E402
+from admlops_ros.lidar.detector import LidarDetector, default_bundle_path  # noqa: E402
+from admlops_ros.lidar.pointcloud import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
+from admlops_ros.lidar.voxelize import with_batch_index  # noqa: E402
 
 LOG = logging.getLogger("bench")
 

@@ -16,10 +16,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from admlops_ros.benchmarking import median_ms  # noqa: E402
-from admlops_ros.heads import Anchor3DDecoder, aligned_anchors, decode, multiclass_nms  # noqa: E402
-from admlops_ros.heads.nms import score_order  # noqa: E402
-from admlops_ros.geometry import limit_period, rotated_iou_bev_aligned  # noqa: E402
+from benchmarking import median_ms  # noqa: E402
+from admlops_ros.lidar.heads import Anchor3DDecoder, aligned_anchors, decode, multiclass_nms  # noqa: E402
+from admlops_ros.lidar.heads.nms import score_order  # noqa: E402
+from admlops_ros.lidar.geometry import limit_period, rotated_iou_bev_aligned  # noqa: E402
 
 KITTI_SPEC = {
     "class_names": ["Pedestrian", "Cyclist", "Car"],

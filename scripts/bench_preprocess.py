@@ -22,9 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from admlops_ros.benchmarking import median_ms  # noqa: E402
-from admlops_ros.pointcloud import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
-from admlops_ros.voxelize import HAVE_NUMBA, Voxelizer  # noqa: E402
+from benchmarking import median_ms  # noqa: E402
+from admlops_ros.lidar.pointcloud import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
+from admlops_ros.lidar.voxelize import HAVE_NUMBA, Voxelizer  # noqa: E402
 
 LOGGER = logging.getLogger("bench_preprocess")
 

@@ -111,7 +111,7 @@ def run(engine: str = "", backend: str = "", num_points: int = 120_000,
     Returns:
         dict of medians/p95 (ms) and soak counters.
     """
-    from admlops_ros.pointcloud import array_to_pointcloud2  # noqa: WPS433
+    from admlops_ros.lidar.pointcloud import array_to_pointcloud2  # noqa: WPS433
 
     out_dir.mkdir(parents=True, exist_ok=True)
     clouds = make_clouds(num_points)

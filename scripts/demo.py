@@ -46,7 +46,7 @@ def make_bag(path: Path, frames: int, rate_hz: float) -> Path:
     import rospy  # noqa: WPS433
     from std_msgs.msg import Header  # noqa: WPS433
 
-    from admlops_ros.pointcloud import array_to_pointcloud2  # noqa: WPS433
+    from admlops_ros.lidar.pointcloud import array_to_pointcloud2  # noqa: WPS433
     from admlops_ros.simulation import simulate_frame  # noqa: WPS433
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,7 @@ if [ -z "$PCD" ]; then  # mmdeploy traces and checks on one cloud: random points
   "$PY" - "$CONFIG" "$PCD" <<'EOF'
 import sys
 import numpy as np
-from admlops_ros.mmdet3d_config import load_config
+from admlops_ros.bundle.from_mmdet3d import load_config
 cfg = load_config(sys.argv[1])
 r = np.asarray(cfg["point_cloud_range"], np.float32)
 rng = np.random.default_rng(0)
@@ -100,9 +100,9 @@ done
 "$PY" - "$CONFIG" "$NAME" "$OUT/$NAME" "$WORK" "$(deploy_cfg tensorrt)" "$ISCALE" "$BACKENDS" <<'EOF'
 import sys
 from pathlib import Path
-from admlops_ros.mmdet3d_config import load_config, spec_from_mmdet3d_config
-from admlops_ros.spec import load_bundle, write_bundle
-from admlops_ros.deploy import engine_cache
+from admlops_ros.bundle.from_mmdet3d import load_config, spec_from_mmdet3d_config
+from admlops_ros.bundle.spec import load_bundle, write_bundle
+from admlops_ros.backends import tensorrt_cache
 
 config, name, out, work, trt_cfg, iscale, backends = sys.argv[1:8]
 work = Path(work)
@@ -119,9 +119,9 @@ bundle = write_bundle(out, spec, onnx_dir / "end2end.onnx",
                       openvino_xml=xml if xml.is_file() else None)
 engine = work / "tensorrt" / "end2end.engine"
 if "tensorrt" in backends and engine.is_file():
-    key = engine_cache.machine_key(engine_cache.sha256_file(bundle.root / "end2end.onnx"),
+    key = tensorrt_cache.machine_key(tensorrt_cache.sha256_file(bundle.root / "end2end.onnx"),
                                    tuple(profile), "fp32", bundle_root=bundle.root)
-    plan = engine_cache.import_plan(bundle.root / engine_cache.PLAN_DIR, key, engine,
+    plan = tensorrt_cache.import_plan(bundle.root / tensorrt_cache.PLAN_DIR, key, engine,
                                     source="mmdeploy tools/deploy.py")
     print("[rebuild] TensorRT plan:", plan)
 print("[rebuild] bundle:", load_bundle(out).root, "files:", ", ".join(bundle.files))

@@ -6,7 +6,7 @@
 # the gateway of the `admlops` Docker network). ROS_IP (and ROS_HOSTNAME, same value) is the source
 # address of the kernel route to the master (`ip route get`), or $ADMLOPS_ROS_IP. Then checks
 # that a master answers and says what is wrong (no route / refused / timeout) and how to fix it.
-# The logic lives in admlops_ros/deploy/netenv.py; this wrapper never changes shell options and
+# The logic lives in admlops_ros/ros/netenv.py; this wrapper never changes shell options and
 # never exits your shell. Returns 0 ok, 3 master not reachable (variables still set), 2 error.
 # From inside a script or function: bash hands that script's "$@" to a `source` without
 # arguments, so pass them explicitly (`source scripts/ros_env.sh --no-check`) or `set --` first.
@@ -22,7 +22,7 @@ __admlops_ros_env() {
   if [ -z "$py" ]; then
     if [ -x "$here/../.venv/bin/python" ]; then py="$here/../.venv/bin/python"; else py=python3; fi
   fi
-  out=$("$py" "$here/../admlops_ros/deploy/netenv.py" "$@")
+  out=$("$py" "$here/../admlops_ros/ros/netenv.py" "$@")
   rc=$?
   if [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]; then
     eval "$out"

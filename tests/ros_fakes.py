@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from admlops_ros.detections import Detections
+from admlops_ros.lidar.detections import Detections
 
 
 class FakeDetector:

@@ -8,8 +8,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from admlops_ros.backends.layout import OutputLayout, resolve_layout
-from admlops_ros.spec import ModelSpec
+from admlops_ros.lidar.layout import OutputLayout, resolve_layout
+from admlops_ros.bundle.spec import ModelSpec
 
 LOG = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 
 from admlops_ros.backends.base import Backend, BackendError, TensorInfo
-from admlops_ros.spec import ModelSpec
+from admlops_ros.bundle.spec import ModelSpec
 
 LOG = logging.getLogger(__name__)
 

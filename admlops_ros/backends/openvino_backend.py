@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 
 from admlops_ros.backends.base import INPUT_NAMES, Backend, BackendError, TensorInfo
-from admlops_ros.spec import ModelSpec
+from admlops_ros.bundle.spec import ModelSpec
 
 LOG = logging.getLogger(__name__)
 

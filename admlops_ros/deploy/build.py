@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from admlops_ros.deploy import engine_cache
+from admlops_ros.backends import tensorrt_cache
 
 LOG = logging.getLogger(__name__)
 
@@ -14,11 +14,11 @@ class BuildError(Exception):
 
 
 def _onnx_of(bundle_dir: Path) -> Path:
-    onnx_path = bundle_dir / engine_cache.ONNX_FILE
+    onnx_path = bundle_dir / tensorrt_cache.ONNX_FILE
     if not onnx_path.is_file():
         raise BuildError("%s not found: a bundle directory holds spec.yaml and %s (make one "
                          "with scripts/rebuild_engine_mmdeploy.sh or the training export)"
-                         % (onnx_path, engine_cache.ONNX_FILE))
+                         % (onnx_path, tensorrt_cache.ONNX_FILE))
     return onnx_path
 
 
@@ -39,7 +39,7 @@ def build_openvino(bundle_dir: Union[str, Path], fp16: bool = False,
     Raises:
         BuildError: no ONNX in the bundle, or the conversion failed.
     """
-    from admlops_ros import spec as spec_module
+    from admlops_ros.bundle import spec as spec_module
     from admlops_ros.backends import openvino_backend
 
     root = Path(bundle_dir)
@@ -61,7 +61,7 @@ def build_tensorrt(bundle_dir: Union[str, Path], fp16: bool = False,
                    cache_dir: Optional[Union[str, Path]] = None, force: bool = False,
                    device_index: int = 0, workspace_bytes: Optional[int] = None,
                    strict_gpu_model: bool = False,
-                   lock_timeout_s: float = engine_cache.DEFAULT_LOCK_TIMEOUT_S,
+                   lock_timeout_s: float = tensorrt_cache.DEFAULT_LOCK_TIMEOUT_S,
                    **kwargs: Any) -> Path:
     """Build (or find) the TensorRT plan for this GPU, profile min/opt/max from spec.yaml.
 
@@ -70,8 +70,8 @@ def build_tensorrt(bundle_dir: Union[str, Path], fp16: bool = False,
         fp16: fp16 precision (else fp32).
         cache_dir: plan directory (default <bundle>/tensorrt).
         force: rebuild even when a fitting plan exists.
-        device_index, workspace_bytes, strict_gpu_model, lock_timeout_s: see engine_cache.
-        **kwargs: passed to engine_cache.resolve_tensorrt_plan (build_fn, key).
+        device_index, workspace_bytes, strict_gpu_model, lock_timeout_s: see tensorrt_cache.
+        **kwargs: passed to tensorrt_cache.resolve_tensorrt_plan (build_fn, key).
 
     Returns:
         Path of the plan.
@@ -80,7 +80,7 @@ def build_tensorrt(bundle_dir: Union[str, Path], fp16: bool = False,
         EngineCacheError: no GPU / TensorRT, or the build failed.
     """
     _onnx_of(Path(bundle_dir))
-    return engine_cache.resolve_tensorrt_plan(
+    return tensorrt_cache.resolve_tensorrt_plan(
         Path(bundle_dir), "fp16" if fp16 else "fp32", allow_build=True, cache_dir=cache_dir,
         device_index=device_index, force=force, strict_gpu_model=strict_gpu_model,
         lock_timeout_s=lock_timeout_s, workspace_bytes=workspace_bytes, **kwargs)
@@ -90,16 +90,16 @@ def describe_cache(bundle_dir: Union[str, Path], fp16: bool = False,
                    cache_dir: Optional[Union[str, Path]] = None,
                    device_index: int = 0) -> Dict[str, Any]:
     """What the node would do at start on this machine (for `admlops gpu-info BUNDLE`)."""
-    from admlops_ros import spec as spec_module
+    from admlops_ros.bundle import spec as spec_module
 
     root = Path(bundle_dir)
     bundle = spec_module.load_bundle(root)
     precision = "fp16" if fp16 else "fp32"
-    key = engine_cache.machine_key(engine_cache.sha256_file(_onnx_of(root)),
-                                   engine_cache.spec_profile(bundle.spec), precision,
+    key = tensorrt_cache.machine_key(tensorrt_cache.sha256_file(_onnx_of(root)),
+                                   tensorrt_cache.spec_profile(bundle.spec), precision,
                                    device_index, root)
-    cache = Path(cache_dir) if cache_dir else root / engine_cache.PLAN_DIR
-    decision = engine_cache.inspect_cache(cache, key)
+    cache = Path(cache_dir) if cache_dir else root / tensorrt_cache.PLAN_DIR
+    decision = tensorrt_cache.inspect_cache(cache, key)
     return {"wanted": key.describe(), "plan": str(decision.plan) if decision.plan else None,
             "rejected": decision.rejected, "warnings": decision.warnings,
-            "rebuild": engine_cache.rebuild_command(root, precision, cache)}
+            "rebuild": tensorrt_cache.rebuild_command(root, precision, cache)}

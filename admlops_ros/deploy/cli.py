@@ -11,7 +11,8 @@ LOG = logging.getLogger(__name__)
 
 
 def _build_engine(args: argparse.Namespace) -> int:
-    from admlops_ros.deploy import build, engine_cache
+    from admlops_ros.backends import tensorrt_cache
+    from admlops_ros.deploy import build
 
     try:
         if args.target == "openvino":
@@ -23,7 +24,7 @@ def _build_engine(args: argparse.Namespace) -> int:
                                         workspace_bytes=workspace,
                                         strict_gpu_model=args.strict_gpu_model,
                                         lock_timeout_s=args.lock_timeout)
-    except (build.BuildError, engine_cache.EngineCacheError) as exc:
+    except (build.BuildError, tensorrt_cache.EngineCacheError) as exc:
         LOG.error("%s", exc)
         return 1
     sys.stdout.write("%s\n" % path)
@@ -31,7 +32,8 @@ def _build_engine(args: argparse.Namespace) -> int:
 
 
 def _gpu_info(args: argparse.Namespace) -> int:
-    from admlops_ros.deploy import build, engine_cache, gpu_info
+    from admlops_ros.backends import gpu_info, tensorrt_cache
+    from admlops_ros.deploy import build
 
     gpus = gpu_info.list_gpus()
     out: Any = {"gpus": [g.__dict__ for g in gpus], "tensorrt": gpu_info.tensorrt_version()}
@@ -39,14 +41,14 @@ def _gpu_info(args: argparse.Namespace) -> int:
         try:
             out["cache"] = build.describe_cache(args.bundle, args.fp16, args.cache_dir,
                                                 args.device)
-        except engine_cache.EngineCacheError as exc:
+        except tensorrt_cache.EngineCacheError as exc:
             out["cache"] = {"error": str(exc)}
     sys.stdout.write(json.dumps(out, indent=2) + "\n")
     return 0
 
 
 def _ros_env(args: argparse.Namespace) -> int:
-    from admlops_ros.deploy import netenv
+    from admlops_ros.ros import netenv
 
     argv = ([args.master_uri] if args.master_uri else []) + (["--no-check"] if args.no_check
                                                             else [])

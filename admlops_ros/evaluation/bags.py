@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from admlops_ros.detections import Detections
+from admlops_ros.lidar.detections import Detections
 from admlops_ros.evaluation.metrics import (FrameGT, KITTI_MAX_OCCLUSION, KITTI_MAX_TRUNCATION,
                                             KITTI_MIN_HEIGHT_PX)
 
@@ -144,7 +144,7 @@ class BagWriter:
 
     def write(self, points: np.ndarray, gt: Optional[FrameGT]) -> float:
         """Append one frame; returns its stamp in seconds."""
-        from admlops_ros.pointcloud import array_to_pointcloud2
+        from admlops_ros.lidar.pointcloud import array_to_pointcloud2
         stamp_ns = int(round(self.start * 1e9)) + self.count * int(round(self.period * 1e9))
         header = _header(self._std, self.count, stamp_ns, self.frame_id)
         cloud = array_to_pointcloud2(np.asarray(points, np.float32)[:, :len(POINT_FIELDS)],
@@ -185,7 +185,7 @@ def kitti_frame_gt(kitti_dir: os.PathLike, frame: str) -> Tuple[np.ndarray, Fram
         ([N, 4] float32 points, FrameGT with LiDAR-frame boxes, KITTI 2D boxes, occlusion,
         truncation; DontCare objects as ``dontcare_bbox2d``).
     """
-    from admlops_ros import kitti
+    from admlops_ros.evaluation import kitti_io
     root = Path(kitti_dir)
     paths = {"velodyne": root / "velodyne" / f"{frame}.bin",
              "label_2": root / "label_2" / f"{frame}.txt",
@@ -193,18 +193,18 @@ def kitti_frame_gt(kitti_dir: os.PathLike, frame: str) -> Tuple[np.ndarray, Fram
     for name, p in paths.items():
         if not p.is_file():
             raise BagError(f"KITTI frame {frame}: {name} file {p} is missing")
-    points = kitti.read_velodyne(paths["velodyne"])
-    calib = kitti.read_calib(paths["calib"])
-    objects = kitti.read_label(paths["label_2"])
+    points = kitti_io.read_velodyne(paths["velodyne"])
+    calib = kitti_io.read_calib(paths["calib"])
+    objects = kitti_io.read_label(paths["label_2"])
     return points, kitti_objects_to_gt(objects, calib, frame)
 
 
 def kitti_objects_to_gt(objects: Sequence[Any], calib: Any, frame: str = "") -> FrameGT:
     """FrameGT (LiDAR frame via the calib) from KittiObjects; DontCare -> dontcare_bbox2d."""
-    from admlops_ros import kitti
+    from admlops_ros.evaluation import kitti_io
     care = [o for o in objects if o.type != "DontCare"]
     dc = [o.bbox for o in objects if o.type == "DontCare"]
-    boxes = (kitti.boxes_camera_to_lidar(kitti.objects_to_camera_boxes(care), calib)
+    boxes = (kitti_io.boxes_camera_to_lidar(kitti_io.objects_to_camera_boxes(care), calib)
              if care else np.zeros((0, 7)))
     return FrameGT(boxes, [o.type for o in care],
                    bbox2d=np.array([o.bbox for o in care], np.float64).reshape(-1, 4),
@@ -358,7 +358,7 @@ def read_bag(path: os.PathLike, points_topic: Optional[str] = None,
     Raises:
         BagError: the bag does not exist, cannot be opened / reindexed, or has no cloud topic.
     """
-    from admlops_ros.pointcloud import convert_pointcloud2
+    from admlops_ros.lidar.pointcloud import convert_pointcloud2
     path = Path(path)
     bag = _open_bag(path)
     try:

@@ -18,19 +18,19 @@ class KittiEvalError(Exception):
 
 
 def read_kitti_file(path: Path) -> Dict[str, np.ndarray]:
-    """Columns of a label_2 / result file via :func:`admlops_ros.kitti.read_label`: type,
+    """Columns of a label_2 / result file via :func:`admlops_ros.evaluation.kitti_io.read_label`: type,
     truncated, occluded, bbox [4], camera boxes (x, y, z, l, h, w, ry), score (1.0 when the
     file has no score column)."""
-    from admlops_ros import kitti
+    from admlops_ros.evaluation import kitti_io
     try:
-        objs = kitti.read_label(path)
-    except (kitti.KittiError, OSError) as exc:
+        objs = kitti_io.read_label(path)
+    except (kitti_io.KittiError, OSError) as exc:
         raise KittiEvalError(f"cannot read {path}: {exc}") from exc
     return {"type": np.array([o.type for o in objs], dtype=str).reshape(-1),
             "truncated": np.array([o.truncated for o in objs], np.float64).reshape(-1),
             "occluded": np.array([o.occluded for o in objs], np.int64).reshape(-1),
             "bbox": np.array([o.bbox for o in objs], np.float64).reshape(-1, 4),
-            "cam": kitti.objects_to_camera_boxes(objs).reshape(-1, 7),
+            "cam": kitti_io.objects_to_camera_boxes(objs).reshape(-1, 7),
             "score": np.array([1.0 if o.score is None else o.score for o in objs],
                               np.float64).reshape(-1)}
 
@@ -159,18 +159,18 @@ def write_kitti_results(out_dir: os.PathLike, preds: Sequence[FramePred],
                         names: Optional[Sequence[str]] = None, calib=None) -> Path:
     """One KITTI result file per frame (``names`` or ``000000``.. by order).
 
-    Boxes are converted with ``calib`` (default :func:`admlops_ros.kitti.nominal_calib`, for
+    Boxes are converted with ``calib`` (default :func:`admlops_ros.evaluation.kitti_io.nominal_calib`, for
     simulated frames); only boxes visible in image 2 are written, as KITTI results are.
     """
-    from admlops_ros import kitti
-    calib = calib or kitti.nominal_calib()
+    from admlops_ros.evaluation import kitti_io
+    calib = calib or kitti_io.nominal_calib()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for i, pred in enumerate(preds):
         stem = names[i] if names else f"{i:06d}"
-        objs = kitti.lidar_boxes_to_objects(pred.boxes, list(pred.names), calib,
+        objs = kitti_io.lidar_boxes_to_objects(pred.boxes, list(pred.names), calib,
                                             scores=pred.scores)
-        kitti.write_label(out / f"{stem}.txt", objs)
+        kitti_io.write_label(out / f"{stem}.txt", objs)
     return out
 
 

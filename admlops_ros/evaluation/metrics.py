@@ -135,7 +135,7 @@ class FramePred:
 
     @classmethod
     def from_detections(cls, detections, frame_id: str = "") -> "FramePred":
-        """From an :class:`admlops_ros.detections.Detections` (class names by label index)."""
+        """From an :class:`admlops_ros.lidar.detections.Detections` (class names by label index)."""
         return cls(detections.boxes, detections.scores, list(detections.label_names()),
                    frame_id=frame_id)
 
@@ -447,10 +447,10 @@ def image_box_overlap(a: np.ndarray, b: np.ndarray, criterion: int = -1) -> np.n
 
 
 def box_overlaps(metric: str, dt_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
-    """[D, G] overlap for "bev" or "3d" from admlops_ros.geometry (exact rotated rectangles)."""
+    """[D, G] overlap for "bev" or "3d" from admlops_ros.lidar.geometry (exact rotated rectangles)."""
     if len(dt_boxes) == 0 or len(gt_boxes) == 0:
         return np.zeros((len(dt_boxes), len(gt_boxes)))
-    from admlops_ros import geometry
+    from admlops_ros.lidar import geometry
     fn = geometry.rotated_iou_bev if metric == "bev" else geometry.iou_3d
     return np.asarray(fn(dt_boxes, gt_boxes), np.float64).reshape(len(dt_boxes), len(gt_boxes))
 

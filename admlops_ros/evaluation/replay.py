@@ -100,7 +100,7 @@ def _keep_sample(samples: List[Dict[str, Any]], frame: BagFrame, pred: FramePred
 
 def open_detector(engine: Optional[str], backend: str, score_threshold: Optional[float] = None):
     """A LidarDetector on the bundle with a backend spec such as ``openvino-bf16``."""
-    from admlops_ros.detector import LidarDetector
+    from admlops_ros.lidar.detector import LidarDetector
     name, opts = parse_backend(backend)
     try:
         return LidarDetector.from_bundle(engine, backend=name, score_threshold=score_threshold,
@@ -127,7 +127,7 @@ def run_offline(bag: os.PathLike, engine: Optional[str] = None, backend: str = "
         BagError, ReplayError: with a message naming the bag / topic / engine.
     """
     from tqdm import tqdm
-    from admlops_ros.detector import detector_summary
+    from admlops_ros.lidar.detector import detector_summary
     summary, frames = read_bag(bag, points_topic, gt_topic)
     detector = open_detector(engine, backend, score_threshold)
     records: List[FrameRecord] = []
@@ -352,8 +352,8 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
 
 
 def _bundle_spec(engine: Optional[str]) -> Any:
-    from admlops_ros.detector import default_bundle_path
-    from admlops_ros.spec import load_bundle
+    from admlops_ros.lidar.detector import default_bundle_path
+    from admlops_ros.bundle.spec import load_bundle
     try:
         bundle = load_bundle(Path(engine) if engine else default_bundle_path())
     except Exception as exc:  # noqa: B902

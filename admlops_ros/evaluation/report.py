@@ -119,7 +119,7 @@ def latency_png(records: Sequence[Any], definition: str) -> str:
 
 
 def _draw_boxes(ax, boxes: np.ndarray, colour: str, style: str = "-", lw: float = 1.2) -> None:
-    from admlops_ros.geometry import box_corners_bev
+    from admlops_ros.lidar.geometry import box_corners_bev
     if not len(boxes):
         return
     corners = box_corners_bev(np.asarray(boxes, np.float64))

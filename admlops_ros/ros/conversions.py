@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from admlops_ros.detections import Detections
+from admlops_ros.lidar.detections import Detections
 
 
 class ConversionError(ImportError):

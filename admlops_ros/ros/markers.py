@@ -5,7 +5,7 @@ from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
-from admlops_ros.detections import Detections
+from admlops_ros.lidar.detections import Detections
 from admlops_ros.ros.conversions import box_centers, yaw_to_quaternion
 
 # RGB per class index (cycled): distinct on RViz's dark background.

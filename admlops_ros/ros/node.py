@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from admlops_ros.detections import Detections
-from admlops_ros.pointcloud import PointCloudError, convert_pointcloud2
+from admlops_ros.lidar.detections import Detections
+from admlops_ros.lidar.pointcloud import PointCloudError, convert_pointcloud2
 from admlops_ros.ros.conversions import detections_to_msg, import_messages, stats_to_msg
 from admlops_ros.ros.diagnostics import LEVEL_NAMES, DiagnosticsState, to_diagnostic_array
 from admlops_ros.ros.markers import detections_to_markers
@@ -216,7 +216,7 @@ def load_detector(params: NodeParams) -> Any:
     Raises:
         Exception: whatever the bundle/backend loading raises (SpecError, BackendError, ...).
     """
-    from admlops_ros.detector import LidarDetector  # noqa: WPS433
+    from admlops_ros.lidar.detector import LidarDetector  # noqa: WPS433
 
     options: Dict[str, Any] = {"precision": params.precision}
     if params.backend in ("auto", "tensorrt"):  # plan picked from / built into the cache
@@ -236,7 +236,7 @@ def load_detector(params: NodeParams) -> Any:
 
 def _summary(detector: Any, params: NodeParams) -> Dict[str, str]:
     try:
-        from admlops_ros.detector import detector_summary  # noqa: WPS433
+        from admlops_ros.lidar.detector import detector_summary  # noqa: WPS433
 
         info = detector_summary(detector)
     except Exception:  # a detector without bundle/backend attributes

@@ -10,14 +10,16 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
+from admlops_ros.errors import AdmlopsError
+from admlops_ros.paths import DEFAULT_ENGINE, package_root
+
 LOG = logging.getLogger(__name__)
 
-PACKAGE = "admlops_ros"
 CONFIG_NAME = "lidar_detection.yaml"
 SCHEMA_NAME = "lidar_detection.schema.json"
 
 
-class ParamError(ValueError):
+class ParamError(AdmlopsError, ValueError):
     """A node parameter has a bad value (the message names the parameter, value and allowed range)."""
 
 
@@ -61,21 +63,6 @@ class NodeParams:
     tensorrt_allow_build: bool = False
     tensorrt_build_only: bool = False
     tensorrt_cache_dir: str = ""
-
-
-def package_root() -> Path:
-    """The package directory holding config/, engines/, launch/ (source tree or catkin share)."""
-    source = Path(__file__).resolve().parents[2]
-    if (source / "config" / CONFIG_NAME).is_file():
-        return source
-    try:
-        import rospkg  # noqa: WPS433 (only needed in an install space)
-
-        return Path(rospkg.RosPack().get_path(PACKAGE))
-    except Exception as exc:  # rospkg missing or package not on ROS_PACKAGE_PATH
-        raise ParamError(
-            f"cannot find the {PACKAGE} package directory (no {source}/config/{CONFIG_NAME} and "
-            f"rospkg failed: {exc}); source the catkin workspace's setup.bash") from exc
 
 
 def load_defaults(path: Optional[Path] = None) -> Dict[str, Any]:
@@ -155,8 +142,6 @@ def resolve_engine(engine: str, root: Optional[Path] = None) -> Path:
     """
     root = root or package_root()
     if not engine:
-        from admlops_ros.detector import DEFAULT_ENGINE  # noqa: WPS433 (one source of the name)
-
         path = root / "engines" / DEFAULT_ENGINE
     else:
         path = Path(engine).expanduser()

@@ -7,7 +7,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from admlops_ros.geometry import limit_period, points_in_boxes, rotated_iou_bev
+from admlops_ros.lidar.geometry import limit_period, points_in_boxes, rotated_iou_bev
 
 __all__ = [
     "AugmentConfig",

@@ -272,7 +272,7 @@ def to_spec_dict(config: PointPillarsConfig, intensity_scale: float = 1.0,
         notes: optional free text stored under ``notes``.
 
     Returns:
-        A dict ready for ``admlops_ros.spec.write_bundle``.
+        A dict ready for ``admlops_ros.bundle.spec.write_bundle``.
     """
     h, w = config.feature_map_size
     spec: Dict[str, Any] = {

@@ -11,7 +11,7 @@ from admlops_ros.training.augment import (AugmentConfig, GTSampler, global_rot_s
                                           random_flip, range_filter)
 from admlops_ros.training.configs import PointPillarsConfig
 from admlops_ros.training.targets import AnchorTargets, anchor_grid, assign_targets
-from admlops_ros.voxelize import voxelize
+from admlops_ros.lidar.voxelize import voxelize
 
 __all__ = [
     "DatasetError",

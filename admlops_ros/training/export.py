@@ -220,7 +220,7 @@ def export_bundle(config: PointPillarsConfig, bundle_dir: PathLike,
     Returns:
         The bundle directory.
     """
-    from admlops_ros.spec import write_bundle
+    from admlops_ros.bundle.spec import write_bundle
     model = build_model(config)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)

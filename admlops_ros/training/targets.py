@@ -6,9 +6,9 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from admlops_ros.geometry import limit_period, nearest_bev_iou
-from admlops_ros.heads.anchors import aligned_anchors
-from admlops_ros.heads.box_coder import encode
+from admlops_ros.lidar.geometry import limit_period, nearest_bev_iou
+from admlops_ros.lidar.heads.anchors import aligned_anchors
+from admlops_ros.lidar.heads.box_coder import encode
 from admlops_ros.training.configs import AssignerConfig, PointPillarsConfig
 
 __all__ = [

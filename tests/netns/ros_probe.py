@@ -41,7 +41,7 @@ def listen(topic: str, count: int, timeout_s: float) -> int:
 
 
 def clouds(topic: str, rate_hz: float) -> int:
-    from admlops_ros.pointcloud import array_to_pointcloud2
+    from admlops_ros.lidar.pointcloud import array_to_pointcloud2
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
 

@@ -16,7 +16,7 @@ from sensor_msgs.msg import PointCloud2, PointField
 from visualization_msgs.msg import Marker, MarkerArray
 from std_msgs.msg import Header
 
-from admlops_ros.pointcloud import array_to_pointcloud2
+from admlops_ros.lidar.pointcloud import array_to_pointcloud2
 from admlops_ros.ros.conversions import import_messages
 
 PKG = "admlops_ros"

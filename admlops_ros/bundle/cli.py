@@ -1,0 +1,73 @@
+"""`admlops spec-from-config` and `admlops bundle`: write specs and engine bundles."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import yaml
+
+LOG = logging.getLogger(__name__)
+
+
+def add_commands(subparsers: "argparse._SubParsersAction") -> None:
+    """Register the bundle subcommands on the `admlops` parser."""
+    p = subparsers.add_parser("spec-from-config",
+                              help="write spec.yaml from an mmdet3d 1.x model config (.py)")
+    p.add_argument("config", help="e.g. pointpillars_hv_secfpn_8xb6-160e_kitti-3d-3class.py")
+    p.add_argument("-o", "--output", default="spec.yaml", help="spec file to write")
+    p.add_argument("--name", help="bundle name (default: config file stem)")
+    p.add_argument("--intensity-scale", type=float, default=1.0,
+                   help="raw sensor intensity * scale = model intensity (default 1.0)")
+    p.add_argument("--tensorrt-profile", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"),
+                   help="voxel-count profile of the TensorRT engine (mmdeploy KITTI: "
+                        "2000 5000 9000)")
+    p.add_argument("--output-layout", help="engine output layout (default: detect at load)")
+    p.set_defaults(func=_spec_from_config)
+
+    b = subparsers.add_parser("bundle", help="write an engine bundle, or re-hash one")
+    b.add_argument("dir", help="bundle directory (engines/<name>)")
+    b.add_argument("--rehash", action="store_true",
+                   help="recompute the sha256 of the bundle's files into its spec.yaml")
+    b.add_argument("--spec", help="spec.yaml to put in the bundle (from spec-from-config)")
+    b.add_argument("--onnx", help="mmdeploy end2end.onnx")
+    b.add_argument("--openvino-xml", help="OpenVINO IR .xml (its .bin beside it)")
+    b.add_argument("--convert-openvino", action="store_true",
+                   help="convert the ONNX to OpenVINO IR (fp32 weights) into the bundle")
+    b.set_defaults(func=_bundle)
+
+
+def _spec_from_config(args: argparse.Namespace) -> int:
+    from admlops_ros.bundle.from_mmdet3d import spec_from_mmdet3d_config
+    spec = spec_from_mmdet3d_config(args.config, name=args.name,
+                                    intensity_scale=args.intensity_scale,
+                                    tensorrt_profile=args.tensorrt_profile,
+                                    output_layout=args.output_layout)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100))
+    LOG.info("wrote %s (%s); put end2end.onnx beside it and run `admlops bundle --rehash %s`",
+             out, spec["name"], out.parent)
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from admlops_ros.bundle.spec import OPENVINO_XML, load_bundle, rehash_bundle, write_bundle
+    if args.rehash:
+        files = rehash_bundle(args.dir)
+        for rel, digest in files.items():
+            LOG.info("%s  %s", digest, rel)
+        load_bundle(args.dir)
+        return 0
+    if not args.spec or not args.onnx:
+        LOG.error("bundle: give --spec and --onnx to write a bundle, or --rehash DIR")
+        return 2
+    spec = yaml.safe_load(Path(args.spec).read_text())
+    bundle = write_bundle(args.dir, spec, args.onnx, openvino_xml=args.openvino_xml)
+    if args.convert_openvino and not args.openvino_xml:
+        from admlops_ros.backends.openvino_backend import convert_onnx_to_ir
+        convert_onnx_to_ir(bundle.onnx_path, Path(args.dir) / OPENVINO_XML)
+        rehash_bundle(args.dir)
+    bundle = load_bundle(args.dir)
+    LOG.info("bundle %s: %s", bundle.root, ", ".join(bundle.files))
+    return 0

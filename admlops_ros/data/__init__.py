@@ -1,0 +1,5 @@
+"""The data loop (record, export, analyse, mine datasets from what the vehicle sees); empty so far.
+
+Tooling above the runtime: it may import evaluation/, simulation/ and the runtime packages, and
+nothing in the runtime imports it (docs/architecture.md).
+"""

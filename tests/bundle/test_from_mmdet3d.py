@@ -1,0 +1,129 @@
+"""mmdet3d 1.x config -> spec: the KITTI 3-class PointPillars numbers and mmengine merge rules."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from admlops_ros.bundle import cli as bundle_cli
+from admlops_ros.bundle.from_mmdet3d import (Mmdet3dConfigError, head_feature_map_size, load_config,
+                                        spec_from_config_dict, spec_from_mmdet3d_config)
+from admlops_ros.bundle.spec import ModelSpec
+from tests.paths import FIXTURES
+
+CONFIGS = FIXTURES / "mmdet3d_configs" / "configs"
+KITTI_3CLASS = CONFIGS / "pointpillars" / "pointpillars_hv_secfpn_8xb6-160e_kitti-3d-3class.py"
+
+
+def test_kitti_3class_matches_mmdeploy_contract():
+    spec = ModelSpec.from_dict(spec_from_mmdet3d_config(KITTI_3CLASS))
+    assert spec.class_names == ("Pedestrian", "Cyclist", "Car")
+    v = spec.voxelization
+    assert v.voxel_size == (0.16, 0.16, 4.0)
+    assert v.point_cloud_range == (0.0, -39.68, -3.0, 69.12, 39.68, 1.0)
+    assert (v.max_points, v.max_voxels) == (32, 40000)  # test-time max_voxels
+    assert v.canvas_shape == (496, 432)
+    assert spec.input.point_features == ("x", "y", "z", "intensity")
+    a = spec.anchors
+    assert a.ranges == ((0, -39.68, -0.6, 69.12, 39.68, -0.6),
+                        (0, -39.68, -0.6, 69.12, 39.68, -0.6),
+                        (0, -39.68, -1.78, 69.12, 39.68, -1.78))
+    assert a.sizes == ((0.8, 0.6, 1.73), (1.76, 0.6, 1.73), (3.9, 1.6, 1.56))
+    assert a.rotations == (0.0, 1.57) and a.align_corner is False
+    assert a.feature_map_size == (248, 216)
+    assert spec.head_channels == (18, 42, 12)
+    assert a.num_anchors * 248 * 216 == 321408
+    assert spec.box_coder.code_size == 7
+    assert spec.head.dir_offset == pytest.approx(-math.pi / 2)
+    assert spec.head.dir_limit_offset == 0.0
+    t = spec.test_cfg
+    assert (t.use_rotate_nms, t.nms_thr, t.score_thr, t.nms_pre, t.max_num) == \
+        (True, 0.01, 0.1, 100, 50)
+
+
+def test_base_chain_merge_rules():
+    cfg = load_config(KITTI_3CLASS)
+    assert cfg["point_cloud_range"] == [0, -39.68, -3, 69.12, 39.68, 1]  # child overrides base
+    assert cfg["lr"] == 0.001
+    # child dict merged into the base dict: AdamW kept, lr and clip_grad replaced
+    assert cfg["optim_wrapper"]["optimizer"] == {"type": "AdamW", "lr": 0.001,
+                                                 "betas": (0.95, 0.99), "weight_decay": 0.01}
+    assert cfg["optim_wrapper"]["clip_grad"]["max_norm"] == 35
+    assert cfg["train_dataloader"]["batch_size"] == 6
+    assert cfg["train_dataloader"]["dataset"]["dataset"]["pipeline"][2]["use_ground_plane"]
+    assert cfg["default_scope"] == "mmdet3d"
+    assert "_base_" not in cfg
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_delete_and_base_variable_and_duplicate_keys(tmp_path):
+    _write(tmp_path / "base" / "a.py", "x = dict(a=1, b=dict(c=2))\nsize = [1, 2]\n")
+    _write(tmp_path / "base" / "b.py", "y = 3\n")
+    child = _write(tmp_path / "c.py",
+                   "_base_ = ['base/a.py', './base/b.py']\n"
+                   "x = dict(b=dict(_delete_=True, d=4))\n"
+                   "z = {{_base_.size}}\n")
+    cfg = load_config(child)
+    assert cfg == {"x": {"a": 1, "b": {"d": 4}}, "size": [1, 2], "y": 3, "z": [1, 2]}
+    _write(tmp_path / "base" / "d.py", "y = 4\n")
+    dup = _write(tmp_path / "dup.py", "_base_ = ['base/b.py', 'base/d.py']\n")
+    with pytest.raises(Mmdet3dConfigError, match=r"key\(s\) \['y'\] defined in more than one"):
+        load_config(dup)
+    bad = _write(tmp_path / "bad.py", "_base_ = 'base/a.py'\nsize = dict(a=1)\n")
+    with pytest.raises(Mmdet3dConfigError, match="add _delete_=True"):
+        load_config(bad)
+
+
+def test_feature_map_size_derivation():
+    second = {"type": "SECOND", "layer_strides": [2, 2, 2]}
+    fpn = {"type": "SECONDFPN", "upsample_strides": [1, 2, 4]}
+    assert head_feature_map_size((496, 432), second, fpn) == (248, 216)
+    assert head_feature_map_size((512, 512), second, fpn) == (256, 256)
+    # nuScenes-style FPN with a down-sampling first level (upsample 0.5)
+    assert head_feature_map_size((400, 400), {"type": "SECOND", "layer_strides": [1, 2, 2]},
+                                 {"type": "SECONDFPN", "upsample_strides": [0.5, 1, 2]}) == \
+        (200, 200)
+    with pytest.raises(Mmdet3dConfigError, match="different sizes"):
+        head_feature_map_size((498, 432), second, fpn)
+    with pytest.raises(Mmdet3dConfigError, match="SECOND \\+ SECONDFPN only"):
+        head_feature_map_size((496, 432), {"type": "ResNet"}, fpn)
+
+
+def test_unsupported_configs_are_named():
+    cfg = load_config(KITTI_3CLASS)
+    cfg["model"]["bbox_head"]["anchor_generator"]["type"] = "Anchor3DRangeGenerator"
+    with pytest.raises(Mmdet3dConfigError, match="Anchor3DRangeGenerator' unsupported"):
+        spec_from_config_dict(cfg, "x")
+    cfg = load_config(KITTI_3CLASS)
+    cfg["model"]["middle_encoder"]["output_shape"] = [400, 432]
+    with pytest.raises(Mmdet3dConfigError, match=r"output_shape \[400, 432\] != grid \[496, 432\]"):
+        spec_from_config_dict(cfg, "x")
+    cfg = load_config(KITTI_3CLASS)
+    cfg["model"]["bbox_head"]["dir_offset"] = 0.7854
+    assert spec_from_config_dict(cfg, "x")["head"]["dir_offset"] == 0.7854
+
+
+def test_cli_spec_from_config_then_bundle_rehash(tmp_path):
+    import argparse
+
+    from tests.fixtures.tiny_model import make_tiny_onnx
+    parser = argparse.ArgumentParser()
+    bundle_cli.add_commands(parser.add_subparsers())
+    out = tmp_path / "bundle" / "spec.yaml"
+    args = parser.parse_args(["spec-from-config", str(KITTI_3CLASS), "-o", str(out),
+                              "--name", "kitti", "--tensorrt-profile", "2000", "5000", "9000"])
+    assert args.func(args) == 0
+    data = yaml.safe_load(out.read_text())
+    assert data["name"] == "kitti"
+    assert data["engine"]["tensorrt_profile"] == {"min": 2000, "opt": 5000, "max": 9000}
+    make_tiny_onnx(out.parent / "end2end.onnx")
+    args = parser.parse_args(["bundle", "--rehash", str(out.parent)])
+    assert args.func(args) == 0
+    assert set(yaml.safe_load(out.read_text())["files"]) == {"end2end.onnx"}
