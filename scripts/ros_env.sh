@@ -22,7 +22,7 @@ __admlops_ros_env() {
   if [ -z "$py" ]; then
     if [ -x "$here/../.venv/bin/python" ]; then py="$here/../.venv/bin/python"; else py=python3; fi
   fi
-  out=$("$py" "$here/../admlops_ros/ros/netenv.py" "$@")
+  out=$(PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" "$py" -m admlops_ros.ros.netenv "$@")
   rc=$?
   if [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]; then
     eval "$out"

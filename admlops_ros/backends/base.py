@@ -8,6 +8,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.layout import OutputLayout, resolve_layout
 from admlops_ros.bundle.spec import ModelSpec
 
@@ -18,7 +19,7 @@ INPUT_NAMES = ("voxels", "num_points", "coors")  # mmdeploy 1.x engine inputs, i
 Shape = Tuple[Optional[int], ...]  # None: dynamic dimension
 
 
-class BackendError(RuntimeError):
+class BackendError(AdmlopsError, RuntimeError):
     """An engine that cannot be loaded or run, or that does not fit the spec."""
 
 

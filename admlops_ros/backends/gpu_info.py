@@ -10,10 +10,12 @@ import subprocess
 from dataclasses import dataclass
 from typing import List, Optional
 
+from admlops_ros.errors import AdmlopsError
+
 LOG = logging.getLogger(__name__)
 
 
-class GpuInfoError(Exception):
+class GpuInfoError(AdmlopsError):
     """A version or capability string that cannot be parsed (names the value)."""
 
 

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.backends import gpu_info
 from admlops_ros.bundle.spec import sha256_file
 
@@ -58,7 +59,7 @@ _LOCK_POLL_S = 0.2
 BuildFn = Callable[..., Any]
 
 
-class EngineCacheError(Exception):
+class EngineCacheError(AdmlopsError):
     """No usable plan, a lock not obtained, or a key that cannot be formed (names GPU, versions, fix)."""
 
 

@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.bundle.spec import FORMAT_VERSION, ModelSpec, grid_size
 
 LOG = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ _FEATURE_NAMES = ("x", "y", "z", "intensity", "time")
 _BASE_VAR = re.compile(r"\{\{\s*_base_\.([\w\.]+)\s*\}\}")
 
 
-class Mmdet3dConfigError(ValueError):
+class Mmdet3dConfigError(AdmlopsError, ValueError):
     """A model config this tool cannot read or turn into a spec; names the key and the fix."""
 
 

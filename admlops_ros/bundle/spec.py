@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from admlops_ros.errors import AdmlopsError
+
 LOG = logging.getLogger(__name__)
 
 SPEC_FILE = "spec.yaml"
@@ -28,7 +30,7 @@ REHASH_HINT = "re-run `admlops bundle --rehash <bundle dir>` if the change is in
 PathLike = Union[str, Path]
 
 
-class SpecError(ValueError):
+class SpecError(AdmlopsError, ValueError):
     """A spec.yaml or bundle that is invalid; the message names the field, value and fix."""
 
 

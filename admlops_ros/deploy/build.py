@@ -5,11 +5,12 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.backends import tensorrt_cache
 
 LOG = logging.getLogger(__name__)
 
-class BuildError(Exception):
+class BuildError(AdmlopsError):
     """A bundle or build step that cannot be used (names the file and the fix)."""
 
 

@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.evaluation.metrics import (FrameGT, KITTI_MAX_OCCLUSION, KITTI_MAX_TRUNCATION,
                                             KITTI_MIN_HEIGHT_PX)
@@ -37,7 +38,7 @@ START_STAMP_S = 1_600_000_000.0  # a fixed, non-zero start so stamps are determi
 POINT_FIELDS: Tuple[str, ...] = ("x", "y", "z", "intensity")
 
 
-class BagError(Exception):
+class BagError(AdmlopsError):
     """A bag cannot be written or read (missing file / topic, corrupt data, no messages)."""
 
 

@@ -8,12 +8,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.evaluation.metrics import (EvalConfig, EvalResult, FrameGT, FramePred,
                                             evaluate)
 
 LOG = logging.getLogger(__name__)
 
-class KittiEvalError(Exception):
+class KittiEvalError(AdmlopsError):
     """Missing/unreadable KITTI directories or files."""
 
 

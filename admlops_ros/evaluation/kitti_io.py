@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
+
 if TYPE_CHECKING:  # pragma: no cover
     from admlops_ros.simulation import LidarFrame
 
@@ -27,7 +29,7 @@ IMAGE_SHAPE = (375, 1242)      # KITTI image (height, width), pixels
 DONT_CARE = "DontCare"
 
 
-class KittiError(ValueError):
+class KittiError(AdmlopsError, ValueError):
     """A KITTI file or array is malformed."""
 
 

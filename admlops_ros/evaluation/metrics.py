@@ -8,6 +8,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
+
 try:  # numba is a runtime requirement; the pure-Python fallback gives the same numbers, slowly
     from numba import njit
 except ImportError:  # pragma: no cover - exercised only without numba
@@ -36,7 +38,7 @@ METRICS: Tuple[str, ...] = ("bbox", "bev", "3d")
 IOU_SETS: Tuple[str, ...] = ("strict", "loose")
 
 
-class MetricsError(Exception):
+class MetricsError(AdmlopsError):
     """Inconsistent ground truth / predictions handed to the evaluator."""
 
 

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.evaluation.bags import BagFrame, BagSummary, read_bag
 from admlops_ros.evaluation.metrics import EvalConfig, EvalResult, FrameGT, FramePred, evaluate
 
@@ -27,7 +28,7 @@ TAIL_WAIT_S = 3.0  # wait this long after the last cloud for late detections (on
 NODE_READY_TIMEOUT_S = 120.0
 
 
-class ReplayError(Exception):
+class ReplayError(AdmlopsError):
     """The replay could not run (engine, backend, ROS processes); the message says which."""
 
 

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.evaluation.metrics import N_SAMPLE_PTS, EvalResult, FrameGT, FramePred
 
 LOG = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ LOG = logging.getLogger(__name__)
 CLASS_COLOURS = {"Car": "tab:blue", "Pedestrian": "tab:orange", "Cyclist": "tab:green"}
 
 
-class ReportError(Exception):
+class ReportError(AdmlopsError):
     """The report could not be written (output path)."""
 
 

@@ -8,6 +8,7 @@ from typing import Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.backends import Backend, create_backend
 from admlops_ros.lidar.layout import DecodedOutputs, to_head_outputs
 from admlops_ros.backends.tensorrt_backend import tensorrt_available
@@ -19,7 +20,7 @@ from admlops_ros.lidar.voxelize import PointShuffler, Voxelizer, Voxels, with_ba
 
 LOG = logging.getLogger(__name__)
 
-class DetectorError(Exception):
+class DetectorError(AdmlopsError):
     """Bad input to, or bad configuration of, a LidarDetector."""
 
 

@@ -6,6 +6,8 @@ from typing import Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
+
 try:  # numba is optional: the numpy path gives the same results, only slower on small inputs
     import numba as _numba
 except ImportError:  # pragma: no cover - exercised where numba is absent
@@ -38,7 +40,7 @@ _PARALLEL_TOL = 1e-9
 _COLLINEAR_TOL = 1e-9
 
 
-class GeometryError(ValueError):
+class GeometryError(AdmlopsError, ValueError):
     """Raised for box / point arrays of the wrong shape or an unknown backend."""
 
 

@@ -7,6 +7,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
+
 # name -> (description, output names). Raw layouts: (cls, bbox, dir) of one level.
 LAYOUTS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "mmdeploy-0.5": ("mmdeploy v0.5-v0.10, raw head outputs",
@@ -22,7 +24,7 @@ LAYOUT_NAMES = tuple(LAYOUTS)
 _LEVEL_RE = re.compile(r"^(cls_score|bbox_pred|dir_cls_pred)(\d+)$")
 
 
-class LayoutError(ValueError):
+class LayoutError(AdmlopsError, ValueError):
     """Engine outputs that match no supported mmdeploy layout."""
 
 

@@ -7,6 +7,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
+
 __all__ = [
     "DEFAULT_FIELDS",
     "POINTFIELD_DTYPES",
@@ -38,7 +40,7 @@ _FLOAT32 = 7
 _MISSING_MODES = ("error", "zeros")
 
 
-class PointCloudError(ValueError):
+class PointCloudError(AdmlopsError, ValueError):
     """A PointCloud2 message cannot be converted (bad layout, missing field, bad data size)."""
 
 

@@ -8,6 +8,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
+
 try:  # numba is optional: the numpy path gives identical results, only slower
     import numba as _numba
 except ImportError:  # pragma: no cover - exercised where numba is absent
@@ -33,7 +35,7 @@ MAX_LOOKUP_CELLS = 1 << 24
 _BACKENDS = ("auto", "numba", "numpy")
 
 
-class VoxelizationError(ValueError):
+class VoxelizationError(AdmlopsError, ValueError):
     """Bad voxelization parameters or input points."""
 
 

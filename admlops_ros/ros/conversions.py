@@ -9,10 +9,11 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.detections import Detections
 
 
-class ConversionError(ImportError):
+class ConversionError(AdmlopsError, ImportError):
     """The generated admlops_ros messages cannot be imported (catkin workspace not built/sourced)."""
 
 

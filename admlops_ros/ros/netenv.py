@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
+from admlops_ros.errors import AdmlopsError
+
 LOG = logging.getLogger(__name__)
 
 # The admlops bridge network (scripts/setup_network.sh, docker/docker-compose.yml): the host owns
@@ -38,7 +40,7 @@ TIMEOUT = "timeout"
 NOT_A_MASTER = "not_a_master"
 
 
-class NetEnvError(Exception):
+class NetEnvError(AdmlopsError):
     """A master URI or address that cannot be used (says which value and how to fix it)."""
 
 

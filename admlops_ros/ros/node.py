@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.lidar.pointcloud import PointCloudError, convert_pointcloud2
 from admlops_ros.ros.conversions import detections_to_msg, import_messages, stats_to_msg
@@ -27,7 +28,7 @@ EXIT_ENGINE = 3
 ZERO_FILLABLE = ("intensity",)
 
 
-class CloudError(ValueError):
+class CloudError(AdmlopsError, ValueError):
     """An input cloud the node drops (too many points, missing geometry fields)."""
 
 

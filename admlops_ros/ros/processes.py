@@ -11,12 +11,14 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
+from admlops_ros.errors import AdmlopsError
+
 LOG = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 20.0
 
 
-class ProcessError(RuntimeError):
+class ProcessError(AdmlopsError, RuntimeError):
     """A ROS process did not start, or did not become ready in time."""
 
 

@@ -16,6 +16,8 @@ from .primitives import PrimitiveList
 from .sensor import DEFAULT_MOUNT_HEIGHT
 from .shapes import (OBJECT_BUILDERS, add_bush, add_pole, add_street_furniture, add_tree)
 
+from admlops_ros.errors import AdmlopsError
+
 CLASS_NAMES = ("Car", "Van", "Pedestrian", "Cyclist")
 # (mean, std, min, max) of (length dx, width dy, height dz) per class, metres, around KITTI.
 DIMENSIONS = {
@@ -30,7 +32,7 @@ SCENE_KINDS = ("urban", "residential", "rural")
 DISTANCE_SKEW = 1.4                # u ** skew: more objects near (median ~28 m ahead, as KITTI)
 
 
-class SceneConfigError(ValueError):
+class SceneConfigError(AdmlopsError, ValueError):
     """A scene configuration value is invalid."""
 
 

@@ -6,11 +6,13 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
+
 
 DEFAULT_MOUNT_HEIGHT = 1.73   # metres, KITTI's Velodyne above the road
 
 
-class SensorConfigError(ValueError):
+class SensorConfigError(AdmlopsError, ValueError):
     """A sensor configuration or preset name is invalid."""
 
 

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from admlops_ros.errors import AdmlopsError
+
 __all__ = [
     "ConfigError",
     "AssignerConfig",
@@ -18,7 +20,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(AdmlopsError, ValueError):
     """An unknown config name or an inconsistent config; the message names the field."""
 
 

@@ -7,6 +7,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.training.augment import (AugmentConfig, GTSampler, global_rot_scale,
                                           random_flip, range_filter)
 from admlops_ros.training.configs import PointPillarsConfig
@@ -31,7 +32,7 @@ IGNORE_AS = {"Van": "Car", "Truck": "Car", "Person_sitting": "Pedestrian"}
 FrameFn = Callable[[int], object]  # seed -> object with points, boxes, names, difficulty
 
 
-class DatasetError(ValueError):
+class DatasetError(AdmlopsError, ValueError):
     """Bad frames or sample settings; the message names the field."""
 
 

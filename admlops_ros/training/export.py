@@ -10,6 +10,7 @@ from typing import Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.training.configs import PointPillarsConfig, to_spec_dict
 from admlops_ros.training.deploy_graph import deploy_model
 from admlops_ros.training.network import PointPillars, build_model
@@ -38,7 +39,7 @@ PathLike = Union[str, Path]
 Inputs = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-class ExportError(RuntimeError):
+class ExportError(AdmlopsError, RuntimeError):
     """Export or checkpoint problems; the message names the file and the fix."""
 
 

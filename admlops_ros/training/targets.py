@@ -6,6 +6,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.geometry import limit_period, nearest_bev_iou
 from admlops_ros.lidar.heads.anchors import aligned_anchors
 from admlops_ros.lidar.heads.box_coder import encode
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 
-class TargetError(ValueError):
+class TargetError(AdmlopsError, ValueError):
     """Inconsistent inputs to target assignment (shapes, labels out of range)."""
 
 

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.training.augment import AugmentConfig, GTSampler
 from admlops_ros.training.configs import PointPillarsConfig, get_config
 from admlops_ros.training.dataset import SampleBuilder, collate, simulated_frame_fn
@@ -32,7 +33,7 @@ LOG_JSONL = "train_log.jsonl"
 PathLike = Union[str, Path]
 
 
-class TrainError(RuntimeError):
+class TrainError(AdmlopsError, RuntimeError):
     """Training cannot start or continue; the message names the setting and the fix."""
 
 

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.lidar.geometry import limit_period
 from admlops_ros.lidar.heads import box_coder
@@ -24,7 +25,7 @@ _LOGIT_MARGIN = 1e-3
 _PREFILTER_MAX_THR = 0.999
 
 
-class HeadError(ValueError):
+class HeadError(AdmlopsError, ValueError):
     """Raised for head outputs or head parameters that do not fit together."""
 
 

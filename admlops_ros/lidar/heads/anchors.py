@@ -6,10 +6,12 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
+
 __all__ = ["AnchorError", "aligned_anchors", "num_base_anchors"]
 
 
-class AnchorError(ValueError):
+class AnchorError(AdmlopsError, ValueError):
     """Raised for inconsistent anchor parameters (ranges, sizes, rotations, feature map)."""
 
 

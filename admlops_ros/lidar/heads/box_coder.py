@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
+
 __all__ = ["BoxCoderError", "encode", "decode"]
 
 
-class BoxCoderError(ValueError):
+class BoxCoderError(AdmlopsError, ValueError):
     """Raised when anchors and deltas / boxes do not have matching [N, 7+] shapes."""
 
 

@@ -18,13 +18,14 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.geometry import (MIN_AREA, _nb_pair_intersection, _njit, bev_aabb,
                                   rotated_intersection_bev_aligned, use_numba)
 
 __all__ = ["NMSError", "rotated_nms", "aligned_nms", "multiclass_nms", "score_order"]
 
 
-class NMSError(ValueError):
+class NMSError(AdmlopsError, ValueError):
     """Raised for box / score arrays of inconsistent shapes."""
 
 
