@@ -101,7 +101,7 @@ done
 import sys
 from pathlib import Path
 from admlops_ros.bundle.from_mmdet3d import load_config, spec_from_mmdet3d_config
-from admlops_ros.bundle.spec import load_bundle, write_bundle
+from admlops_ros.bundle.files import load_bundle, write_bundle
 from admlops_ros.backends import tensorrt_cache
 
 config, name, out, work, trt_cfg, iscale, backends = sys.argv[1:8]

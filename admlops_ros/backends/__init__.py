@@ -9,7 +9,8 @@ from typing import Any, List, Mapping, Union
 from admlops_ros.backends.base import Backend, BackendError, TensorInfo
 from admlops_ros.lidar.layout import (LAYOUT_NAMES, DecodedOutputs, HeadOutputs, LayoutError,
                                          OutputLayout, detect_layout, to_head_outputs)
-from admlops_ros.bundle.spec import EngineBundle, ModelSpec, load_bundle
+from admlops_ros.bundle.files import EngineBundle, load_bundle
+from admlops_ros.bundle.spec import ModelSpec
 
 LOG = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.backends import gpu_info
-from admlops_ros.bundle.spec import sha256_file
+from admlops_ros.bundle.files import sha256_file
 
 LOG = logging.getLogger(__name__)
 
@@ -496,8 +496,8 @@ def spec_profile(spec: Any) -> Tuple[int, int, int]:
 
 def _load_bundle(bundle: Any) -> Tuple[Path, Any]:
     if isinstance(bundle, (str, Path)):
-        spec_module = importlib.import_module("admlops_ros.bundle.spec")
-        bundle = spec_module.load_bundle(bundle)
+        from admlops_ros.bundle.files import load_bundle
+        bundle = load_bundle(bundle)
     return Path(bundle.root), bundle.spec
 
 

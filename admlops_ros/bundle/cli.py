@@ -1,11 +1,12 @@
-"""`admlops spec-from-config` and `admlops bundle`: write specs and engine bundles."""
+"""`admlops spec-from-config`, `admlops bundle` and `admlops spec-schema`: specs and bundles."""
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
-import yaml
+from admlops_ros.errors import UsageError
 
 LOG = logging.getLogger(__name__)
 
@@ -36,8 +37,14 @@ def add_commands(subparsers: "argparse._SubParsersAction") -> None:
                    help="convert the ONNX to OpenVINO IR (fp32 weights) into the bundle")
     b.set_defaults(func=_bundle)
 
+    s = subparsers.add_parser("spec-schema", help="print (or write) the JSON schema of "
+                                                  "spec.yaml, for editors and CI")
+    s.add_argument("-o", "--output", help="file to write (default: stdout)")
+    s.set_defaults(func=_spec_schema)
+
 
 def _spec_from_config(args: argparse.Namespace) -> int:
+    from admlops_ros.bundle.files import write_spec
     from admlops_ros.bundle.from_mmdet3d import spec_from_mmdet3d_config
     spec = spec_from_mmdet3d_config(args.config, name=args.name,
                                     intensity_scale=args.intensity_scale,
@@ -45,14 +52,15 @@ def _spec_from_config(args: argparse.Namespace) -> int:
                                     output_layout=args.output_layout)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100))
+    write_spec(spec, out)
     LOG.info("wrote %s (%s); put end2end.onnx beside it and run `admlops bundle --rehash %s`",
-             out, spec["name"], out.parent)
+             out, spec.name, out.parent)
     return 0
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from admlops_ros.bundle.spec import OPENVINO_XML, load_bundle, rehash_bundle, write_bundle
+    from admlops_ros.bundle.files import (OPENVINO_XML, load_bundle, read_spec, rehash_bundle,
+                                          write_bundle)
     if args.rehash:
         files = rehash_bundle(args.dir)
         for rel, digest in files.items():
@@ -60,14 +68,24 @@ def _bundle(args: argparse.Namespace) -> int:
         load_bundle(args.dir)
         return 0
     if not args.spec or not args.onnx:
-        LOG.error("bundle: give --spec and --onnx to write a bundle, or --rehash DIR")
-        return 2
-    spec = yaml.safe_load(Path(args.spec).read_text())
-    bundle = write_bundle(args.dir, spec, args.onnx, openvino_xml=args.openvino_xml)
+        raise UsageError("give --spec SPEC.yaml and --onnx END2END.onnx to write a bundle, or "
+                         "--rehash to re-hash the bundle in DIR")
+    bundle = write_bundle(args.dir, read_spec(args.spec), args.onnx,
+                          openvino_xml=args.openvino_xml)
     if args.convert_openvino and not args.openvino_xml:
         from admlops_ros.backends.openvino_backend import convert_onnx_to_ir
         convert_onnx_to_ir(bundle.onnx_path, Path(args.dir) / OPENVINO_XML)
         rehash_bundle(args.dir)
     bundle = load_bundle(args.dir)
     LOG.info("bundle %s: %s", bundle.root, ", ".join(bundle.files))
+    return 0
+
+
+def _spec_schema(args: argparse.Namespace) -> int:
+    from admlops_ros.bundle.json_schema import spec_json_schema, write_spec_json_schema
+    if args.output:
+        LOG.info("wrote %s", write_spec_json_schema(args.output))
+    else:
+        import json
+        sys.stdout.write(json.dumps(spec_json_schema(), indent=2) + "\n")
     return 0

@@ -1,127 +1,31 @@
-"""mmdet3d 1.x model config (.py with _base_) -> spec.yaml content; mmengine optional."""
+"""mmdet3d 1.x model config -> ModelSpec (mmdeploy records none of these numbers for voxel models)."""
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import re
-import types
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
-from admlops_ros.errors import AdmlopsError
-from admlops_ros.bundle.spec import FORMAT_VERSION, ModelSpec, grid_size
+from admlops_ros.bundle.grid import second_fpn_level_sizes
+from admlops_ros.bundle.mmdet3d_config import Mmdet3dConfigError, load_config
+from admlops_ros.bundle.spec import (AnchorSpec, BoxCoderSpec, EngineSpec, HeadSpec, InputSpec,
+                                     ModelSpec, PostprocessSpec, SpecError, TensorRTProfile,
+                                     VoxelSpec)
 
 LOG = logging.getLogger(__name__)
+
+__all__ = ["Mmdet3dConfigError", "load_config", "head_feature_map_size",
+           "spec_from_config_dict", "spec_from_mmdet3d_config"]
 
 PathLike = Union[str, Path]
 # PillarFeatureNet input columns by count (mmdet3d datasets: KITTI 4, nuScenes/Waymo 5+).
 _FEATURE_NAMES = ("x", "y", "z", "intensity", "time")
-_BASE_VAR = re.compile(r"\{\{\s*_base_\.([\w\.]+)\s*\}\}")
+SUPPORTED = ("PointPillars with Anchor3DHead, AlignedAnchor3DRangeGenerator, one feature-map "
+             "level (SECOND + SECONDFPN) and a 7-value box code (VoxelNet, or MVXFasterRCNN "
+             "with pts_ keys)")
 
 
-class Mmdet3dConfigError(AdmlopsError, ValueError):
-    """A model config this tool cannot read or turn into a spec; names the key and the fix."""
-
-
-# ----------------------------------------------------------------------------- loading
-def load_config(path: PathLike) -> Dict[str, Any]:
-    """Read an mmdet3d/mmengine config file into a plain dict, ``_base_`` chain merged.
-
-    Uses ``mmengine.Config`` when importable; otherwise a loader following mmengine's rules
-    for plain-assignment configs: bases load first (a key defined in two bases is an error),
-    the child merges into them recursively, ``_delete_=True`` replaces instead of merging,
-    lists are replaced whole, ``{{_base_.name}}`` substitutes a base value.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise Mmdet3dConfigError(f"no config file at {path}")
-    try:
-        from mmengine import Config  # optional
-    except ImportError:
-        return _load(path.resolve(), ())
-    cfg = Config.fromfile(str(path))
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg._cfg_dict.to_dict())
-
-
-def _plain(value: Any) -> bool:
-    return not isinstance(value, (types.ModuleType, types.FunctionType, type,
-                                  types.BuiltinFunctionType))
-
-
-def _lookup(data: Mapping[str, Any], dotted: str, where: Path) -> Any:
-    cur: Any = data
-    for part in dotted.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
-            raise Mmdet3dConfigError(f"{where}: {{{{_base_.{dotted}}}}} is not defined in its "
-                                     "_base_ files")
-        cur = cur[part]
-    return cur
-
-
-def _load(path: Path, chain: Tuple[Path, ...]) -> Dict[str, Any]:
-    if path in chain:
-        raise Mmdet3dConfigError(f"circular _base_ chain: {' -> '.join(map(str, chain + (path,)))}")
-    if path.suffix != ".py":
-        raise Mmdet3dConfigError(f"{path}: only Python configs are read without mmengine; "
-                                 "`pip install mmengine` for .yaml/.json configs")
-    source = path.read_text()
-    if "read_base" in source:
-        raise Mmdet3dConfigError(f"{path}: new-style (read_base) configs need mmengine: "
-                                 "`pip install mmengine`")
-    # _base_ is a plain assignment; evaluate the file once (placeholders as None) to find it.
-    namespace = _exec(_BASE_VAR.sub("None", source), path, {})
-    bases = namespace.get("_base_", [])
-    bases = [bases] if isinstance(bases, str) else list(bases)
-    merged: Dict[str, Any] = {}
-    for rel in bases:
-        base = _load((path.parent / rel).resolve(), chain + (path,))
-        dup = sorted(set(base) & set(merged))
-        if dup:
-            raise Mmdet3dConfigError(f"{path}: key(s) {dup} defined in more than one _base_ "
-                                     "file (mmengine forbids this)")
-        merged.update(base)
-    if _BASE_VAR.search(source):
-        source = _BASE_VAR.sub(lambda m: repr(_lookup(merged, m.group(1), path)), source)
-        namespace = _exec(source, path, {})
-    own = {k: v for k, v in namespace.items()
-           if not k.startswith("__") and k != "_base_" and _plain(v)}
-    return _merge(own, merged)
-
-
-def _exec(source: str, path: Path, namespace: Dict[str, Any]) -> Dict[str, Any]:
-    namespace["__file__"] = str(path)
-    try:
-        exec(compile(source, str(path), "exec"), namespace)  # a config is trusted Python
-    except Exception as exc:
-        raise Mmdet3dConfigError(f"{path}: could not evaluate the config: {exc!r}") from exc
-    return namespace
-
-
-def _strip_delete(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_delete(v) for k, v in value.items() if k != "_delete_"}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_strip_delete(v) for v in value)
-    return value
-
-
-def _merge(child: Mapping[str, Any], base: Mapping[str, Any]) -> Dict[str, Any]:
-    """mmengine's merge of a child config into its base (a new dict)."""
-    out = copy.deepcopy(dict(base))
-    for key, value in child.items():
-        if isinstance(value, dict) and key in out and not value.get("_delete_", False):
-            if not isinstance(out[key], dict):
-                raise Mmdet3dConfigError(f"config key {key!r} is a dict in the child but a "
-                                         f"{type(out[key]).__name__} in _base_; add "
-                                         "_delete_=True to replace it")
-            out[key] = _merge({k: v for k, v in value.items() if k != "_delete_"}, out[key])
-        else:
-            out[key] = _strip_delete(copy.deepcopy(value))
-    return out
-
-
-# ----------------------------------------------------------------------------- extraction
+# ----------------------------------------------------------------------------- model parts
 def _need(d: Mapping[str, Any], key: str, where: str) -> Any:
     if not isinstance(d, Mapping) or key not in d:
         raise Mmdet3dConfigError(f"config has no {where}.{key}")
@@ -133,13 +37,88 @@ def _test_value(value: Any) -> Any:
     return value[1] if isinstance(value, (list, tuple)) else value
 
 
+class _ModelParts:
+    """The parts of an mmdet3d detector config, with or without MVXFasterRCNN's ``pts_`` keys."""
+
+    def __init__(self, model: Mapping[str, Any]) -> None:
+        if not isinstance(model, Mapping):
+            raise Mmdet3dConfigError("config has no model dict")
+        self.model = model
+        self.type = str(model.get("type", "?"))
+        self.prefix = "pts_" if any(str(k).startswith("pts_") for k in model) else ""
+        preproc = model.get("data_preprocessor") or {}
+        # 1.x: data_preprocessor.voxel_layer (pts_voxel_layer in some MVX configs); 0.x: model
+        self.voxel_layer = (preproc.get("voxel_layer") or preproc.get("pts_voxel_layer")
+                            or model.get(self.prefix + "voxel_layer"))
+        test_cfg = model.get("test_cfg") or {}
+        self.test_cfg = test_cfg.get("pts", test_cfg) if isinstance(test_cfg, Mapping) else {}
+
+    def key(self, name: str) -> str:
+        """The config key of a part ('bbox_head' -> 'pts_bbox_head' in MVX models)."""
+        return self.prefix + name
+
+    def get(self, name: str) -> Mapping[str, Any]:
+        part = self.model.get(self.key(name))
+        return part if isinstance(part, Mapping) else {}
+
+
+def _unsupported(parts: _ModelParts) -> List[str]:
+    """Everything in the model this runtime cannot run, each with why (empty: supported)."""
+    reasons: List[str] = []
+    head = parts.get("bbox_head")
+    head_type = head.get("type")
+    middle = parts.get("middle_encoder")
+    backbone = parts.get("backbone")
+    neck = parts.get("neck")
+    if not head:
+        reasons.append(f"model.{parts.key('bbox_head')} is missing")
+    elif head_type == "CenterHead":
+        reasons.append("CenterHead (CenterPoint) has no decoder here yet")
+    elif head_type != "Anchor3DHead":
+        reasons.append(f"{parts.key('bbox_head')}.type {head_type!r} has no decoder here")
+    if not parts.voxel_layer:
+        reasons.append("no voxel_layer (hard voxelization): only voxel-based detectors run here")
+    elif parts.voxel_layer.get("max_num_points", -1) == -1:
+        reasons.append("voxel_layer.max_num_points -1 is dynamic voxelization; mmdeploy "
+                       "engines take hard-voxelized input")
+    if middle.get("type") and middle.get("type") != "PointPillarsScatter":
+        why = " (sparse convolutions need spconv ops, which mmdeploy's ONNX export lacks)" \
+            if "Sparse" in str(middle.get("type")) else ""
+        reasons.append(f"{parts.key('middle_encoder')} {middle.get('type')}{why}")
+    if backbone.get("type") not in (None, "SECOND"):
+        reasons.append(f"{parts.key('backbone')} {backbone.get('type')} (SECOND is supported)")
+    if any("dcn" in str(v).lower() for v in (backbone, neck, head)):
+        reasons.append("deformable convolutions (dcn) need a TensorRT plugin")
+    if neck.get("type") not in (None, "SECONDFPN"):
+        reasons.append(f"{parts.key('neck')} {neck.get('type')} (a multi-level neck; SECONDFPN "
+                       "is supported)")
+    gen = head.get("anchor_generator") or {}
+    if head_type == "Anchor3DHead":
+        if gen.get("type") != "AlignedAnchor3DRangeGenerator":
+            reasons.append(f"anchor_generator.type {gen.get('type')!r} unsupported (the runtime "
+                           "implements AlignedAnchor3DRangeGenerator)")
+        scales = list(gen.get("scales", [1]))
+        if len(scales) != 1:
+            reasons.append(f"anchor_generator.scales {scales} ({len(scales)} feature-map levels)")
+        if gen.get("custom_values"):
+            reasons.append(f"anchor_generator.custom_values {list(gen['custom_values'])} "
+                           "(velocity in the box code)")
+        if not gen.get("size_per_range", True):
+            reasons.append("anchor_generator.size_per_range False")
+        code = int((head.get("bbox_coder") or {}).get("code_size", 7))
+        if code != 7:
+            reasons.append(f"bbox_coder.code_size {code} (7 is supported)")
+    return reasons
+
+
 def head_feature_map_size(canvas: Sequence[int], backbone: Mapping[str, Any],
                           neck: Mapping[str, Any]) -> Tuple[int, int]:
     """(H, W) of the SECOND + SECONDFPN output for a (ny, nx) scatter canvas.
 
-    SECOND blocks open with a 3x3 conv, padding 1, stride s: size -> ceil(size / s).
-    SECONDFPN upsamples level i by a transposed conv (kernel = stride = u): size * u, or, for
-    u < 1, a conv with kernel = stride = round(1 / u): floor(size * u). All levels must agree.
+    The sizes follow ``bundle.grid.second_fpn_level_sizes``; every level must agree.
+
+    Raises:
+        Mmdet3dConfigError: another backbone/neck, bad strides, or levels of different sizes.
     """
     if backbone.get("type") != "SECOND" or neck.get("type") != "SECONDFPN":
         raise Mmdet3dConfigError(
@@ -147,22 +126,19 @@ def head_feature_map_size(canvas: Sequence[int], backbone: Mapping[str, Any],
             f"{backbone.get('type')!r} and neck {neck.get('type')!r}; pass feature_map_size")
     strides = list(backbone.get("layer_strides", [2, 2, 2]))
     ups = list(neck.get("upsample_strides", [1, 2, 4]))
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in strides):
+        raise Mmdet3dConfigError(f"backbone.layer_strides {strides} must be positive integers")
+    if not all(isinstance(u, (int, float)) and not isinstance(u, bool) and u > 0
+               and math.isfinite(u) for u in ups):
+        raise Mmdet3dConfigError(f"neck.upsample_strides {ups} must be positive numbers")
     if len(ups) != len(strides):
         raise Mmdet3dConfigError(f"neck.upsample_strides {ups} must have one entry per "
                                  f"backbone.layer_strides {strides}")
-    sizes = []
-    cur = list(canvas)
-    for s, u in zip(strides, ups):
-        cur = [-(-c // int(s)) for c in cur]
-        if u >= 1:
-            sizes.append(tuple(c * int(u) for c in cur))
-        else:
-            k = int(round(1 / u))
-            sizes.append(tuple(c // k for c in cur))
+    sizes = second_fpn_level_sizes(canvas, strides, ups)
     if len(set(sizes)) != 1:
         raise Mmdet3dConfigError(f"SECONDFPN levels have different sizes {sizes} for canvas "
                                  f"{list(canvas)}; check voxel_size / point_cloud_range")
-    return sizes[0]  # type: ignore[return-value]
+    return sizes[0]
 
 
 def _class_names(cfg: Mapping[str, Any]) -> List[str]:
@@ -174,108 +150,97 @@ def _class_names(cfg: Mapping[str, Any]) -> List[str]:
     return [str(n) for n in names]
 
 
+# ----------------------------------------------------------------------------- conversion
 def spec_from_config_dict(cfg: Mapping[str, Any], name: str,
                           intensity_scale: float = 1.0,
                           feature_map_size: Optional[Sequence[int]] = None,
                           tensorrt_profile: Optional[Sequence[int]] = None,
-                          output_layout: Optional[str] = None) -> Dict[str, Any]:
-    """spec.yaml content (without ``files``) from a merged mmdet3d 1.x config dict."""
-    model = _need(cfg, "model", "")
-    preproc = model.get("data_preprocessor") or {}
-    voxel_layer = preproc.get("voxel_layer") or model.get("voxel_layer")  # 1.x, else 0.x
-    if not voxel_layer:
-        raise Mmdet3dConfigError("config has no model.data_preprocessor.voxel_layer (hard "
-                                 "voxelization); only voxel-based detectors are supported")
-    if voxel_layer.get("max_num_points", -1) == -1:
-        raise Mmdet3dConfigError("model voxel_layer.max_num_points is -1 (dynamic voxelization)"
-                                 "; mmdeploy engines take hard-voxelized input")
-    head = _need(model, "bbox_head", "model")
-    if head.get("type") != "Anchor3DHead":
-        raise Mmdet3dConfigError(f"model.bbox_head.type is {head.get('type')!r}; this tool "
-                                 "writes specs for Anchor3DHead (PointPillars) models")
+                          output_layout: Optional[str] = None) -> ModelSpec:
+    """The bundle spec (without ``files``) of a merged mmdet3d 1.x config dict.
+
+    Raises:
+        Mmdet3dConfigError: the model is not one this runtime runs (one line listing every
+            unsupported part), a key is missing, or its numbers do not make a valid spec.
+    """
+    parts = _ModelParts(_need(cfg, "model", "config"))
+    reasons = _unsupported(parts)
+    if reasons:
+        raise Mmdet3dConfigError(f"{parts.type} model not supported: {'; '.join(reasons)}. "
+                                 f"Supported: {SUPPORTED}")
+    head, vl = parts.get("bbox_head"), parts.voxel_layer
     classes = _class_names(cfg)
     if head.get("num_classes", len(classes)) != len(classes):
-        raise Mmdet3dConfigError(f"model.bbox_head.num_classes {head.get('num_classes')} != "
-                                 f"{len(classes)} class_names {classes}")
-    voxel_size = [float(v) for v in _need(voxel_layer, "voxel_size", "voxel_layer")]
-    pcr = [float(v) for v in _need(voxel_layer, "point_cloud_range", "voxel_layer")]
-    nx, ny, _ = grid_size(voxel_size, pcr)
-    middle = model.get("middle_encoder") or {}
-    if middle.get("output_shape") and list(middle["output_shape"]) != [ny, nx]:
-        raise Mmdet3dConfigError(f"model.middle_encoder.output_shape {middle['output_shape']} "
-                                 f"!= grid [{ny}, {nx}] from voxel_size {voxel_size} and "
-                                 f"point_cloud_range {pcr}")
-    in_channels = int((model.get("voxel_encoder") or {}).get("in_channels", 4))
-    features = [(_FEATURE_NAMES[i] if i < len(_FEATURE_NAMES) else f"feature{i}")
-                for i in range(in_channels)]
+        raise Mmdet3dConfigError(f"model.{parts.key('bbox_head')}.num_classes "
+                                 f"{head.get('num_classes')} != {len(classes)} class_names "
+                                 f"{classes}")
+    in_channels = int(parts.get("voxel_encoder").get("in_channels", 4))
+    gen = _need(head, "anchor_generator", f"model.{parts.key('bbox_head')}")
+    coder = head.get("bbox_coder") or {}
+    test_cfg = parts.test_cfg
+    if not test_cfg:
+        raise Mmdet3dConfigError("config has no model.test_cfg")
+    try:
+        voxelization = VoxelSpec(_need(vl, "voxel_size", "voxel_layer"),
+                                 _need(vl, "point_cloud_range", "voxel_layer"),
+                                 vl["max_num_points"],
+                                 _test_value(_need(vl, "max_voxels", "voxel_layer")))
+        ny, nx = voxelization.canvas_shape
+        middle = parts.get("middle_encoder")
+        if middle.get("output_shape") and list(middle["output_shape"]) != [ny, nx]:
+            raise Mmdet3dConfigError(
+                f"model.{parts.key('middle_encoder')}.output_shape {middle['output_shape']} != "
+                f"grid [{ny}, {nx}] from voxel_size {list(voxelization.voxel_size)} and "
+                f"point_cloud_range {list(voxelization.point_cloud_range)}")
+        if feature_map_size is None:
+            feature_map_size = head_feature_map_size((ny, nx), parts.get("backbone"),
+                                                     parts.get("neck"))
+        profile = TensorRTProfile(*(int(v) for v in tensorrt_profile)) \
+            if tensorrt_profile else None
+        return ModelSpec(
+            name=name, family="pointpillars", class_names=classes,
+            input=InputSpec([(_FEATURE_NAMES[i] if i < len(_FEATURE_NAMES) else f"feature{i}")
+                             for i in range(in_channels)], float(intensity_scale)),
+            voxelization=voxelization,
+            anchors=AnchorSpec(ranges=_need(gen, "ranges", "anchor_generator"),
+                               sizes=gen.get("sizes", [[3.9, 1.6, 1.56]]),
+                               rotations=gen.get("rotations", [0, 1.5707963]),
+                               align_corner=bool(gen.get("align_corner", False)),
+                               feature_map_size=feature_map_size,
+                               scales=[float(s) for s in gen.get("scales", [1])]),
+            box_coder=BoxCoderSpec(coder.get("type", "DeltaXYZWLHRBBoxCoder"),
+                                   int(coder.get("code_size", 7))),
+            head=_head_spec(head),
+            test_cfg=PostprocessSpec(
+                use_rotate_nms=bool(test_cfg.get("use_rotate_nms", True)),
+                nms_thr=_need(test_cfg, "nms_thr", "model.test_cfg"),
+                score_thr=_need(test_cfg, "score_thr", "model.test_cfg"),
+                nms_pre=test_cfg.get("nms_pre", -1),
+                max_num=_need(test_cfg, "max_num", "model.test_cfg"),
+                nms_across_levels=bool(test_cfg.get("nms_across_levels", False)),
+                min_bbox_size=test_cfg.get("min_bbox_size", 0)),
+            engine=EngineSpec(output_layout, profile))
+    except SpecError as exc:
+        raise Mmdet3dConfigError(f"the config's numbers make no valid spec: {exc}") from None
 
-    gen = _need(head, "anchor_generator", "model.bbox_head")
-    if gen.get("type") != "AlignedAnchor3DRangeGenerator":
-        raise Mmdet3dConfigError(f"anchor_generator.type {gen.get('type')!r} unsupported: the "
-                                 "runtime implements AlignedAnchor3DRangeGenerator")
-    scales = [float(s) for s in gen.get("scales", [1])]
-    if len(scales) != 1:
-        raise Mmdet3dConfigError(f"anchor_generator.scales {scales}: one feature-map level "
-                                 "(one scale) is supported")
-    for key, ok in (("custom_values", []), ("size_per_range", True)):
-        if key in gen and gen[key] != ok:
-            raise Mmdet3dConfigError(f"anchor_generator.{key}={gen[key]!r} unsupported "
-                                     f"(only {ok!r})")
-    ranges = [[float(x) for x in r] for r in _need(gen, "ranges", "anchor_generator")]
-    sizes = [[float(x) for x in s] for s in gen.get("sizes", [[3.9, 1.6, 1.56]])]
-    rotations = [float(r) for r in gen.get("rotations", [0, 1.5707963])]
-    if feature_map_size is None:
-        feature_map_size = head_feature_map_size((ny, nx), model.get("backbone") or {},
-                                                 model.get("neck") or {})
-    coder = head.get("bbox_coder") or {"type": "DeltaXYZWLHRBBoxCoder"}
-    test_cfg = _need(model, "test_cfg", "model")
-    spec: Dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "family": "pointpillars",
-        "class_names": classes,
-        "input": {"point_features": features, "intensity_scale": float(intensity_scale)},
-        "voxelization": {"voxel_size": voxel_size, "point_cloud_range": pcr,
-                         "max_points": int(voxel_layer["max_num_points"]),
-                         "max_voxels": int(_test_value(_need(voxel_layer, "max_voxels",
-                                                             "voxel_layer")))},
-        "anchors": {"ranges": ranges, "sizes": sizes, "rotations": rotations,
-                    "align_corner": bool(gen.get("align_corner", False)),
-                    "feature_map_size": [int(v) for v in feature_map_size]},
-        "box_coder": {"type": coder.get("type"), "code_size": int(coder.get("code_size", 7))},
-        "head": {"use_direction_classifier": bool(head.get("use_direction_classifier", True)),
-                 # mmdet3d 1.x Anchor3DHead defaults
-                 "dir_offset": float(head.get("dir_offset", -math.pi / 2)),
-                 "dir_limit_offset": float(head.get("dir_limit_offset", 0.0))},
-        "test_cfg": {"use_rotate_nms": bool(test_cfg.get("use_rotate_nms", True)),
-                     "nms_thr": float(_need(test_cfg, "nms_thr", "model.test_cfg")),
-                     "score_thr": float(_need(test_cfg, "score_thr", "model.test_cfg")),
-                     "nms_pre": int(test_cfg.get("nms_pre", -1)),
-                     "max_num": int(_need(test_cfg, "max_num", "model.test_cfg"))},
-    }
-    if scales != [1.0]:
-        spec["anchors"]["scales"] = scales
-    engine: Dict[str, Any] = {}
-    if output_layout:
-        engine["output_layout"] = output_layout
-    if tensorrt_profile:
-        lo, opt, hi = (int(v) for v in tensorrt_profile)
-        engine["tensorrt_profile"] = {"min": lo, "opt": opt, "max": hi}
-    if engine:
-        spec["engine"] = engine
-    ModelSpec.from_dict(spec, source=f"spec from {name}")  # validate what we produce
-    return spec
+
+def _head_spec(head: Mapping[str, Any]) -> HeadSpec:
+    """The head options the config sets; the others keep the spec's (mmdet3d 1.x) defaults."""
+    keys = ("use_direction_classifier", "dir_offset", "dir_limit_offset")
+    return HeadSpec(**{k: head[k] for k in keys if k in head})
 
 
 def spec_from_mmdet3d_config(path: PathLike, name: Optional[str] = None,
-                             **kwargs: Any) -> Dict[str, Any]:
-    """spec.yaml content (without ``files``) from an mmdet3d 1.x model config file.
+                             **kwargs: Any) -> ModelSpec:
+    """The bundle spec (without ``files``) of an mmdet3d 1.x model config file.
 
     Args:
         path: e.g. configs/pointpillars/pointpillars_hv_secfpn_8xb6-160e_kitti-3d-3class.py.
         name: bundle name; default the config file stem.
         **kwargs: intensity_scale, feature_map_size, tensorrt_profile (min, opt, max),
             output_layout (see ``spec_from_config_dict``).
+
+    Raises:
+        Mmdet3dConfigError: the file cannot be read, or its model is not supported.
     """
     cfg = load_config(path)
     return spec_from_config_dict(cfg, name or Path(path).stem, **kwargs)

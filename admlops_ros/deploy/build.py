@@ -25,13 +25,13 @@ def _onnx_of(bundle_dir: Path) -> Path:
 
 def build_openvino(bundle_dir: Union[str, Path], fp16: bool = False,
                    record: bool = True) -> Path:
-    """Convert the bundle's ONNX to the bundle's OpenVINO IR (spec.OPENVINO_XML + .bin).
+    """Convert the bundle's ONNX to the bundle's OpenVINO IR (bundle.files.OPENVINO_XML + .bin).
 
     Args:
         bundle_dir: engine bundle directory.
         fp16: store weights as fp16 (compress_to_fp16, half the size); the compute precision
             is still the node's `precision` parameter. The bundle holds one IR: this replaces it.
-        record: re-hash the bundle's files into spec.yaml (spec.rehash_bundle) so the bundle
+        record: re-hash the bundle's files into spec.yaml (bundle.files.rehash_bundle) so the bundle
             still loads with verified hashes.
 
     Returns:
@@ -40,12 +40,12 @@ def build_openvino(bundle_dir: Union[str, Path], fp16: bool = False,
     Raises:
         BuildError: no ONNX in the bundle, or the conversion failed.
     """
-    from admlops_ros.bundle import spec as spec_module
     from admlops_ros.backends import openvino_backend
+    from admlops_ros.bundle import files as bundle_files
 
     root = Path(bundle_dir)
     onnx_path = _onnx_of(root)
-    xml = root / spec_module.OPENVINO_XML
+    xml = root / bundle_files.OPENVINO_XML
     LOG.info("converting %s -> %s (%s weights)", onnx_path, xml, "fp16" if fp16 else "fp32")
     try:
         openvino_backend.convert_onnx_to_ir(onnx_path, xml, compress_to_fp16=bool(fp16))
@@ -53,8 +53,8 @@ def build_openvino(bundle_dir: Union[str, Path], fp16: bool = False,
         raise BuildError("OpenVINO conversion of %s failed: %s" % (onnx_path, exc)) from exc
     if not xml.is_file() or not xml.with_suffix(".bin").is_file():
         raise BuildError("OpenVINO conversion wrote no %s / .bin" % xml)
-    if record and (root / spec_module.SPEC_FILE).is_file():
-        spec_module.rehash_bundle(root)
+    if record and bundle_files.spec_path(root).is_file():
+        bundle_files.rehash_bundle(root)
     return xml
 
 
@@ -91,10 +91,10 @@ def describe_cache(bundle_dir: Union[str, Path], fp16: bool = False,
                    cache_dir: Optional[Union[str, Path]] = None,
                    device_index: int = 0) -> Dict[str, Any]:
     """What the node would do at start on this machine (for `admlops gpu-info BUNDLE`)."""
-    from admlops_ros.bundle import spec as spec_module
+    from admlops_ros.bundle.files import load_bundle
 
     root = Path(bundle_dir)
-    bundle = spec_module.load_bundle(root)
+    bundle = load_bundle(root)
     precision = "fp16" if fp16 else "fp32"
     key = tensorrt_cache.machine_key(tensorrt_cache.sha256_file(_onnx_of(root)),
                                    tensorrt_cache.spec_profile(bundle.spec), precision,

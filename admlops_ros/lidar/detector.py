@@ -14,7 +14,7 @@ from admlops_ros.lidar.layout import DecodedOutputs, to_head_outputs
 from admlops_ros.backends.tensorrt_backend import tensorrt_available
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.lidar.heads.anchor3d import Anchor3DDecoder
-from admlops_ros.bundle.spec import EngineBundle, load_bundle
+from admlops_ros.bundle.files import EngineBundle, load_bundle
 from admlops_ros.paths import default_bundle_path
 from admlops_ros.lidar.voxelize import PointShuffler, Voxelizer, Voxels, with_batch_index
 
@@ -59,7 +59,7 @@ class LidarDetector:
         self.voxelizer = Voxelizer(vox.voxel_size, vox.point_cloud_range, vox.max_points,
                                    vox.max_voxels)
         self.shuffler = PointShuffler() if spec.input.shuffle_points else None
-        self.decoder = Anchor3DDecoder.from_spec(spec.raw)
+        self.decoder = Anchor3DDecoder.from_spec(spec)
         if score_threshold is not None:
             if not 0.0 <= float(score_threshold) <= 1.0:
                 raise DetectorError(

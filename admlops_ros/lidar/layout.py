@@ -7,19 +7,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from admlops_ros.bundle.spec import OUTPUT_LAYOUTS
 from admlops_ros.errors import AdmlopsError
 
-# name -> (description, output names). Raw layouts: (cls, bbox, dir) of one level.
-LAYOUTS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
-    "mmdeploy-0.5": ("mmdeploy v0.5-v0.10, raw head outputs",
-                     ("scores", "bbox_preds", "dir_scores")),
-    "mmdeploy-0.11": ("mmdeploy v0.11-v0.14, decoded + NMS inside the engine",
-                      ("bboxes", "scores", "labels")),
-    "mmdeploy-1.0": ("mmdeploy v1.0-v1.1, raw head outputs",
-                     ("cls_score", "bbox_pred", "dir_cls_pred")),
-    "mmdeploy-1.2": ("mmdeploy v1.2+, raw head outputs per level",
-                     ("cls_score0", "bbox_pred0", "dir_cls_pred0", "[cls_score1, ...]")),
-}
+LAYOUTS = OUTPUT_LAYOUTS  # the spec's vocabulary: layout -> (description, output names)
 LAYOUT_NAMES = tuple(LAYOUTS)
 _LEVEL_RE = re.compile(r"^(cls_score|bbox_pred|dir_cls_pred)(\d+)$")
 

@@ -8,6 +8,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.bundle.grid import voxel_grid_size
+
 from admlops_ros.errors import AdmlopsError
 
 try:  # numba is optional: the numpy path gives identical results, only slower
@@ -86,7 +88,8 @@ def with_batch_index(coors: np.ndarray, batch: int = 0) -> np.ndarray:
 def grid_size(voxel_size: Sequence[float], point_cloud_range: Sequence[float]) -> np.ndarray:
     """Grid cells per axis (x, y, z) exactly as mmcv's kernel computes them.
 
-    float32 (range_max - range_min) / voxel_size, rounded half away from zero (C `round`).
+    ``bundle.grid.voxel_grid_size`` (float32 (max - min) / size, halves away from zero), with
+    the parameters checked first.
 
     Raises:
         VoxelizationError: wrong lengths, non-positive voxel size or an empty grid.
@@ -103,10 +106,7 @@ def grid_size(voxel_size: Sequence[float], point_cloud_range: Sequence[float]) -
             "voxel_size %s must be positive and point_cloud_range %s finite"
             % (list(vsize), list(prange))
         )
-    vs32 = vsize.astype(np.float32)
-    r32 = prange.astype(np.float32)
-    cells = ((r32[3:] - r32[:3]) / vs32).astype(np.float64)
-    grid = (np.sign(cells) * np.floor(np.abs(cells) + 0.5)).astype(np.int64)
+    grid = np.asarray(voxel_grid_size(vsize, prange), dtype=np.int64)
     if (grid <= 0).any():
         raise VoxelizationError(
             "point_cloud_range %s with voxel_size %s gives grid %s (x, y, z): every axis "

@@ -1,10 +1,15 @@
-"""PointPillars model configs (mmdet3d numbers) and their spec.yaml form; torch-free."""
+"""PointPillars model configs (mmdet3d numbers) and their engine bundle spec; torch-free."""
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
+
+from admlops_ros.bundle.grid import (feature_map_stride, second_fpn_level_sizes,
+                                     voxel_grid_size)
+from admlops_ros.bundle.spec import (AnchorSpec, BoxCoderSpec, EngineSpec, HeadSpec, InputSpec,
+                                     ModelSpec, PostprocessSpec, TensorRTProfile, VoxelSpec)
 
 from admlops_ros.errors import AdmlopsError
 
@@ -16,7 +21,7 @@ __all__ = [
     "SIM_SMALL",
     "CONFIGS",
     "get_config",
-    "to_spec_dict",
+    "to_model_spec",
 ]
 
 
@@ -90,9 +95,9 @@ class PointPillarsConfig:
 
     @property
     def grid_size(self) -> Tuple[int, int]:
-        """(nx, ny): PointPillarsScatter canvas width and height (mmdet3d rounding)."""
-        r, v = self.point_cloud_range, self.voxel_size
-        return (int(round((r[3] - r[0]) / v[0])), int(round((r[4] - r[1]) / v[1])))
+        """(nx, ny): PointPillarsScatter canvas width and height (mmcv's rounding)."""
+        nx, ny, _ = voxel_grid_size(self.voxel_size, self.point_cloud_range)
+        return nx, ny
 
     @property
     def num_classes(self) -> int:
@@ -110,18 +115,22 @@ class PointPillarsConfig:
 
     @property
     def head_stride(self) -> int:
-        """Stride of the head map relative to the canvas (first block stride / first upsample)."""
-        return int(round(self.layer_strides[0] / self.upsample_strides[0]))
+        """Stride of the head map relative to the canvas (``bundle.grid.feature_map_stride``)."""
+        nx, ny = self.grid_size
+        stride = feature_map_stride((ny, nx), self.feature_map_size)
+        if stride is None:
+            raise ConfigError(f"{self.name}: head map {self.feature_map_size} is not the canvas "
+                              f"{(ny, nx)} divided by an integer stride")
+        return stride
 
     @property
     def feature_map_size(self) -> Tuple[int, int]:
-        """(H, W) of the head outputs."""
+        """(H, W) of the head outputs (every SECONDFPN level has it, see ``validate``)."""
+        return self._level_sizes()[0]
+
+    def _level_sizes(self):
         nx, ny = self.grid_size
-        h, w = ny, nx
-        for s in self.layer_strides[:1]:
-            h, w = -(-h // s), -(-w // s)  # 3x3 conv, padding 1: ceil(n / s)
-        u = self.upsample_strides[0]
-        return h * u, w * u
+        return second_fpn_level_sizes((ny, nx), self.layer_strides, self.upsample_strides)
 
     def validate(self) -> "PointPillarsConfig":
         """Check the lengths that must agree; returns self.
@@ -141,13 +150,7 @@ class PointPillarsConfig:
         if len(self.anchor_ranges) not in (1, self.num_classes):
             raise ConfigError(f"{self.name}: anchor_ranges has {len(self.anchor_ranges)} "
                               f"entries; give 1 or one per class ({self.num_classes})")
-        # every level must reach the same head map size
-        nx, ny = self.grid_size
-        h, w = ny, nx
-        sizes = []
-        for s, u in zip(self.layer_strides, self.upsample_strides):
-            h, w = -(-h // s), -(-w // s)
-            sizes.append((h * u, w * u))
+        sizes = self._level_sizes()  # every level must reach the same head map size
         if len(set(sizes)) != 1:
             raise ConfigError(f"{self.name}: SECONDFPN levels give map sizes {sizes}; choose "
                               "upsample_strides so that every level has the same size")
@@ -262,10 +265,10 @@ def get_config(name: str) -> PointPillarsConfig:
     raise ConfigError(f"unknown model config {name!r}; known: {sorted(CONFIGS)} or a .json file")
 
 
-def to_spec_dict(config: PointPillarsConfig, intensity_scale: float = 1.0,
-                 output_layout: str = "mmdeploy-1.2",
-                 notes: Optional[str] = None) -> Dict[str, Any]:
-    """The spec.yaml mapping (docs/design.md) of a config, without ``files``.
+def to_model_spec(config: PointPillarsConfig, intensity_scale: float = 1.0,
+                  output_layout: str = "mmdeploy-1.2",
+                  notes: Optional[str] = None) -> ModelSpec:
+    """The engine bundle's spec of a config (without ``files``).
 
     Args:
         config: the model config.
@@ -273,38 +276,26 @@ def to_spec_dict(config: PointPillarsConfig, intensity_scale: float = 1.0,
         output_layout: engine output layout (the exporter writes mmdeploy 1.2+ names).
         notes: optional free text stored under ``notes``.
 
-    Returns:
-        A dict ready for ``admlops_ros.bundle.spec.write_bundle``.
+    Raises:
+        SpecError: the config's numbers do not make a valid spec.
     """
-    h, w = config.feature_map_size
-    spec: Dict[str, Any] = {
-        "format_version": 1,
-        "name": config.name,
-        "family": "pointpillars",
-        "class_names": list(config.class_names),
-        "input": {"point_features": list(config.point_features),
-                  "intensity_scale": float(intensity_scale),
-                  "shuffle_points": bool(config.shuffle_points)},
-        "voxelization": {"voxel_size": [float(v) for v in config.voxel_size],
-                         "point_cloud_range": [float(v) for v in config.point_cloud_range],
-                         "max_points": int(config.max_points),
-                         "max_voxels": int(config.max_voxels[1])},
-        "anchors": {"ranges": [[float(v) for v in r] for r in config.anchor_ranges],
-                    "sizes": [[float(v) for v in s] for s in config.anchor_sizes],
-                    "rotations": [float(r) for r in config.anchor_rotations],
-                    "align_corner": False,
-                    "feature_map_size": [int(h), int(w)]},
-        "box_coder": {"type": "DeltaXYZWLHRBBoxCoder", "code_size": 7},
-        "head": {"use_direction_classifier": True,
-                 "dir_offset": float(config.dir_offset),
-                 "dir_limit_offset": float(config.dir_limit_offset)},
-        "test_cfg": {k: config.test_cfg[k] for k in
-                     ("use_rotate_nms", "nms_thr", "score_thr", "nms_pre", "max_num")},
-        "engine": {"output_layout": output_layout},
-    }
+    profile = None
     if config.tensorrt_profile is not None:
-        lo, opt, hi = config.tensorrt_profile
-        spec["engine"]["tensorrt_profile"] = {"min": int(lo), "opt": int(opt), "max": int(hi)}
-    if notes:
-        spec["notes"] = notes
-    return spec
+        profile = TensorRTProfile(*(int(v) for v in config.tensorrt_profile))
+    test_cfg = {k: config.test_cfg[k] for k in
+                ("use_rotate_nms", "nms_thr", "score_thr", "nms_pre", "max_num",
+                 "nms_across_levels", "min_bbox_size") if k in config.test_cfg}
+    return ModelSpec(
+        name=config.name, family="pointpillars", class_names=config.class_names,
+        input=InputSpec(config.point_features, float(intensity_scale),
+                        bool(config.shuffle_points)),
+        voxelization=VoxelSpec(config.voxel_size, config.point_cloud_range, config.max_points,
+                               config.max_voxels[1]),
+        anchors=AnchorSpec(ranges=config.anchor_ranges, sizes=config.anchor_sizes,
+                           rotations=config.anchor_rotations, align_corner=False,
+                           feature_map_size=config.feature_map_size),
+        box_coder=BoxCoderSpec("DeltaXYZWLHRBBoxCoder", 7),
+        head=HeadSpec(True, float(config.dir_offset), float(config.dir_limit_offset)),
+        test_cfg=PostprocessSpec(**test_cfg),
+        engine=EngineSpec(output_layout, profile),
+        notes=notes or None)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from admlops_ros.errors import AdmlopsError
-from admlops_ros.training.configs import PointPillarsConfig, to_spec_dict
+from admlops_ros.training.configs import PointPillarsConfig, to_model_spec
 from admlops_ros.training.deploy_graph import deploy_model
 from admlops_ros.training.network import PointPillars, build_model
 
@@ -221,7 +221,7 @@ def export_bundle(config: PointPillarsConfig, bundle_dir: PathLike,
     Returns:
         The bundle directory.
     """
-    from admlops_ros.bundle.spec import write_bundle
+    from admlops_ros.bundle.files import write_bundle
     model = build_model(config)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
@@ -239,7 +239,7 @@ def export_bundle(config: PointPillarsConfig, bundle_dir: PathLike,
                 if diff > 1e-3:
                     raise ExportError(f"{backend} output differs from PyTorch by {diff:.3g} at "
                                       f"V={v}; the export is broken")
-        write_bundle(bundle_dir, to_spec_dict(config, intensity_scale, notes=notes), onnx_path,
+        write_bundle(bundle_dir, to_model_spec(config, intensity_scale, notes=notes), onnx_path,
                      openvino_xml=xml_path)
     LOG.info("bundle written to %s", bundle_dir)
     return Path(bundle_dir)

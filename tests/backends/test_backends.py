@@ -16,7 +16,8 @@ from admlops_ros.lidar.layout import LAYOUT_NAMES, resolve_layout
 from admlops_ros.backends.openvino_backend import convert_onnx_to_ir
 from admlops_ros.backends.tensorrt_backend import (check_profile_range, import_tensorrt,
                                                    pad_voxels)
-from admlops_ros.bundle.spec import ModelSpec, write_bundle
+from admlops_ros.bundle.files import write_bundle
+from admlops_ros.bundle.spec import ModelSpec
 from tests.paths import REPO_ROOT
 from tests.fixtures.tiny_model import OUTPUT_NAMES, make_tiny_onnx, random_voxels, tiny_spec
 

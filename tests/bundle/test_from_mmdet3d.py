@@ -10,7 +10,6 @@ import yaml
 from admlops_ros.bundle import cli as bundle_cli
 from admlops_ros.bundle.from_mmdet3d import (Mmdet3dConfigError, head_feature_map_size, load_config,
                                         spec_from_config_dict, spec_from_mmdet3d_config)
-from admlops_ros.bundle.spec import ModelSpec
 from tests.paths import FIXTURES
 
 CONFIGS = FIXTURES / "mmdet3d_configs" / "configs"
@@ -18,7 +17,7 @@ KITTI_3CLASS = CONFIGS / "pointpillars" / "pointpillars_hv_secfpn_8xb6-160e_kitt
 
 
 def test_kitti_3class_matches_mmdeploy_contract():
-    spec = ModelSpec.from_dict(spec_from_mmdet3d_config(KITTI_3CLASS))
+    spec = spec_from_mmdet3d_config(KITTI_3CLASS)
     assert spec.class_names == ("Pedestrian", "Cyclist", "Car")
     v = spec.voxelization
     assert v.voxel_size == (0.16, 0.16, 4.0)
@@ -107,7 +106,7 @@ def test_unsupported_configs_are_named():
         spec_from_config_dict(cfg, "x")
     cfg = load_config(KITTI_3CLASS)
     cfg["model"]["bbox_head"]["dir_offset"] = 0.7854
-    assert spec_from_config_dict(cfg, "x")["head"]["dir_offset"] == 0.7854
+    assert spec_from_config_dict(cfg, "x").head.dir_offset == 0.7854
 
 
 def test_cli_spec_from_config_then_bundle_rehash(tmp_path):
@@ -127,3 +126,54 @@ def test_cli_spec_from_config_then_bundle_rehash(tmp_path):
     args = parser.parse_args(["bundle", "--rehash", str(out.parent)])
     assert args.func(args) == 0
     assert set(yaml.safe_load(out.read_text())["files"]) == {"end2end.onnx"}
+
+
+PP = CONFIGS / "pointpillars"
+
+
+def test_kitti_car_config_one_class_one_range():
+    """A child config with a single-string _base_ and `_delete_=True` on the anchor generator."""
+    spec = spec_from_mmdet3d_config(PP / "pointpillars_hv_secfpn_8xb6-160e_kitti-3d-car.py")
+    assert spec.class_names == ("Car",)
+    assert spec.anchors.ranges == ((0.0, -39.68, -1.78, 69.12, 39.68, -1.78),)
+    assert spec.anchors.sizes == ((3.9, 1.6, 1.56),)
+    assert spec.anchors.num_anchors == 2 and spec.head_channels == (2, 14, 4)
+    assert spec.anchors.feature_map_size == (248, 216)
+    assert (spec.test_cfg.nms_pre, spec.test_cfg.max_num) == (100, 50)
+
+
+def test_mvx_pts_keys_are_read():
+    """MVXFasterRCNN: voxel layer in data_preprocessor, pts_* parts, test_cfg.pts. The
+    nuScenes SECFPN model needs velocity decoding; without its custom values it converts."""
+    cfg = load_config(PP / "pointpillars_hv_secfpn_sbn-all_8xb4-2x_nus-3d.py")
+    assert cfg["model"]["type"] == "MVXFasterRCNN"
+    with pytest.raises(Mmdet3dConfigError, match="custom_values .*code_size 9"):
+        spec_from_config_dict(cfg, "nus")
+    head = cfg["model"]["pts_bbox_head"]
+    del head["anchor_generator"]["custom_values"]
+    head["bbox_coder"]["code_size"] = 7
+    spec = spec_from_config_dict(cfg, "nus")
+    assert len(spec.class_names) == 10 and spec.class_names[0] == "car"
+    assert len(spec.anchors.sizes) == len(spec.anchors.ranges) == 7  # not one per class
+    assert spec.head_channels == (140, 98, 28)
+    assert spec.voxelization.canvas_shape == (400, 400)
+    assert spec.anchors.feature_map_size == (200, 200)
+    t = spec.test_cfg
+    assert (t.nms_pre, t.nms_thr, t.score_thr, t.max_num) == (1000, 0.2, 0.05, 500)
+
+
+def test_unsupported_parts_are_listed_together():
+    cfg = load_config(PP / "pointpillars_hv_fpn_sbn-all_8xb4-2x_nus-3d.py")
+    with pytest.raises(Mmdet3dConfigError) as err:
+        spec_from_config_dict(cfg, "nus")
+    msg = str(err.value)
+    for part in ("pts_neck mmdet.FPN", "scales [1, 2, 4]", "custom_values", "code_size 9"):
+        assert part in msg
+    cfg = load_config(KITTI_3CLASS)
+    cfg["model"]["middle_encoder"] = {"type": "SparseEncoder"}
+    with pytest.raises(Mmdet3dConfigError, match="SparseEncoder .*spconv"):
+        spec_from_config_dict(cfg, "x")
+    cfg = load_config(KITTI_3CLASS)
+    cfg["model"]["data_preprocessor"]["voxel_layer"]["max_num_points"] = -1
+    with pytest.raises(Mmdet3dConfigError, match="dynamic voxelization"):
+        spec_from_config_dict(cfg, "x")

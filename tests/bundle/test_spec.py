@@ -1,34 +1,14 @@
-"""spec.yaml validation, bundle write/load round trip, sha256 checks."""
+"""spec.yaml schema: the numbers of a KITTI spec, defaults, and validation messages."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import yaml
 
-from admlops_ros.bundle.spec import (ModelSpec, SpecError, feature_map_stride, grid_size, load_bundle,
-                              read_spec, rehash_bundle, update_file_hashes, write_bundle)
-from tests.fixtures.tiny_model import make_tiny_onnx, tiny_spec
-
-KITTI = {
-    "format_version": 1, "name": "pointpillars_kitti_3class", "family": "pointpillars",
-    "class_names": ["Pedestrian", "Cyclist", "Car"],
-    "input": {"point_features": ["x", "y", "z", "intensity"], "intensity_scale": 1.0},
-    "voxelization": {"voxel_size": [0.16, 0.16, 4.0],
-                     "point_cloud_range": [0.0, -39.68, -3.0, 69.12, 39.68, 1.0],
-                     "max_points": 32, "max_voxels": 40000},
-    "anchors": {"ranges": [[0, -39.68, -0.6, 69.12, 39.68, -0.6]] * 2
-                + [[0, -39.68, -1.78, 69.12, 39.68, -1.78]],
-                "sizes": [[0.8, 0.6, 1.73], [1.76, 0.6, 1.73], [3.9, 1.6, 1.56]],
-                "rotations": [0.0, 1.57], "align_corner": False, "feature_map_size": [248, 216]},
-    "box_coder": {"type": "DeltaXYZWLHRBBoxCoder", "code_size": 7},
-    "head": {"use_direction_classifier": True, "dir_offset": -1.5707963267948966,
-             "dir_limit_offset": 0.0},
-    "test_cfg": {"use_rotate_nms": True, "nms_thr": 0.01, "score_thr": 0.1, "nms_pre": 100,
-                 "max_num": 50},
-    "engine": {"output_layout": "mmdeploy-1.2",
-               "tensorrt_profile": {"min": 2000, "opt": 5000, "max": 9000}},
-}
+from admlops_ros.bundle.spec import ModelSpec, SpecError
+from tests.bundle.kitti_spec import KITTI
 
 
 def test_kitti_spec_numbers():
@@ -40,7 +20,7 @@ def test_kitti_spec_numbers():
     assert spec.num_classes == 3
     assert spec.engine.tensorrt_profile.max == 9000
     assert spec.head.dir_offset == pytest.approx(-math.pi / 2)
-    assert spec.raw["name"] == "pointpillars_kitti_3class"
+    assert spec.to_dict()["name"] == "pointpillars_kitti_3class"
     assert ModelSpec.from_dict(spec.to_dict()) == spec
 
 
@@ -52,13 +32,6 @@ def test_defaults_follow_mmdet3d_1x():
     assert spec.box_coder.code_size == 7
     assert spec.input.point_features == ("x", "y", "z", "intensity")
     assert spec.engine.output_layout is None
-
-
-def test_grid_and_stride_helpers():
-    assert grid_size([0.2, 0.2, 8], [-51.2, -51.2, -5, 51.2, 51.2, 3]) == (512, 512, 1)
-    assert feature_map_stride((496, 432), (248, 216)) == 2
-    assert feature_map_stride((496, 432), (496, 432)) == 1
-    assert feature_map_stride((8, 12), (4, 5)) is None
 
 
 def _with(section, key, value):
@@ -116,63 +89,33 @@ def test_max_voxels_above_tensorrt_profile_warns(caplog, monkeypatch):
     assert "exceeds engine.tensorrt_profile.max 9000" in caplog.text
 
 
-def test_bundle_round_trip_and_hashes(tmp_path):
-    onnx = make_tiny_onnx(tmp_path / "src" / "model.onnx")
-    bundle = write_bundle(tmp_path / "b", tiny_spec(), onnx)
-    assert bundle.onnx_path == tmp_path / "b" / "end2end.onnx"
-    assert bundle.openvino_xml is None and bundle.tensorrt_plan is None
-    loaded = load_bundle(tmp_path / "b" / "spec.yaml")
-    assert loaded.spec == bundle.spec
-    assert set(loaded.spec.files) == {"end2end.onnx"}
-    assert len(loaded.spec.files["end2end.onnx"]) == 64
+def test_version_written_and_legacy_format_version_read():
+    spec = ModelSpec.from_dict(KITTI)  # a version-1 spec (format_version: 1)
+    data = spec.to_dict()
+    assert list(data)[0] == "version" and data["version"] == 2 and "format_version" not in data
+    assert ModelSpec.from_dict(data) == spec
 
 
-def test_sha256_mismatch_names_file_hashes_and_fix(tmp_path):
-    onnx = make_tiny_onnx(tmp_path / "m.onnx")
-    bundle = write_bundle(tmp_path / "b", tiny_spec(), onnx)
-    expected = bundle.spec.files["end2end.onnx"]
-    make_tiny_onnx(tmp_path / "b" / "end2end.onnx", seed=7)  # replaced by another model
+def test_spec_from_a_newer_version_is_refused_with_a_message():
+    data = ModelSpec.from_dict(KITTI).to_dict()
+    data["version"] = 3
     with pytest.raises(SpecError) as err:
-        load_bundle(tmp_path / "b")
+        ModelSpec.from_dict(data, source="engines/x/spec.yaml")
     msg = str(err.value)
-    assert "sha256 mismatch for end2end.onnx" in msg and expected in msg
-    assert "admlops bundle --rehash" in msg
-    files = rehash_bundle(tmp_path / "b")
-    assert files["end2end.onnx"] != expected
-    assert load_bundle(tmp_path / "b").spec.files == files
+    assert msg.startswith("engines/x/spec.yaml: version 3 is newer than this admlops_ros")
+    assert "written by a newer admlops_ros" in msg and "upgrade admlops_ros" in msg
+    assert "\n" not in msg
+    for bad in ("2", 0, True):
+        data["version"] = bad
+        with pytest.raises(SpecError, match="version must be an integer from 1 to 2"):
+            ModelSpec.from_dict(data)
 
 
-def test_rehash_adds_standard_files_and_missing_file_is_named(tmp_path):
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(tiny_spec()))
-    with pytest.raises(SpecError, match="files lists no engine"):
-        load_bundle(tmp_path)
-    make_tiny_onnx(tmp_path / "end2end.onnx")
-    rehash_bundle(tmp_path)
-    assert set(load_bundle(tmp_path).spec.files) == {"end2end.onnx"}
-    (tmp_path / "end2end.onnx").unlink()
-    with pytest.raises(SpecError, match="files.end2end.onnx is listed but .* does not exist"):
-        load_bundle(tmp_path)
-
-
-def test_bad_hash_text_and_missing_spec(tmp_path):
-    data = tiny_spec()
-    data["files"] = {"end2end.onnx": "abc"}
-    with pytest.raises(SpecError, match="files.end2end.onnx must be a sha256 hex digest"):
-        ModelSpec.from_dict(data)
-    with pytest.raises(SpecError, match="no spec.yaml"):
-        read_spec(tmp_path)
-    (tmp_path / "spec.yaml").write_text("a: [1, 2")
-    with pytest.raises(SpecError, match="not valid YAML"):
-        read_spec(tmp_path)
-
-
-def test_update_file_hashes_records_new_files(tmp_path):
-    onnx = make_tiny_onnx(tmp_path / "m.onnx")
-    write_bundle(tmp_path / "b", tiny_spec(anchors={"scales": [1.0]}), onnx)
-    (tmp_path / "b" / "tensorrt").mkdir()
-    (tmp_path / "b" / "tensorrt" / "x.plan").write_bytes(b"plan")
-    files = update_file_hashes(tmp_path / "b", ["tensorrt/x.plan"])
-    assert set(files) == {"end2end.onnx", "tensorrt/x.plan"}
-    assert load_bundle(tmp_path / "b").tensorrt_plan == tmp_path / "b" / "tensorrt" / "x.plan"
-    with pytest.raises(SpecError, match="cannot record files.nope.xml"):
-        update_file_hashes(tmp_path / "b", ["nope.xml"])
+def test_direct_construction_is_checked_like_a_file():
+    spec = ModelSpec.from_dict(KITTI)
+    with pytest.raises(SpecError, match="voxelization.max_points must be an integer >= 1"):
+        dataclasses.replace(spec.voxelization, max_points=0)
+    with pytest.raises(SpecError, match="anchors.feature_map_size .* is not the scatter grid"):
+        dataclasses.replace(spec, anchors=dataclasses.replace(spec.anchors,
+                                                              feature_map_size=[250, 216]))
+    assert dataclasses.replace(spec.anchors, rotations=[0, 1.57]).rotations == (0.0, 1.57)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from admlops_ros.bundle.spec import load_bundle
+from admlops_ros.bundle.files import load_bundle
 
 from tests.paths import REPO_ROOT as REPO
 SCRIPT = REPO / "scripts" / "rebuild_engine_mmdeploy.sh"

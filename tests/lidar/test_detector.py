@@ -8,7 +8,8 @@ import pytest
 
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.lidar.detector import DetectorError, LidarDetector, default_bundle_path
-from admlops_ros.bundle.spec import SpecError, load_bundle, sha256_file
+from admlops_ros.bundle.files import load_bundle, sha256_file
+from admlops_ros.bundle.spec import SpecError
 from admlops_ros.simulation import simulate_frame
 
 

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
-from admlops_ros.training.configs import KITTI_3CLASS, SIM_SMALL, to_spec_dict  # noqa: E402
+from admlops_ros.training.configs import KITTI_3CLASS, SIM_SMALL, to_model_spec  # noqa: E402
 from admlops_ros.training.export import (INPUT_NAMES, OUTPUT_NAMES, export_bundle,  # noqa: E402
                                          export_onnx, export_openvino, run_onnxruntime,
                                          run_openvino, run_torch)
@@ -108,12 +108,12 @@ def test_flops_of_the_kitti_and_default_configs():
 
 
 def test_export_bundle_writes_a_loadable_spec(tmp_path):
-    from admlops_ros.bundle.spec import load_bundle
+    from admlops_ros.bundle.files import load_bundle
     out = export_bundle(SMALL, tmp_path / "bundle", check_voxels=(200,))
     bundle = load_bundle(out)
     assert bundle.spec.anchors.feature_map_size == SMALL.feature_map_size
     assert bundle.spec.voxelization.max_points == SMALL.max_points
-    assert to_spec_dict(SMALL)["engine"]["output_layout"] == "mmdeploy-1.2"
+    assert to_model_spec(SMALL).to_dict()["engine"]["output_layout"] == "mmdeploy-1.2"
 
 
 class _NotATensor:

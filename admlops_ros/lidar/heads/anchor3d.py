@@ -4,10 +4,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.bundle.spec import ModelSpec
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.lidar.geometry import limit_period
@@ -92,15 +93,14 @@ class Anchor3DDecoder:
     """
 
     def __init__(self, *, ranges: Sequence[Sequence[float]], sizes: Sequence[Sequence[float]],
-                 rotations: Sequence[float], nms_thr: float, max_num: int,
-                 use_rotate_nms: bool,
-                 class_names: Sequence[str] = (), num_classes: Optional[int] = None,
-                 feature_map_size: Optional[Sequence] = None, align_corner: bool = False,
-                 scales: Optional[Sequence[float]] = None,
-                 dir_offset: float = -math.pi / 2, dir_limit_offset: float = 0.0,
-                 use_direction_classifier: bool = True, nms_pre: int = -1,
-                 score_thr: float = 0.0, code_size: int = 7) -> None:
-        """Build from plain numbers (see ``from_spec`` for the spec.yaml sections).
+                 rotations: Sequence[float], align_corner: bool,
+                 feature_map_size: Optional[Sequence], scales: Optional[Sequence[float]],
+                 nms_thr: float, max_num: int, use_rotate_nms: bool, nms_pre: int,
+                 score_thr: float, dir_offset: float, dir_limit_offset: float,
+                 use_direction_classifier: bool, code_size: int,
+                 class_names: Sequence[str] = (), num_classes: Optional[int] = None) -> None:
+        """Build from plain numbers; :meth:`from_spec` takes them from a bundle's spec (the
+        defaults of every one of them live in ``bundle.spec``, not here).
 
         Args:
             ranges: anchor ranges [S or 1, 6] (metres, LiDAR frame).
@@ -172,59 +172,17 @@ class Anchor3DDecoder:
         return [(int(h), int(w)) for h, w in arr]
 
     @classmethod
-    def from_spec(cls, spec: Any) -> "Anchor3DDecoder":
-        """Build from the spec.yaml mapping (``ModelSpec.raw`` or an object with ``.raw``).
-
-        Reads ``class_names``; ``anchors`` (ranges, sizes, rotations, align_corner,
-        feature_map_size, optional scales); ``head`` (use_direction_classifier, dir_offset,
-        dir_limit_offset); ``test_cfg`` (use_rotate_nms, nms_thr, score_thr, nms_pre, max_num)
-        and optional ``box_coder.code_size``.
-
-        Raises:
-            HeadError: when a required section or key is missing.
-        """
-        raw = getattr(spec, "raw", spec)
-        if not isinstance(raw, Mapping):
-            raise HeadError(f"from_spec: expected the spec.yaml mapping, got {type(raw).__name__}")
-
-        def section(name: str) -> Mapping:
-            sec = raw.get(name)
-            if not isinstance(sec, Mapping):
-                raise HeadError(f"spec.yaml: missing section '{name}' (see docs/design.md)")
-            return sec
-
-        def need(sec: Mapping, sec_name: str, key: str):
-            if key not in sec:
-                raise HeadError(f"spec.yaml: missing '{sec_name}.{key}' (see docs/design.md)")
-            return sec[key]
-
-        anchors = section("anchors")
-        test_cfg = section("test_cfg")
-        head = raw.get("head") or {}
-        coder = raw.get("box_coder") or {}
-        names = raw.get("class_names")
-        if not names:
-            raise HeadError("spec.yaml: missing 'class_names' (list of class names)")
-        kwargs: Dict[str, Any] = dict(
-            class_names=list(names),
-            ranges=need(anchors, "anchors", "ranges"),
-            sizes=need(anchors, "anchors", "sizes"),
-            rotations=need(anchors, "anchors", "rotations"),
-            align_corner=bool(anchors.get("align_corner", False)),
-            feature_map_size=anchors.get("feature_map_size"),
-            scales=anchors.get("scales"),
-            nms_thr=float(need(test_cfg, "test_cfg", "nms_thr")),
-            max_num=int(need(test_cfg, "test_cfg", "max_num")),
-            use_rotate_nms=bool(need(test_cfg, "test_cfg", "use_rotate_nms")),
-            nms_pre=int(test_cfg.get("nms_pre", -1)),
-            score_thr=float(test_cfg.get("score_thr", 0.0)),
-            code_size=int(coder.get("code_size", 7)),
-        )
-        for key in ("dir_offset", "dir_limit_offset", "use_direction_classifier"):
-            if key in head:
-                kwargs[key] = head[key]
-        LOG.debug("Anchor3DDecoder from spec: %s", kwargs)
-        return cls(**kwargs)
+    def from_spec(cls, spec: ModelSpec) -> "Anchor3DDecoder":
+        """The decoder of a bundle's spec: its ``anchors``, ``head``, ``test_cfg``,
+        ``box_coder`` and ``class_names``."""
+        a, head, t = spec.anchors, spec.head, spec.test_cfg
+        return cls(ranges=a.ranges, sizes=a.sizes, rotations=a.rotations,
+                   align_corner=a.align_corner, feature_map_size=a.feature_map_size,
+                   scales=a.scales, nms_thr=t.nms_thr, max_num=t.max_num,
+                   use_rotate_nms=t.use_rotate_nms, nms_pre=t.nms_pre, score_thr=t.score_thr,
+                   dir_offset=head.dir_offset, dir_limit_offset=head.dir_limit_offset,
+                   use_direction_classifier=head.use_direction_classifier,
+                   code_size=spec.box_coder.code_size, class_names=spec.class_names)
 
     def warmup(self) -> None:
         """Build the anchors of the configured feature maps and compile the NMS kernels.
