@@ -11,7 +11,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from admlops_ros.evaluation import metrics as M  # noqa: E402
+from admlops_ros.evaluation.frames import FrameGT, FramePred  # noqa: E402
+from admlops_ros.evaluation.matching import _flatten  # noqa: E402
+from admlops_ros.evaluation.metrics import evaluate  # noqa: E402
+from admlops_ros.evaluation.protocol import EvalConfig  # noqa: E402
 
 SIZES = {"Car": (3.9, 1.6, 1.56), "Pedestrian": (0.8, 0.6, 1.73), "Cyclist": (1.76, 0.6, 1.73)}
 
@@ -28,7 +31,7 @@ def synthetic(frames: int, seed: int, gt_per_frame: int, fp_per_frame: int):
         dims = np.array([SIZES[c] for c in cls])
         boxes = np.column_stack([xy, np.full(len(cls), -1.7), dims,
                                  rng.uniform(-np.pi, np.pi, len(cls))])
-        gts.append(M.FrameGT(boxes, cls, frame_id=str(f)))
+        gts.append(FrameGT(boxes, cls, frame_id=str(f)))
         keep = rng.random(len(cls)) < 0.9
         pb = boxes[keep].copy()
         pb[:, :2] += rng.normal(0, 0.15, (len(pb), 2))
@@ -39,8 +42,8 @@ def synthetic(frames: int, seed: int, gt_per_frame: int, fp_per_frame: int):
                               np.tile(SIZES["Car"], (fp_per_frame, 1)),
                               rng.uniform(-np.pi, np.pi, (fp_per_frame, 1))])
         pn = list(cls[keep]) + list(rng.choice(names, fp_per_frame))
-        preds.append(M.FramePred(np.concatenate([pb, fp]), rng.random(len(pn)), pn,
-                                 frame_id=str(f)))
+        preds.append(FramePred(np.concatenate([pb, fp]), rng.random(len(pn)), pn,
+                               frame_id=str(f)))
     return gts, preds
 
 
@@ -52,15 +55,15 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     gts, preds = synthetic(args.frames, 0, args.gt, args.fp)
-    M.evaluate(gts[:5], preds[:5])  # compile the numba kernels outside the timing
+    evaluate(gts[:5], preds[:5])  # compile the numba kernels outside the timing
     rows = []
     for metrics in (("bev", "3d"), ("3d",)):
         times, times_ov = [], []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            M._flatten(gts, preds, metrics, "distance")
+            _flatten(gts, preds, metrics, "distance")
             t1 = time.perf_counter()
-            res = M.evaluate(gts, preds, M.EvalConfig(metrics=metrics))
+            res = evaluate(gts, preds, EvalConfig(metrics=metrics))
             t2 = time.perf_counter()
             times_ov.append(t1 - t0)
             times.append(t2 - t1)

@@ -25,8 +25,9 @@ import numpy as np
 
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.detections import Detections
-from admlops_ros.evaluation.metrics import (FrameGT, KITTI_MAX_OCCLUSION, KITTI_MAX_TRUNCATION,
-                                            KITTI_MIN_HEIGHT_PX)
+from admlops_ros.evaluation.frames import FrameGT
+from admlops_ros.evaluation.protocol import (KITTI_MAX_OCCLUSION, KITTI_MAX_TRUNCATION,
+                                             KITTI_MIN_HEIGHT_PX)
 
 LOG = logging.getLogger(__name__)
 

@@ -10,8 +10,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from admlops_ros.evaluation.bags import read_bag
-from admlops_ros.evaluation.metrics import (EvalConfig, FrameGT, FramePred, box_overlaps,
-                                            evaluate)
+from admlops_ros.evaluation.frames import FrameGT, FramePred
+from admlops_ros.evaluation.matching import box_overlaps
+from admlops_ros.evaluation.metrics import evaluate
+from admlops_ros.evaluation.protocol import EvalConfig
 from admlops_ros.evaluation.replay import ReplayError, open_detector, restrict_to_range
 
 LOG = logging.getLogger(__name__)

@@ -9,8 +9,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from admlops_ros.errors import AdmlopsError
-from admlops_ros.evaluation.metrics import (EvalConfig, EvalResult, FrameGT, FramePred,
-                                            evaluate)
+from admlops_ros.evaluation.frames import FrameGT, FramePred
+from admlops_ros.evaluation.metrics import evaluate
+from admlops_ros.evaluation.protocol import EvalConfig
+from admlops_ros.evaluation.results import EvalResult
 
 LOG = logging.getLogger(__name__)
 

@@ -15,7 +15,10 @@ import numpy as np
 
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.evaluation.bags import BagFrame, BagSummary, read_bag
-from admlops_ros.evaluation.metrics import EvalConfig, EvalResult, FrameGT, FramePred, evaluate
+from admlops_ros.evaluation.frames import FrameGT, FramePred
+from admlops_ros.evaluation.metrics import evaluate
+from admlops_ros.evaluation.protocol import EvalConfig
+from admlops_ros.evaluation.results import EvalResult
 
 LOG = logging.getLogger(__name__)
 
@@ -354,7 +357,7 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
 
 def _bundle_spec(engine: Optional[str]) -> Any:
     from admlops_ros.lidar.detector import default_bundle_path
-    from admlops_ros.bundle.spec import load_bundle
+    from admlops_ros.bundle.files import load_bundle
     try:
         bundle = load_bundle(Path(engine) if engine else default_bundle_path())
     except Exception as exc:  # noqa: B902

@@ -13,7 +13,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from admlops_ros.errors import AdmlopsError
-from admlops_ros.evaluation.metrics import N_SAMPLE_PTS, EvalResult, FrameGT, FramePred
+from admlops_ros.evaluation.frames import FrameGT, FramePred
+from admlops_ros.evaluation.protocol import N_SAMPLE_PTS
+from admlops_ros.evaluation.results import EvalResult
 
 LOG = logging.getLogger(__name__)
 

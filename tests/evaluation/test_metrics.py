@@ -1,70 +1,21 @@
-"""KITTI-style AP metrics: hand-computed IoU / AP, devkit semantics, edge cases."""
+"""KITTI-style AP metrics: hand-computed AP, devkit semantics, edge cases."""
 from __future__ import annotations
 
 import math
-import sys
-import types
 
 import numpy as np
 import pytest
 
-from admlops_ros.evaluation import metrics as M
-from admlops_ros.evaluation.metrics import EvalConfig, FrameGT, FramePred, evaluate
+from admlops_ros.evaluation.frames import FrameGT, FramePred, MetricsError
+from admlops_ros.evaluation.matching import box_overlaps
+from admlops_ros.evaluation.metrics import evaluate
+from admlops_ros.evaluation.protocol import EvalConfig
+from tests.evaluation.boxes import car
 
-
-def _shapely_geometry() -> types.ModuleType:
-    """Stand-in for admlops_ros.lidar.geometry (used only until the real module exists)."""
-    from shapely.geometry import Polygon
-
-    def poly(b):
-        c, s = math.cos(b[6]), math.sin(b[6])
-        pts = [(b[0] + c * x - s * y, b[1] + s * x + c * y)
-               for x, y in ((b[3] / 2, b[4] / 2), (-b[3] / 2, b[4] / 2),
-                            (-b[3] / 2, -b[4] / 2), (b[3] / 2, -b[4] / 2))]
-        return Polygon(pts)
-
-    def inter_bev(a, b):
-        return np.array([[poly(x).intersection(poly(y)).area for y in b] for x in a]).reshape(
-            len(a), len(b))
-
-    def rotated_iou_bev(a, b):
-        a, b = np.asarray(a, float).reshape(-1, 7), np.asarray(b, float).reshape(-1, 7)
-        i = inter_bev(a, b)
-        u = (a[:, 3] * a[:, 4])[:, None] + (b[:, 3] * b[:, 4])[None] - i
-        return i / u
-
-    def iou_3d(a, b):
-        a, b = np.asarray(a, float).reshape(-1, 7), np.asarray(b, float).reshape(-1, 7)
-        h = np.clip(np.minimum(a[:, None, 2] + a[:, None, 5], b[None, :, 2] + b[None, :, 5])
-                    - np.maximum(a[:, None, 2], b[None, :, 2]), 0, None)
-        i = inter_bev(a, b) * h
-        u = np.prod(a[:, 3:6], 1)[:, None] + np.prod(b[:, 3:6], 1)[None] - i
-        return i / u
-
-    mod = types.ModuleType("admlops_ros.lidar.geometry")
-    mod.rotated_iou_bev, mod.iou_3d = rotated_iou_bev, iou_3d
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def geometry(monkeypatch):
-    """The project's geometry module, or the shapely stand-in while it is not written yet."""
-    try:
-        import admlops_ros.lidar.geometry as geo  # noqa: F401
-        return geo
-    except ImportError:
-        mod = _shapely_geometry()
-        monkeypatch.setitem(sys.modules, "admlops_ros.lidar.geometry", mod)
-        import admlops_ros
-        monkeypatch.setattr(admlops_ros, "geometry", mod, raising=False)
-        return mod
+pytestmark = pytest.mark.usefixtures("geometry")
 
 
 CAR = np.array([10.0, 0.0, -1.6, 4.0, 2.0, 1.5, 0.0])
-
-
-def car(x=10.0, y=0.0, z=-1.6, yaw=0.0, dx=4.0, dy=2.0, dz=1.5):
-    return np.array([x, y, z, dx, dy, dz, yaw])
 
 
 def scene(n_frames=30, seed=0):
@@ -100,22 +51,6 @@ def test_perfect_predictions_give_ap_100():
         assert op["mean_scale_error"] == pytest.approx(0.0, abs=1e-9)
         assert op["mean_orientation_error_rad"] == pytest.approx(0.0, abs=1e-9)
     assert res.mean_ap("3d") == pytest.approx(100.0)
-
-
-@pytest.mark.parametrize("pred, bev, d3", [
-    (car(x=11.0), 0.6, 0.6),                                   # 3x2 of 4x2 overlap: 6 / 10
-    (car(yaw=math.pi / 2), 1 / 3, 1 / 3),                      # cross: 4 / 12
-    (car(dx=2, dy=2, yaw=math.pi / 4), None, None),            # checked below
-    (car(z=-1.6 + 0.75), 1.0, 1 / 3),                          # half height: 6 / 18
-    (car(yaw=math.pi), 1.0, 1.0),                              # flipped: same rectangle
-])
-def test_iou_hand_computed(pred, bev, d3):
-    gt = car()
-    if bev is None:  # 2x2 square vs itself rotated 45 deg: octagon 8(sqrt2-1), IoU 1/sqrt2
-        gt = car(dx=2, dy=2)
-        bev = d3 = 1 / math.sqrt(2)
-    assert M.box_overlaps("bev", pred[None], gt[None])[0, 0] == pytest.approx(bev, abs=1e-6)
-    assert M.box_overlaps("3d", pred[None], gt[None])[0, 0] == pytest.approx(d3, abs=1e-6)
 
 
 def test_shifted_box_passes_loose_fails_strict():
@@ -245,11 +180,11 @@ def test_bbox_metric_and_dontcare():
 
 
 def test_shapes_validated():
-    with pytest.raises(M.MetricsError, match="names"):
+    with pytest.raises(MetricsError, match="names"):
         FrameGT(np.zeros((2, 7)), ["Car"])
-    with pytest.raises(M.MetricsError, match="2 ground-truth frames but 1"):
+    with pytest.raises(MetricsError, match="2 ground-truth frames but 1"):
         evaluate([FrameGT(np.zeros((0, 7)), [])] * 2, [FramePred.empty()])
-    with pytest.raises(M.MetricsError, match="kitti"):
+    with pytest.raises(MetricsError, match="kitti"):
         evaluate([FrameGT(np.zeros((0, 7)), [])], [FramePred.empty()],
                  EvalConfig(difficulty_mode="kitti"))
 
@@ -297,7 +232,7 @@ def _oracle_ap(gts, preds, cls, min_overlap, metric):
     n_gt = 0
     scores = []
     for g, p in zip(gts, preds):
-        ov = M.box_overlaps(metric, p.boxes, g.boxes)
+        ov = box_overlaps(metric, p.boxes, g.boxes)
         ig, idt = clean(g, p)
         n_gt += sum(1 for v in ig if v == 0)
         frames.append((ov, ig, idt, list(p.scores)))

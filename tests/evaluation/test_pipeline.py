@@ -14,7 +14,7 @@ import pytest
 
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.evaluation import bags, replay
-from admlops_ros.evaluation.metrics import FrameGT
+from admlops_ros.evaluation.frames import FrameGT
 
 from tests.paths import REPO_ROOT as REPO
 SHARED_KITTI = REPO.parent / "shared" / "data" / "kitti" / "training"
@@ -238,7 +238,8 @@ def test_written_kitti_results_score_like_the_lidar_boxes(tmp_path):
     pytest.importorskip("admlops_ros.evaluation.kitti_io", reason="admlops_ros.evaluation.kitti_io not written yet")
     from admlops_ros.evaluation.kitti_eval import (camera_to_eval_boxes, read_kitti_file,
                                                    write_kitti_results)
-    from admlops_ros.evaluation.metrics import FramePred, box_overlaps
+    from admlops_ros.evaluation.frames import FramePred
+    from admlops_ros.evaluation.matching import box_overlaps
     pred = FramePred(BOXES, [0.9, 0.8, 0.7, 0.6], NAMES)
     write_kitti_results(tmp_path, [pred])
     cols = read_kitti_file(tmp_path / "000000.txt")
