@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export a trained PointPillars checkpoint to ONNX / an engine bundle; see `--help`."""
+"""Export a trained PointPillars checkpoint to ONNX / an engine bundle: `admlops export`."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from admlops_ros.training.cli import export_main  # noqa: E402
+from admlops_ros.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(export_main())
+    sys.exit(main(["export"] + sys.argv[1:]))

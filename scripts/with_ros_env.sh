@@ -8,8 +8,13 @@ if [ ! -f "$DEVEL" ]; then
   exit 2
 fi
 set +u
+# catkin's setup.bash reads the positional parameters (--extend, ...): a bare `source` would hand
+# it this script's arguments (`--help` breaks it), so source it with none and restore them.
+args=("$@")
+set --
 # shellcheck disable=SC1090
 source "$DEVEL"
+set -- "${args[@]}"
 export PATH="$REPO/.venv/bin:$PATH"
 export PYTHONPATH="$REPO:${PYTHONPATH:-}"
 export ROS_HOME="${ROS_HOME:-$REPO/build/ros_home}"

@@ -1,4 +1,4 @@
-"""Deployment subcommands of `admlops`: build-engine, gpu-info, ros-env."""
+"""Deployment subcommands of `admlops`: build-engine, gpu-info."""
 from __future__ import annotations
 
 import argparse
@@ -11,22 +11,17 @@ LOG = logging.getLogger(__name__)
 
 
 def _build_engine(args: argparse.Namespace) -> int:
-    from admlops_ros.backends import tensorrt_cache
     from admlops_ros.deploy import build
 
-    try:
-        if args.target == "openvino":
-            path = build.build_openvino(args.bundle, fp16=args.fp16)
-        else:
-            workspace = args.workspace_mb * (1 << 20) if args.workspace_mb else None
-            path = build.build_tensorrt(args.bundle, fp16=args.fp16, cache_dir=args.cache_dir,
-                                        force=args.force, device_index=args.device,
-                                        workspace_bytes=workspace,
-                                        strict_gpu_model=args.strict_gpu_model,
-                                        lock_timeout_s=args.lock_timeout)
-    except (build.BuildError, tensorrt_cache.EngineCacheError) as exc:
-        LOG.error("%s", exc)
-        return 1
+    if args.target == "openvino":
+        path = build.build_openvino(args.bundle, fp16=args.fp16)
+    else:
+        workspace = args.workspace_mb * (1 << 20) if args.workspace_mb else None
+        path = build.build_tensorrt(args.bundle, fp16=args.fp16, cache_dir=args.cache_dir,
+                                    force=args.force, device_index=args.device,
+                                    workspace_bytes=workspace,
+                                    strict_gpu_model=args.strict_gpu_model,
+                                    lock_timeout_s=args.lock_timeout)
     sys.stdout.write("%s\n" % path)
     return 0
 
@@ -47,16 +42,8 @@ def _gpu_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ros_env(args: argparse.Namespace) -> int:
-    from admlops_ros.ros import netenv
-
-    argv = ([args.master_uri] if args.master_uri else []) + (["--no-check"] if args.no_check
-                                                            else [])
-    return netenv.main(argv)
-
-
 def add_commands(subparsers: Any) -> None:
-    """Register build-engine, gpu-info and ros-env on the `admlops` parser."""
+    """Register build-engine and gpu-info on the `admlops` parser."""
     p = subparsers.add_parser(
         "build-engine", help="build a TensorRT plan or OpenVINO IR from a bundle's ONNX",
         description="TensorRT: plan for this GPU/TensorRT/precision into <bundle>/tensorrt "
@@ -82,9 +69,3 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--device", type=int, default=0)
     p.set_defaults(func=_gpu_info)
-
-    p = subparsers.add_parser("ros-env", help="print ROS_MASTER_URI/ROS_IP exports and check "
-                                              "the master (scripts/ros_env.sh sources this)")
-    p.add_argument("master_uri", nargs="?", default=None)
-    p.add_argument("--no-check", action="store_true")
-    p.set_defaults(func=_ros_env)

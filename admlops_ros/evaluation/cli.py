@@ -41,30 +41,6 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(_clean(data), indent=1, default=_json_default))
 
 
-def _known_errors():
-    from admlops_ros.evaluation.bags import BagError
-    from admlops_ros.evaluation.kitti_eval import KittiEvalError
-    from admlops_ros.evaluation.metrics import MetricsError
-    from admlops_ros.evaluation.replay import ReplayError
-    from admlops_ros.evaluation.report import ReportError
-    return (BagError, KittiEvalError, MetricsError, ReplayError, ReportError)
-
-
-def _guarded(func):
-    """Run a command; known errors (and Ctrl-C) become one log line and exit code 1 / 130."""
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(func(args) or 0)
-        except _known_errors() as exc:
-            # stderr directly: rospy.init_node (online mode) takes over the logging handlers
-            sys.stderr.write(f"admlops {args.command}: error: {exc}\n")
-            return 1
-        except KeyboardInterrupt:
-            sys.stderr.write(f"admlops {args.command}: interrupted\n")
-            return 130
-    return run
-
-
 def cmd_bag_from_sim(args: argparse.Namespace) -> int:
     from admlops_ros.evaluation.bags import bag_from_sim
     n = bag_from_sim(args.output, args.count, args.seed, args.sensor,
@@ -92,7 +68,7 @@ def cmd_bag_from_kitti(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from admlops_ros.evaluation import replay, report
     from admlops_ros.evaluation.kitti_eval import write_kitti_results
-    from admlops_ros.evaluation.metrics import EvalConfig
+    from admlops_ros.evaluation.protocol import EvalConfig
     kw = dict(engine=args.engine, backend=args.backend, score_threshold=args.score_threshold,
               progress=not args.no_progress, points_topic=args.points_topic,
               gt_topic=args.gt_topic)
@@ -173,7 +149,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sensor", default="hdl64", help="hdl64, hdl32, pandar40, vls128")
     p.add_argument("-o", "--output", required=True, help="output .bag")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_guarded(cmd_bag_from_sim))
+    p.set_defaults(func=cmd_bag_from_sim)
 
     p = subparsers.add_parser("bag-from-kitti",
                               help="KITTI object frames (velodyne, label_2, calib) -> bag")
@@ -182,7 +158,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ids", nargs="+", help="frame ids, e.g. 000000 000001 (default: all)")
     p.add_argument("-o", "--output", required=True, help="output .bag")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_guarded(cmd_bag_from_kitti))
+    p.set_defaults(func=cmd_bag_from_kitti)
 
     p = subparsers.add_parser("eval", help="replay a bag through the detector: AP, latency, "
                                            "drops; results.json + report.html")
@@ -202,7 +178,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--points-topic", default=None)
     p.add_argument("--gt-topic", default=None)
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_guarded(cmd_eval))
+    p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("compare", help="backend parity on a bag: raw output diff, "
                                               "box agreement, AP deltas")
@@ -213,7 +189,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--json", help="write the table as JSON")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_guarded(cmd_compare))
+    p.set_defaults(func=cmd_compare)
 
     p = subparsers.add_parser("kitti-eval", help="score KITTI result files against label_2 "
                                                  "(KITTI difficulties, AP|R40 and AP|R11)")
@@ -222,7 +198,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", help="calib directory: distance bands measured from the LiDAR")
     p.add_argument("--json", help="write all numbers to this JSON file")
     p.add_argument("--no-bbox", action="store_true", help="skip the 2D bbox AP")
-    p.set_defaults(func=_guarded(cmd_kitti_eval))
+    p.set_defaults(func=cmd_kitti_eval)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -14,7 +14,7 @@ from admlops_ros.lidar.pointcloud import PointCloudError, convert_pointcloud2
 from admlops_ros.ros.conversions import detections_to_msg, import_messages, stats_to_msg
 from admlops_ros.ros.diagnostics import LEVEL_NAMES, DiagnosticsState, to_diagnostic_array
 from admlops_ros.ros.markers import detections_to_markers
-from admlops_ros.ros.params import NodeParams, ParamError, validate_params
+from admlops_ros.ros.params import NodeParams, validate_params
 
 LOG = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rospy.init_node(NODE_NAME, argv=argv if argv is not None else sys.argv)
     try:
         params = validate_params(rospy.get_param("~", {}))
-    except ParamError as exc:
+    except AdmlopsError as exc:  # ParamError, or the package directory not found
         rospy.logfatal(str(exc))
         rospy.signal_shutdown("bad parameters")
         return EXIT_BAD_PARAMS

@@ -6,13 +6,15 @@ import json
 import logging
 import sys
 import tempfile
-from typing import Any, List, Optional
+from typing import Any
+
+from admlops_ros.errors import UsageError
 
 LOG = logging.getLogger(__name__)
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `admlops train` / scripts/train.py."""
+    """Options of `admlops train` (scripts/train.py runs it)."""
     p.add_argument("--config", default="sim_small",
                    help="model config: sim_small (default), kitti_3class or a .json")
     p.add_argument("--out", required=True, help="output directory (latest.pth, logs)")
@@ -63,38 +65,33 @@ def _train_config(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     """`admlops train`: train (or --benchmark) a model on simulated frames."""
-    from admlops_ros.training.configs import ConfigError
-    from admlops_ros.training.train import LOG_JSONL, TrainError, train
-    try:
-        cfg = _train_config(args)
-        if args.benchmark:
-            n = int(args.benchmark)
-            with tempfile.TemporaryDirectory() as tmp:
-                cfg.log_every = 1
-                cfg.checkpoint_every = 10 ** 9
-                train(cfg, tmp, progress=not args.no_progress, stop_at=n + 2)
-                with open(f"{tmp}/{LOG_JSONL}") as f:
-                    recs = [json.loads(line) for line in f][2:]  # skip warm-up
-            import numpy as np
-            s_it = float(np.median([r["s_per_it"] for r in recs]))
-            data = float(np.median([r["data_wait_s"] for r in recs]))
-            sys.stdout.write(
-                f"{cfg.model}: batch {cfg.batch_size}, crop {cfg.crop}: median {s_it:.3f} "
-                f"s/iteration (waiting for data {data:.3f} s, step {s_it - data:.3f} s) over {len(recs)} "
-                f"iterations; {cfg.iterations} iterations -> {s_it * cfg.iterations / 3600:.2f} "
-                "h\n")
-            return 0
-        ckpt = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
-                     stop_at=args.stop_at, init=args.init)
-    except (ConfigError, TrainError) as exc:
-        LOG.error("%s", exc)
-        return 1
+    from admlops_ros.training.train import LOG_JSONL, train
+    cfg = _train_config(args)
+    if args.benchmark:
+        n = int(args.benchmark)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg.log_every = 1
+            cfg.checkpoint_every = 10 ** 9
+            train(cfg, tmp, progress=not args.no_progress, stop_at=n + 2)
+            with open(f"{tmp}/{LOG_JSONL}") as f:
+                recs = [json.loads(line) for line in f][2:]  # skip warm-up
+        import numpy as np
+        s_it = float(np.median([r["s_per_it"] for r in recs]))
+        data = float(np.median([r["data_wait_s"] for r in recs]))
+        sys.stdout.write(
+            f"{cfg.model}: batch {cfg.batch_size}, crop {cfg.crop}: median {s_it:.3f} "
+            f"s/iteration (waiting for data {data:.3f} s, step {s_it - data:.3f} s) over "
+            f"{len(recs)} iterations; {cfg.iterations} iterations -> "
+            f"{s_it * cfg.iterations / 3600:.2f} h\n")
+        return 0
+    ckpt = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+                 stop_at=args.stop_at, init=args.init)
     sys.stdout.write(f"{ckpt}\n")
     return 0
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `admlops export` / scripts/export_onnx.py."""
+    """Options of `admlops export` (scripts/export_onnx.py runs it)."""
     p.add_argument("--config", default="sim_small",
                    help="model config: sim_small (default), kitti_3class or a .json "
                         "(e.g. <train out>/model_config.json)")
@@ -110,30 +107,23 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """`admlops export`: ONNX (+ OpenVINO IR and spec.yaml with --bundle)."""
-    from admlops_ros.training.configs import ConfigError, get_config
-    from admlops_ros.training.export import (ExportError, export_bundle, export_onnx,
-                                             load_checkpoint)
+    from admlops_ros.training.configs import get_config
+    from admlops_ros.training.export import export_bundle, export_onnx, load_checkpoint
     from admlops_ros.training.network import build_model
     if not args.checkpoint and not args.random_weights:
-        LOG.error("give --checkpoint <file.pth> (or --random-weights for a test export)")
-        return 2
+        raise UsageError("give --checkpoint <file.pth> (or --random-weights for a test export)")
     if not args.bundle and not args.onnx:
-        LOG.error("give --bundle <dir> and/or --onnx <file.onnx>")
-        return 2
-    try:
-        config = get_config(args.config)
-        if args.onnx:
-            model = build_model(config)
-            if args.checkpoint:
-                load_checkpoint(model, args.checkpoint)
-            sys.stdout.write(f"{export_onnx(model, args.onnx)}\n")
-        if args.bundle:
-            out = export_bundle(config, args.bundle, checkpoint=args.checkpoint,
-                                intensity_scale=args.intensity_scale, notes=args.notes)
-            sys.stdout.write(f"{out}\n")
-    except (ConfigError, ExportError) as exc:
-        LOG.error("%s", exc)
-        return 1
+        raise UsageError("give --bundle <dir> and/or --onnx <file.onnx>")
+    config = get_config(args.config)
+    if args.onnx:
+        model = build_model(config)
+        if args.checkpoint:
+            load_checkpoint(model, args.checkpoint)
+        sys.stdout.write(f"{export_onnx(model, args.onnx)}\n")
+    if args.bundle:
+        out = export_bundle(config, args.bundle, checkpoint=args.checkpoint,
+                            intensity_scale=args.intensity_scale, notes=args.notes)
+        sys.stdout.write(f"{out}\n")
     return 0
 
 
@@ -147,24 +137,3 @@ def add_commands(subparsers: Any) -> None:
                               description=run_export.__doc__)
     add_export_arguments(p)
     p.set_defaults(func=run_export)
-
-
-def _main(add, run, argv: Optional[List[str]], description: str) -> int:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    add(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    return run(args)
-
-
-def train_main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of scripts/train.py."""
-    return _main(add_train_arguments, run_train, argv, "Train PointPillars on simulated lidar.")
-
-
-def export_main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of scripts/export_onnx.py."""
-    return _main(add_export_arguments, run_export, argv,
-                 "Export PointPillars to ONNX (mmdeploy 1.2+ names) / an engine bundle.")

@@ -13,7 +13,7 @@ from admlops_ros.backends.tensorrt_backend import build_engine_from_onnx
 from admlops_ros.cli import main
 from admlops_ros.backends import tensorrt_cache
 from admlops_ros.deploy import build
-from admlops_ros.bundle.spec import load_bundle, write_bundle
+from admlops_ros.bundle.files import load_bundle, write_bundle
 from tests.fixtures.tiny_model import make_tiny_onnx, random_voxels, tiny_spec
 
 from tests.paths import REPO_ROOT as REPO
@@ -59,17 +59,18 @@ def test_openvino_ir_fp16_weights_are_smaller_and_close(bundle):
     _compare_ir_with_onnxruntime(bundle, [random_voxels(30, seed=3)], 5e-2)
 
 
-def test_openvino_without_onnx_is_a_clear_error(tmp_path, caplog):
+def test_openvino_without_onnx_is_a_clear_error(tmp_path, capsys):
     assert main(["build-engine", str(tmp_path), "--target", "openvino"]) == 1
-    assert "end2end.onnx not found" in caplog.text
+    assert "end2end.onnx not found" in capsys.readouterr().err
 
 
-def test_tensorrt_without_gpu_names_what_is_missing(bundle, caplog, monkeypatch):
+def test_tensorrt_without_gpu_names_what_is_missing(bundle, capsys, monkeypatch):
     from admlops_ros.backends import gpu_info
 
     monkeypatch.setattr(gpu_info, "query_gpu", lambda index=0: None)
     assert main(["build-engine", str(bundle), "--target", "tensorrt", "--fp16"]) == 1
-    assert "needs an NVIDIA GPU" in caplog.text and "onnxruntime or openvino" in caplog.text
+    err = capsys.readouterr().err
+    assert "needs an NVIDIA GPU" in err and "onnxruntime or openvino" in err
 
 
 def test_tensorrt_build_uses_spec_profile_and_workspace(bundle):

@@ -1,0 +1,149 @@
+"""The `admlops` error policy: user errors end in one line and exit 1, bugs keep a traceback."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from admlops_ros import cli
+from admlops_ros.errors import AdmlopsError
+from tests.paths import FIXTURES, REPO_ROOT
+
+CONFIGS = FIXTURES / "mmdet3d_configs" / "configs"
+
+
+def admlops(*args: str, timeout: float = 120):
+    """Run `python -m admlops_ros ARGS` as a user would; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run([sys.executable, "-m", "admlops_ros", *args], capture_output=True,
+                          text=True, cwd=str(REPO_ROOT), env=env, timeout=timeout)
+
+
+def assert_one_line_error(res, command: str, *needles: str, code: int = 1) -> str:
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == code, res.stderr
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"admlops {command}: error: "), lines[0]
+    assert "Traceback" not in res.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_bundle_rehash_of_a_missing_directory(tmp_path):
+    res = admlops("bundle", str(tmp_path / "missing"), "--rehash")
+    assert_one_line_error(res, "bundle", "no spec.yaml at", "spec-from-config")
+
+
+def test_spec_from_config_of_a_missing_file(tmp_path):
+    res = admlops("spec-from-config", str(tmp_path / "missing.py"))
+    assert_one_line_error(res, "spec-from-config", "no config file at")
+
+
+def test_spec_from_config_names_what_a_nuscenes_pointpillars_needs(tmp_path):
+    config = CONFIGS / "pointpillars" / "pointpillars_hv_fpn_sbn-all_8xb4-2x_nus-3d.py"
+    res = admlops("spec-from-config", str(config), "-o", str(tmp_path / "spec.yaml"))
+    line = assert_one_line_error(res, "spec-from-config", "MVXFasterRCNN model not supported",
+                                 "pts_neck mmdet.FPN", "anchor_generator.scales [1, 2, 4]",
+                                 "custom_values [0, 0]", "Supported: PointPillars")
+    assert "has no model.bbox_head" not in line
+    assert not (tmp_path / "spec.yaml").exists()
+
+
+def test_spec_from_config_names_centerpoint():
+    config = CONFIGS / "centerpoint" / \
+        "centerpoint_pillar02_second_secfpn_head-circlenms_8xb4-cyclic-20e_nus-3d.py"
+    assert_one_line_error(admlops("spec-from-config", str(config)), "spec-from-config",
+                          "CenterHead (CenterPoint) has no decoder here yet")
+
+
+def test_spec_from_config_bad_numbers_and_missing_base(tmp_path):
+    base = CONFIGS / "pointpillars" / "pointpillars_hv_secfpn_8xb6-160e_kitti-3d-3class.py"
+    zero = tmp_path / "zero.py"
+    zero.write_text(f"_base_ = [{str(base)!r}]\n"
+                    "model = dict(data_preprocessor=dict(voxel_layer=dict("
+                    "voxel_size=[0.0, 0.16, 4])))\n")
+    assert_one_line_error(admlops("spec-from-config", str(zero)), "spec-from-config",
+                          "voxelization.voxel_size must be 3 positive numbers")
+    stride = tmp_path / "stride.py"
+    stride.write_text(f"_base_ = [{str(base)!r}]\n"
+                      "model = dict(backbone=dict(layer_strides=[0, 2, 2]))\n")
+    assert_one_line_error(admlops("spec-from-config", str(stride)), "spec-from-config",
+                          "backbone.layer_strides [0, 2, 2] must be positive integers")
+    orphan = tmp_path / "orphan.py"
+    orphan.write_text("_base_ = ['../_base_/models/nothing_here.py']\n")
+    assert_one_line_error(admlops("spec-from-config", str(orphan)), "spec-from-config",
+                          "_base_ file", "nothing_here.py not found")
+
+
+def test_usage_error_exits_2_in_the_same_form(tmp_path):
+    assert_one_line_error(admlops("bundle", str(tmp_path / "b")), "bundle", "give --spec",
+                          code=2)
+
+
+def test_verbose_shows_the_traceback():
+    res = admlops("-v", "spec-from-config", "/nonexistent/config.py")
+    assert res.returncode == 1
+    assert "Traceback" in res.stderr and "Mmdet3dConfigError" in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("admlops spec-from-config: error:")
+
+
+def _parser_with(monkeypatch, func):
+    real = cli.build_parser
+
+    def build():
+        parser = real()
+        sub = next(a for a in parser._actions if a.dest == "command")
+        sub.add_parser("boom").set_defaults(func=func)
+        return parser
+    monkeypatch.setattr(cli, "build_parser", build)
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def bug(args):
+        raise KeyError("internal")
+    _parser_with(monkeypatch, bug)
+    with pytest.raises(KeyError, match="internal"):
+        cli.main(["boom"])
+
+
+def test_project_errors_are_one_line_even_when_multiline(monkeypatch, capsys):
+    def user_error(args):
+        raise AdmlopsError("first line\n  second line")
+    _parser_with(monkeypatch, user_error)
+    assert cli.main(["boom"]) == 1
+    assert capsys.readouterr().err == "admlops boom: error: first line second line\n"
+
+
+def test_ctrl_c_exits_130(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "admlops_ros", "bag-from-sim", "--count",
+                             "100000", "--no-progress", "-o", str(tmp_path / "x.bag")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=str(REPO_ROOT))
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "x.bag").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)  # writing frames: the command is past its imports
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "admlops bag-from-sim: interrupted" in err.splitlines()  # (rospy logs at exit)
+
+
+def test_with_ros_env_passes_arguments_to_the_command_not_to_setup_bash():
+    if not (REPO_ROOT / "build" / "catkin_ws" / "devel" / "setup.bash").is_file():
+        pytest.skip("no catkin devel space: run `make build` first")
+    res = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "with_ros_env.sh"),
+                          sys.executable, "-m", "admlops_ros", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage: admlops")
+    res = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "with_ros_env.sh"), "bash", "-c",
+                          'printf "%s|" "$@"; echo "$ROS_PACKAGE_PATH"', "sh", "--extend",
+                          "a b"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("--extend|a b|") and "catkin_ws" in res.stdout
