@@ -6,19 +6,15 @@ import logging
 from pathlib import Path
 from typing import Any, List, Mapping, Union
 
-from admlops_ros.backends.base import Backend, BackendError, TensorInfo
-from admlops_ros.lidar.layout import (LAYOUT_NAMES, DecodedOutputs, HeadOutputs, LayoutError,
-                                         OutputLayout, detect_layout, to_head_outputs)
+from admlops_ros.backends.base import Backend, BackendError, DynamicAxes, TensorInfo
 from admlops_ros.bundle.files import EngineBundle, load_bundle
-from admlops_ros.bundle.spec import ModelSpec
 
 LOG = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("auto", "onnxruntime", "openvino", "tensorrt")
 
-__all__ = ["Backend", "BackendError", "TensorInfo", "LAYOUT_NAMES", "DecodedOutputs",
-           "HeadOutputs", "LayoutError", "OutputLayout", "detect_layout", "to_head_outputs",
-           "BACKEND_NAMES", "available_backends", "create_backend"]
+__all__ = ["Backend", "BackendError", "DynamicAxes", "TensorInfo", "BACKEND_NAMES",
+           "available_backends", "create_backend", "model_files"]
 
 
 def _importable(module: str) -> bool:
@@ -39,8 +35,9 @@ def available_backends() -> List[str]:
     return names
 
 
-def _resolve_paths(source: Union[EngineBundle, str, Path, Mapping[str, Any]]):
-    """-> (spec or None, onnx, openvino_xml, tensorrt_plan) from a bundle, a path or a dict."""
+def model_files(source: Union[EngineBundle, str, Path, Mapping[str, Any]]):
+    """(spec or None, onnx, openvino_xml, tensorrt_plan) of a bundle, a bundle directory, a
+    model file, or a dict with keys spec, onnx, openvino_xml, tensorrt_plan."""
     if isinstance(source, Mapping):
         spec = source.get("spec")
         return (spec, source.get("onnx"), source.get("openvino_xml"),
@@ -66,21 +63,17 @@ def create_backend(name: str, bundle_or_paths: Union[EngineBundle, str, Path, Ma
         name: "auto" (tensorrt if usable and a plan exists, else openvino, else onnxruntime),
             "onnxruntime", "openvino" or "tensorrt".
         bundle_or_paths: an ``EngineBundle``; a bundle directory / spec.yaml; a model file
-            (.onnx, .xml, .engine/.plan); or a dict with keys spec, onnx, openvino_xml,
-            tensorrt_plan.
+            (.onnx, .xml, .engine/.plan); or a dict with keys onnx, openvino_xml, tensorrt_plan.
         **options: passed to the backend (e.g. precision="bf16" for openvino, num_threads,
-            plugins=[...] and tensorrt_plan=... for tensorrt, output_layout).
+            dynamic_axes, plugins=[...] and tensorrt_plan=... for tensorrt).
 
     Raises:
-        BackendError: unknown name, missing model file, or an engine that does not fit the spec.
+        BackendError: unknown name, or no model file the backend can run.
     """
     if name not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {name!r}; choose one of {list(BACKEND_NAMES)}")
-    spec, onnx, xml, plan = _resolve_paths(bundle_or_paths)
-    spec = options.pop("spec", spec)
+    _, onnx, xml, plan = model_files(bundle_or_paths)
     plan = options.pop("tensorrt_plan", plan)
-    if spec is not None and not isinstance(spec, ModelSpec):
-        raise BackendError(f"spec must be a ModelSpec, got {type(spec).__name__}")
     if name == "auto":
         usable = available_backends()
         if "tensorrt" in usable and plan is not None:
@@ -97,16 +90,16 @@ def create_backend(name: str, bundle_or_paths: Union[EngineBundle, str, Path, Ma
         if onnx is None:
             raise BackendError("backend 'onnxruntime' needs an .onnx file in the bundle")
         from admlops_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(onnx, spec=spec, **options)
+        return OnnxRuntimeBackend(onnx, **options)
     if name == "openvino":
         model = xml or onnx
         if model is None:
             raise BackendError("backend 'openvino' needs an OpenVINO .xml or an .onnx file")
         from admlops_ros.backends.openvino_backend import OpenVINOBackend
-        return OpenVINOBackend(model, spec=spec, **options)
+        return OpenVINOBackend(model, **options)
     from admlops_ros.backends.tensorrt_backend import TensorRTBackend
     if plan is None:
         raise BackendError("backend 'tensorrt' needs a plan (tensorrt_plan=... or an .engine in "
                            "the bundle); build one with build_engine_from_onnx() or the engine "
                            "cache")
-    return TensorRTBackend(plan, spec=spec, **options)
+    return TensorRTBackend(plan, **options)

@@ -8,8 +8,7 @@ from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from admlops_ros.backends.base import Backend, BackendError, TensorInfo
-from admlops_ros.bundle.spec import ModelSpec
+from admlops_ros.backends.base import Backend, BackendError, DynamicAxes, TensorInfo
 
 LOG = logging.getLogger(__name__)
 
@@ -27,19 +26,19 @@ class OnnxRuntimeBackend(Backend):
 
     Args:
         onnx_path: the model (mmdeploy ``end2end.onnx``).
-        spec: the bundle spec to check the model against (optional).
         num_threads: intra-op threads; default: every core.
         providers: ONNX Runtime execution providers; default CPU.
-        output_layout: force a layout name instead of the spec's / detection.
         precision: only "f32" (the ONNX file's own precision); accepted so every backend
             takes the same options.
+        dynamic_axes: accepted for the same reason; ONNX Runtime runs the model's own
+            shapes (export dynamic axes with the model).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Union[str, Path], spec: Optional[ModelSpec] = None,
-                 num_threads: Optional[int] = None, providers: Optional[Sequence[str]] = None,
-                 output_layout: Optional[str] = None, precision: str = "f32") -> None:
+    def __init__(self, onnx_path: Union[str, Path], num_threads: Optional[int] = None,
+                 providers: Optional[Sequence[str]] = None, precision: str = "f32",
+                 dynamic_axes: Optional[DynamicAxes] = None) -> None:
         super().__init__()
         if precision != "f32":
             raise BackendError(f"onnxruntime runs the ONNX file in f32 only, got precision "
@@ -69,16 +68,10 @@ class OnnxRuntimeBackend(Backend):
         self.outputs = [TensorInfo(o.name, _dims(o.shape),
                                    np.dtype(_ORT_TYPES.get(o.type, np.float32)))
                         for o in self._session.get_outputs()]
-        self._dtypes = {t.name: t.dtype for t in self.inputs}
-        self._finish_init(spec, output_layout)
         LOG.info("onnxruntime %s: %s with %d threads", ort.__version__, path,
                  opts.intra_op_num_threads)
 
-    def _infer(self, voxels: np.ndarray, num_points: np.ndarray,
-               coors: np.ndarray) -> Dict[str, np.ndarray]:
-        given = {"voxels": voxels, "num_points": num_points, "coors": coors}
-        # One cast at most per input (a no-op for mmdeploy's float32 / int32 inputs).
-        feeds = {n: given[n].astype(self._dtypes[n], copy=False) for n in self._dtypes}
+    def _run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         results = self._session.run(None, feeds)
         return dict(zip(self.output_names, results))
 

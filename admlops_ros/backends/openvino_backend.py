@@ -7,8 +7,7 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-from admlops_ros.backends.base import INPUT_NAMES, Backend, BackendError, TensorInfo
-from admlops_ros.bundle.spec import ModelSpec
+from admlops_ros.backends.base import Backend, BackendError, DynamicAxes, TensorInfo
 
 LOG = logging.getLogger(__name__)
 
@@ -41,23 +40,23 @@ def _shape(partial_shape) -> tuple:
 class OpenVINOBackend(Backend):
     """Runs an OpenVINO IR (``.xml``) or ONNX model on the CPU.
 
-    The voxel axis stays dynamic: one compiled model serves every voxel count V (the CPU
+    Axes named in ``dynamic_axes`` are made dynamic when the model fixes them (an mmdeploy
+    static export fixes the voxel count): one compiled model then serves every size (the CPU
     plugin infers shapes per request; no recompilation, no padding).
 
     Args:
         model_path: ``.xml`` IR (with its ``.bin``) or ``.onnx``.
-        spec: the bundle spec to check the model against (optional).
         precision: "f32" (default; this CPU would otherwise run bf16), "bf16" or "f16".
         num_threads: inference threads; default: OpenVINO's choice (all cores).
         device: OpenVINO device name.
-        output_layout: force a layout name instead of the spec's / detection.
+        dynamic_axes: input name -> axes to make dynamic.
     """
 
     name = "openvino"
 
-    def __init__(self, model_path: Union[str, Path], spec: Optional[ModelSpec] = None,
-                 precision: str = "f32", num_threads: Optional[int] = None,
-                 device: str = "CPU", output_layout: Optional[str] = None) -> None:
+    def __init__(self, model_path: Union[str, Path], precision: str = "f32",
+                 num_threads: Optional[int] = None, device: str = "CPU",
+                 dynamic_axes: Optional[DynamicAxes] = None) -> None:
         super().__init__()
         ov = _ov()
         if str(precision).lower() not in PRECISIONS:
@@ -74,7 +73,7 @@ class OpenVINOBackend(Backend):
                         "falls back to a supported precision", device, hint, caps)
         try:
             model = core.read_model(str(path))
-            self._make_voxel_axis_dynamic(ov, model)
+            _make_axes_dynamic(ov, model, dynamic_axes or {})
             config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
             if num_threads:
                 config["INFERENCE_NUM_THREADS"] = int(num_threads)
@@ -93,34 +92,12 @@ class OpenVINOBackend(Backend):
         self.outputs = [TensorInfo(_port_name(p), _shape(p.get_partial_shape()),
                                    np.dtype(p.get_element_type().to_dtype()))
                         for p in self._compiled.outputs]
-        self._finish_init(spec, output_layout)
         LOG.info("openvino %s: %s on %s, precision %s", ov.get_version(), path, device,
                  self.precision)
 
-    @staticmethod
-    def _make_voxel_axis_dynamic(ov, model) -> None:
-        """Give a static-V model (mmdeploy static export) a dynamic voxel axis."""
-        shapes = {}
-        for port in model.inputs:
-            name = _port_name(port)
-            ps = port.get_partial_shape()
-            if name in INPUT_NAMES and ps.rank.is_static and ps[0].is_static:
-                dims = [-1] + [d.get_length() if d.is_static else -1 for d in list(ps)[1:]]
-                shapes[name] = ov.PartialShape(dims)
-        if shapes:
-            try:
-                model.reshape(shapes)
-                LOG.info("openvino: made the voxel axis dynamic for %s", sorted(shapes))
-            except Exception as exc:  # reshape fails if the graph bakes in V
-                LOG.warning("openvino: model has a static voxel count and cannot be reshaped "
-                            "(%s); V must equal the exported count", exc)
-
-    def _infer(self, voxels: np.ndarray, num_points: np.ndarray,
-               coors: np.ndarray) -> Dict[str, np.ndarray]:
-        given = {"voxels": voxels, "num_points": num_points, "coors": coors}
-        # Fed by port index: names are only used to match the mmdeploy inputs.
-        feeds = {i: given[t.name].astype(t.dtype, copy=False) for i, t in enumerate(self.inputs)}
-        self._request.infer(feeds)
+    def _run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        # Fed by port index: a port can carry several names (see _port_name).
+        self._request.infer({i: feeds[t.name] for i, t in enumerate(self.inputs)})
         # Copy: the request's output buffers are reused by the next inference.
         return {t.name: np.array(self._request.get_output_tensor(i).data, copy=True)
                 for i, t in enumerate(self.outputs)}
@@ -129,6 +106,25 @@ class OpenVINOBackend(Backend):
         self._request = None
         self._compiled = None
         super().close()
+
+
+def _make_axes_dynamic(ov: Any, model: Any, dynamic_axes: DynamicAxes) -> None:
+    """Make the named axes of the model's inputs dynamic where the model fixes them."""
+    shapes = {}
+    for port in model.inputs:
+        name = _port_name(port)
+        ps = port.get_partial_shape()
+        axes = [a for a in dynamic_axes.get(name, ()) if ps.rank.is_static and a < len(ps)]
+        if axes and any(ps[a].is_static for a in axes):
+            shapes[name] = ov.PartialShape([-1 if i in axes or not d.is_static else d.get_length()
+                                            for i, d in enumerate(ps)])
+    if shapes:
+        try:
+            model.reshape(shapes)
+            LOG.info("openvino: made axes dynamic: %s", {k: list(dynamic_axes[k]) for k in shapes})
+        except Exception as exc:  # reshape fails if the graph bakes the size in
+            LOG.warning("openvino: the model fixes %s and cannot be reshaped (%s); feed the "
+                        "exported sizes", sorted(shapes), exc)
 
 
 def _zero_constants_as_broadcasts(model: Any, min_bytes: int = 1 << 16) -> int:

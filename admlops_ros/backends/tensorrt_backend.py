@@ -14,8 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from admlops_ros.backends.base import INPUT_NAMES, Backend, BackendError, TensorInfo
-from admlops_ros.bundle.spec import ModelSpec
+from admlops_ros.backends.base import Backend, BackendError, TensorInfo
 
 LOG = logging.getLogger(__name__)
 
@@ -24,7 +23,6 @@ INSTALL_HINT = ("the TensorRT backend needs an NVIDIA GPU, TensorRT >= 8.6 with 
                 "package (`pip install tensorrt` or the JetPack python3-libnvinfer package) and "
                 "`pip install cuda-python` (or pycuda); on CPU-only machines use backend "
                 "'openvino' or 'onnxruntime'")
-VOXEL_AXIS_INPUTS = INPUT_NAMES  # every input has the voxel count as its first dimension
 
 
 def import_tensorrt() -> Any:
@@ -39,42 +37,9 @@ def import_tensorrt() -> Any:
         raise BackendError(f"cannot import tensorrt ({exc}): {INSTALL_HINT}") from exc
     version = tuple(int(p) for p in trt.__version__.split(".")[:2] if p.isdigit())
     if version < MIN_VERSION:
-        raise BackendError(f"TensorRT {trt.__version__} is too old: mmdeploy voxel engines need "
+        raise BackendError(f"TensorRT {trt.__version__} is too old: mmdeploy engines need "
                            f">= {MIN_VERSION[0]}.{MIN_VERSION[1]} (ScatterND, dynamic shapes)")
     return trt
-
-
-def check_profile_range(num_voxels: int, profile_min: int, profile_max: int,
-                        tensor: str = "voxels") -> None:
-    """Raise if V is above the optimization profile (below it is padded, see ``pad_voxels``).
-
-    Args:
-        num_voxels: V of this frame.
-        profile_min, profile_max: the engine profile's first-dimension range of ``tensor``.
-    """
-    if num_voxels > profile_max:
-        raise BackendError(
-            f"{num_voxels} voxels exceed the TensorRT optimization profile of input {tensor!r} "
-            f"(min {profile_min}, max {profile_max}); lower voxelization.max_voxels in spec.yaml "
-            f"to <= {profile_max}, or rebuild the engine with max_voxels >= {num_voxels} "
-            "(build_engine_from_onnx / engine.tensorrt_profile)")
-    if num_voxels < 1:
-        raise BackendError(f"no voxels for input {tensor!r}: skip inference for empty clouds")
-
-
-def pad_voxels(voxels: np.ndarray, num_points: np.ndarray, coors: np.ndarray,
-               min_voxels: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pad V up to ``min_voxels`` by repeating the last voxel (same points, same cell).
-
-    A repeated voxel yields the same pillar feature scattered to the same canvas cell, so the
-    network output is unchanged; this lets frames with few voxels run on engines whose
-    profile minimum is above V (mmdeploy KITTI: 2000).
-    """
-    v = len(voxels)
-    if v >= min_voxels or v == 0:
-        return voxels, num_points, coors
-    idx = np.concatenate([np.arange(v), np.full(min_voxels - v, v - 1)])
-    return voxels[idx], num_points[idx], coors[idx]
 
 
 # ----------------------------------------------------------------------------- CUDA memory
@@ -181,22 +146,23 @@ def _load_plugins(trt: Any, logger: Any, plugins: Sequence[Union[str, Path]]) ->
 
 # ----------------------------------------------------------------------------- runner
 class TensorRTBackend(Backend):
-    """Runs a serialized TensorRT engine (plan) with a dynamic voxel axis.
+    """Runs a serialized TensorRT engine (plan); dynamic inputs follow its profile 0.
 
     Args:
         plan_path: serialized engine (``end2end.engine``), built for this GPU and TensorRT.
-        spec: the bundle spec to check the engine against (optional).
         device: CUDA device index.
         plugins: plugin libraries to load first (mmdeploy v0.11-0.14 engines need
             ``libmmdeploy_tensorrt_ops.so`` for TRTBatchedBEVNMS).
-        output_layout: force a layout name instead of the spec's / detection.
+        precision: the precision the plan was built with ("f32" or "f16"; informational).
+        dynamic_axes: accepted so every backend takes the same options; the plan's profile
+            says which axes are dynamic.
     """
 
     name = "tensorrt"
 
-    def __init__(self, plan_path: Union[str, Path], spec: Optional[ModelSpec] = None,
-                 device: int = 0, plugins: Sequence[Union[str, Path]] = (),
-                 output_layout: Optional[str] = None) -> None:
+    def __init__(self, plan_path: Union[str, Path], device: int = 0,
+                 plugins: Sequence[Union[str, Path]] = (), precision: str = "f32",
+                 dynamic_axes: Optional[Any] = None) -> None:
         super().__init__()
         trt = import_tensorrt()
         self.trt = trt
@@ -219,12 +185,10 @@ class TensorRTBackend(Backend):
             hasattr(self._context, "execute_async_v3")
         self._buffers: Dict[str, Tuple[Any, int]] = {}  # name -> (device buffer, capacity bytes)
         self.path = path
-        self.profile: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]] = {}
+        self.precision = precision
         self._read_io()
-        self._finish_init(spec, output_layout)
-        LOG.info("tensorrt %s: %s (%s API, %s buffers), voxel profile %s", trt.__version__, path,
-                 "name-based" if self._named else "binding", self._cuda.kind,
-                 self.profile.get("voxels"))
+        LOG.info("tensorrt %s: %s (%s API, %s buffers), profile %s", trt.__version__, path,
+                 "name-based" if self._named else "binding", self._cuda.kind, self.profile)
 
     def _read_io(self) -> None:
         trt, eng = self.trt, self._engine
@@ -265,14 +229,16 @@ class TensorRTBackend(Backend):
             self._buffers[name] = (buf, cap)
         return buf
 
-    def _infer(self, voxels: np.ndarray, num_points: np.ndarray,
-               coors: np.ndarray) -> Dict[str, np.ndarray]:
-        if "voxels" in self.profile:
-            lo, hi = self.profile["voxels"][0][0], self.profile["voxels"][2][0]
-            check_profile_range(len(voxels), lo, hi)
-            voxels, num_points, coors = pad_voxels(voxels, num_points, coors, lo)
-        given = {"voxels": voxels, "num_points": num_points, "coors": coors}
-        hosts = {t.name: np.ascontiguousarray(given[t.name], dtype=t.dtype) for t in self.inputs}
+    def _check_profile(self, hosts: Dict[str, np.ndarray]) -> None:
+        for name, (lo, _, hi) in self.profile.items():
+            shape = hosts[name].shape
+            if any(not a <= d <= b for d, a, b in zip(shape, lo, hi)):
+                raise BackendError(f"tensorrt: input {name} has shape {list(shape)}, outside the "
+                                   f"plan's optimization profile (min {list(lo)}, max "
+                                   f"{list(hi)}); rebuild the plan with a profile that covers it")
+
+    def _run(self, hosts: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        self._check_profile(hosts)
         ctx, cuda = self._context, self._cuda
         bindings: List[int] = [0] * (len(self.inputs) + len(self.outputs))
         for name, host in hosts.items():
@@ -340,13 +306,14 @@ def build_engine_from_onnx(onnx_path: Union[str, Path], plan_path: Union[str, Pa
                            max_voxels: int = 9000, fp16: bool = False,
                            workspace: int = 1 << 30,
                            plugins: Sequence[Union[str, Path]] = ()) -> Path:
-    """Build a TensorRT plan with one optimization profile over the voxel axis.
+    """Build a TensorRT plan; inputs with a dynamic first axis get one optimization profile.
 
-    Defaults are mmdeploy's KITTI profile (2000/5000/9000 voxels, 1 GiB workspace, fp32).
+    Defaults are mmdeploy's KITTI voxel profile (2000/5000/9000 voxels, 1 GiB workspace,
+    fp32); a model with static inputs (e.g. a camera engine) needs no profile.
 
     Args:
-        onnx_path: mmdeploy ``end2end.onnx`` with inputs voxels [V, M, C], num_points [V],
-            coors [V, 4]; only V may be dynamic.
+        onnx_path: mmdeploy ``end2end.onnx``, e.g. a voxel engine with inputs voxels
+            [V, M, C], num_points [V], coors [V, 4]; only the first axis may be dynamic.
         plan_path: where to write the serialized engine.
         min_voxels, opt_voxels, max_voxels: the profile of V.
         fp16: allow fp16 kernels (if the GPU has fast fp16).
@@ -380,15 +347,20 @@ def build_engine_from_onnx(onnx_path: Union[str, Path], plan_path: Union[str, Pa
         else:
             LOG.warning("tensorrt: fp16 requested but this GPU has no fast fp16; building fp32")
     profile = builder.create_optimization_profile()
+    dynamic = 0
     for i in range(network.num_inputs):
         inp = network.get_input(i)
         shape = list(inp.shape)
+        if all(d >= 0 for d in shape):
+            continue  # a static input needs no profile
         if any(d < 0 for d in shape[1:]):
-            raise BackendError(f"input {inp.name} {shape}: only the voxel axis (dim 0) may be "
-                               "dynamic; export with a fixed max_points and channel count")
+            raise BackendError(f"input {inp.name} {shape}: only the first axis (the voxel axis "
+                               "of voxel engines) may be dynamic; export with fixed other axes")
         shapes = [[v] + shape[1:] for v in (min_voxels, opt_voxels, max_voxels)]
         profile.set_shape(inp.name, *shapes)
-    config.add_optimization_profile(profile)
+        dynamic += 1
+    if dynamic:
+        config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError(f"TensorRT failed to build an engine from {onnx_path} (see log)")

@@ -7,7 +7,6 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 
@@ -199,9 +198,3 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write all numbers to this JSON file")
     p.add_argument("--no-bbox", action="store_true", help="skip the 2D bbox AP")
     p.set_defaults(func=cmd_kitti_eval)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """Stand-alone entry (the project CLI is admlops_ros.cli)."""
-    from admlops_ros.cli import main as cli_main
-    return cli_main(argv)

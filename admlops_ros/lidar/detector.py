@@ -9,7 +9,7 @@ from typing import Dict, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from admlops_ros.errors import AdmlopsError
-from admlops_ros.backends import Backend, create_backend
+from admlops_ros.lidar.engine import VoxelEngine, open_voxel_engine
 from admlops_ros.lidar.layout import DecodedOutputs, to_head_outputs
 from admlops_ros.backends.tensorrt_backend import tensorrt_available
 from admlops_ros.lidar.detections import Detections
@@ -32,7 +32,7 @@ class LidarDetector:
     :meth:`detect` runs them and records the time of each.
     """
 
-    def __init__(self, bundle: EngineBundle, backend: Backend,
+    def __init__(self, bundle: EngineBundle, engine: VoxelEngine,
                  score_threshold: Optional[float] = None,
                  intensity_scale: Optional[float] = None,
                  class_filter: Optional[Iterable[str]] = None) -> None:
@@ -40,7 +40,7 @@ class LidarDetector:
 
         Args:
             bundle: the engine bundle (spec.yaml and files), see :func:`load_bundle`.
-            backend: an opened engine runner for that bundle.
+            engine: the bundle's engine, opened on a backend (:func:`open_voxel_engine`).
             score_threshold: overrides the spec's ``test_cfg.score_thr`` when given.
             intensity_scale: overrides the spec's ``input.intensity_scale`` (raw sensor
                 intensity is multiplied by it, e.g. 1/255 for 0..255 sensors).
@@ -48,7 +48,7 @@ class LidarDetector:
         """
         spec = bundle.spec
         self.bundle = bundle
-        self.backend = backend
+        self.engine = engine
         self.class_names = tuple(spec.class_names)
         self.point_features = tuple(spec.input.point_features)
         self.intensity_scale = float(spec.input.intensity_scale if intensity_scale is None
@@ -94,7 +94,7 @@ class LidarDetector:
         if backend == "tensorrt" or (backend == "auto" and tensorrt_available()):
             backend_options = _with_tensorrt_plan(bundle, {**backend_options, **trt_options})
             backend = "tensorrt"
-        engine = create_backend(backend, bundle, **backend_options)
+        engine = open_voxel_engine(backend, bundle, **backend_options)
         try:
             return cls(bundle, engine, score_threshold, intensity_scale, class_filter)
         except Exception:
@@ -109,7 +109,7 @@ class LidarDetector:
 
     def close(self) -> None:
         """Release the engine."""
-        self.backend.close()
+        self.engine.close()
 
     def _class_filter_labels(self, class_filter: Optional[Iterable[str]]) -> Optional[np.ndarray]:
         if class_filter is None:
@@ -168,12 +168,12 @@ class LidarDetector:
 
     def inference(self, voxels: Voxels) -> Dict[str, np.ndarray]:
         """Run the engine on voxels; returns its raw outputs by name."""
-        return self.backend.infer(voxels.voxels, voxels.num_points,
+        return self.engine.infer(voxels.voxels, voxels.num_points,
                                   with_batch_index(voxels.coors))
 
     def postprocess(self, outputs: Dict[str, np.ndarray]) -> Detections:
         """Decode raw engine outputs into boxes (anchor decode, direction, NMS)."""
-        head = to_head_outputs(outputs, self.backend.output_layout)
+        head = to_head_outputs(outputs, self.engine.output_layout)
         if isinstance(head, DecodedOutputs):
             keep = head.scores > self.decoder.score_thr
             detections = Detections(head.boxes[keep], head.scores[keep], head.labels[keep],
@@ -246,8 +246,8 @@ def detector_summary(detector: LidarDetector) -> Dict[str, object]:
     return {
         "bundle": str(detector.bundle.root),
         "model": detector.bundle.spec.name,
-        "backend": detector.backend.name,
-        "output_layout": str(detector.backend.output_layout),
+        "backend": detector.engine.name,
+        "output_layout": str(detector.engine.output_layout),
         "classes": list(detector.class_names),
         "point_features": list(detector.point_features),
         "shuffle_points": detector.shuffler is not None,

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from admlops_ros.backends import create_backend
 from admlops_ros.backends.tensorrt_backend import build_engine_from_onnx
 from admlops_ros.cli import main
+from admlops_ros.lidar.engine import open_voxel_engine
 from admlops_ros.backends import tensorrt_cache
 from admlops_ros.deploy import build
 from admlops_ros.bundle.files import load_bundle, write_bundle
@@ -32,8 +32,8 @@ def _compare_ir_with_onnxruntime(root: Path, inputs_list, atol: float) -> float:
     loaded = load_bundle(root)  # hashes verified, IR recorded in spec.yaml
     assert loaded.openvino_xml == root / "openvino" / "end2end.xml"
     worst = 0.0
-    with create_backend("onnxruntime", loaded) as ort, \
-            create_backend("openvino", loaded, precision="f32") as ov:
+    with open_voxel_engine("onnxruntime", loaded) as ort, \
+            open_voxel_engine("openvino", loaded, precision="f32") as ov:
         for inputs in inputs_list:
             a, b = ort.infer(*inputs), ov.infer(*inputs)
             assert set(a) == set(b)

@@ -1,0 +1,252 @@
+"""VoxelEngine: an mmdeploy voxel-detection engine on any backend, checked against its spec.
+
+The backends run named arrays; this module knows what a voxel engine takes (voxels [V, M, C],
+num_points [V], coors [V, 4] with a dynamic V), which output layout it has, and whether its
+shapes fit the bundle's spec. TensorRT plans have a minimum V: smaller frames are padded.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from admlops_ros.backends import Backend, BackendError, create_backend, model_files
+from admlops_ros.bundle.files import EngineBundle
+from admlops_ros.bundle.spec import ModelSpec
+from admlops_ros.lidar.layout import OutputLayout, resolve_layout
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ["INPUT_NAMES", "VoxelEngine", "open_voxel_engine", "check_engine_against_spec",
+           "check_profile_range", "pad_voxels"]
+
+INPUT_NAMES = ("voxels", "num_points", "coors")  # mmdeploy 1.x engine inputs, in this order
+VOXEL_AXES = {name: (0,) for name in INPUT_NAMES}  # V is dynamic in every input
+
+
+class VoxelEngine:
+    """An opened voxel-detection engine: (voxels, num_points, coors) in, head outputs out.
+
+    Attributes:
+        backend: the engine runner (``backend.name``, ``backend.precision``, ...).
+        spec: the bundle spec it was checked against, or None.
+        output_layout: which output holds what (detected from the names, checked against
+            the spec's ``engine.output_layout``).
+    """
+
+    def __init__(self, backend: Backend, spec: Optional[ModelSpec] = None,
+                 output_layout: Optional[str] = None) -> None:
+        """Check the engine's inputs, detect its output layout and check it against the spec.
+
+        Raises:
+            BackendError: inputs other than mmdeploy's, or shapes that do not fit the spec.
+            LayoutError: output names of no known layout, or not the spec's layout.
+        """
+        if set(backend.input_names) != set(INPUT_NAMES):
+            raise BackendError(f"{backend.name}: engine inputs are {backend.input_names}, "
+                               f"expected {list(INPUT_NAMES)} (mmdeploy 1.x voxel detection)")
+        self.backend = backend
+        self.spec = spec
+        expected = output_layout or (spec.engine.output_layout if spec else None)
+        self.output_layout: OutputLayout = resolve_layout(backend.output_names, expected)
+        LOG.info("%s: output layout %s (%s)", backend.name, self.output_layout.name,
+                 self.output_layout.description)
+        if spec is not None:
+            check_engine_against_spec(spec, {t.name: t.shape for t in backend.inputs},
+                                      {t.name: t.shape for t in backend.outputs},
+                                      self.output_layout, engine=backend.name)
+        self._runtime_checked = False
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def _input_shape(self, name: str) -> Tuple[Optional[int], ...]:
+        return next(t.shape for t in self.backend.inputs if t.name == name)
+
+    def infer(self, voxels: np.ndarray, num_points: np.ndarray,
+              coors: np.ndarray) -> Dict[str, np.ndarray]:
+        """Run the engine on one frame.
+
+        Args:
+            voxels: [V, max_points, C] float32, zero-padded points per voxel (LiDAR frame).
+            num_points: [V] int32 points per voxel.
+            coors: [V, 4] int32 (batch=0, z, y, x) voxel indices.
+
+        Returns:
+            Engine output name -> array (see ``output_layout``).
+
+        Raises:
+            BackendError: inputs of the wrong shapes, more voxels than a TensorRT profile
+                takes, or a failure inside the engine.
+        """
+        voxels = np.ascontiguousarray(voxels, dtype=np.float32)
+        num_points = np.ascontiguousarray(num_points, dtype=np.int32)
+        coors = np.ascontiguousarray(coors, dtype=np.int32)
+        name = self.backend.name
+        v = voxels.shape[0] if voxels.ndim == 3 else -1
+        if voxels.ndim != 3 or num_points.shape != (v,) or coors.shape != (v, 4):
+            raise BackendError(f"{name}: inputs must be voxels [V, M, C], num_points [V], "
+                               f"coors [V, 4]; got {voxels.shape}, {num_points.shape}, "
+                               f"{coors.shape}")
+        if v == 0:
+            raise BackendError(f"{name}: no voxels (empty cloud); the caller returns empty "
+                               "detections without running the engine")
+        static_c = self._input_shape("voxels")[2]
+        if static_c is not None and voxels.shape[2] != static_c:
+            raise BackendError(f"{name}: voxels have C={voxels.shape[2]} channels, the "
+                               f"engine takes {static_c}")
+        profile = self.backend.profile.get("voxels")
+        if profile is not None:
+            lo, hi = profile[0][0], profile[2][0]
+            check_profile_range(v, lo, hi)
+            voxels, num_points, coors = pad_voxels(voxels, num_points, coors, lo)
+        out = self.backend.run({"voxels": voxels, "num_points": num_points, "coors": coors})
+        if not self._runtime_checked and self.spec is not None:
+            check_engine_against_spec(
+                self.spec, {"voxels": voxels.shape, "num_points": num_points.shape,
+                            "coors": coors.shape},
+                {k: a.shape for k, a in out.items()}, self.output_layout, engine=name)
+        self._runtime_checked = True
+        return out
+
+    def close(self) -> None:
+        """Release the engine (idempotent)."""
+        self.backend.close()
+
+    def __enter__(self) -> "VoxelEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<VoxelEngine {self.backend.name} inputs={self.backend.input_names} "
+                f"layout={self.output_layout.name}>")
+
+
+def open_voxel_engine(backend: str,
+                      bundle_or_paths: Union[EngineBundle, str, Path, Mapping[str, Any]],
+                      spec: Optional[ModelSpec] = None, output_layout: Optional[str] = None,
+                      **options: Any) -> VoxelEngine:
+    """Open a voxel engine with the named backend and check it against the spec.
+
+    Args:
+        backend: "auto", "onnxruntime", "openvino" or "tensorrt" (see ``create_backend``).
+        bundle_or_paths: an ``EngineBundle`` (its spec is used), a bundle directory, a model
+            file, or a dict with keys spec, onnx, openvino_xml, tensorrt_plan.
+        spec: the spec to check against (default: the bundle's).
+        output_layout: force a layout name instead of the spec's / detection.
+        **options: backend options (precision, num_threads, plugins, tensorrt_plan, ...).
+
+    Raises:
+        BackendError, LayoutError: see ``VoxelEngine``; SpecError for an invalid bundle.
+    """
+    bundle_spec = model_files(bundle_or_paths)[0]
+    spec = spec if spec is not None else bundle_spec
+    if spec is not None and not isinstance(spec, ModelSpec):
+        raise BackendError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+    runner = create_backend(backend, bundle_or_paths, dynamic_axes=VOXEL_AXES, **options)
+    try:
+        return VoxelEngine(runner, spec, output_layout)
+    except Exception:
+        runner.close()
+        raise
+
+
+def check_profile_range(num_voxels: int, profile_min: int, profile_max: int,
+                        tensor: str = "voxels") -> None:
+    """Raise if V is above the optimization profile (below it is padded, see ``pad_voxels``).
+
+    Args:
+        num_voxels: V of this frame.
+        profile_min, profile_max: the engine profile's first-dimension range of ``tensor``.
+    """
+    if num_voxels > profile_max:
+        raise BackendError(
+            f"{num_voxels} voxels exceed the TensorRT optimization profile of input {tensor!r} "
+            f"(min {profile_min}, max {profile_max}); lower voxelization.max_voxels in spec.yaml "
+            f"to <= {profile_max}, or rebuild the engine with max_voxels >= {num_voxels} "
+            "(build_engine_from_onnx / engine.tensorrt_profile)")
+    if num_voxels < 1:
+        raise BackendError(f"no voxels for input {tensor!r}: skip inference for empty clouds")
+
+
+def pad_voxels(voxels: np.ndarray, num_points: np.ndarray, coors: np.ndarray,
+               min_voxels: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pad V up to ``min_voxels`` by repeating the last voxel (same points, same cell).
+
+    A repeated voxel yields the same pillar feature scattered to the same canvas cell, so the
+    network output is unchanged; this lets frames with few voxels run on engines whose
+    profile minimum is above V (mmdeploy KITTI: 2000).
+    """
+    v = len(voxels)
+    if v >= min_voxels or v == 0:
+        return voxels, num_points, coors
+    idx = np.concatenate([np.arange(v), np.full(min_voxels - v, v - 1)])
+    return voxels[idx], num_points[idx], coors[idx]
+
+
+def _dims(shape: Sequence[Optional[int]], idx: int) -> Optional[int]:
+    return shape[idx] if len(shape) > idx else None
+
+
+def check_engine_against_spec(spec: ModelSpec, input_shapes: Mapping[str, Sequence],
+                              output_shapes: Mapping[str, Sequence], layout: OutputLayout,
+                              engine: str = "engine") -> None:
+    """Raise ``BackendError`` naming both values when the engine does not fit the spec.
+
+    Dimensions given as None (dynamic) are skipped; call again with the shapes of a real
+    inference to check them.
+    """
+    problems: List[str] = []
+    vox = tuple(input_shapes.get("voxels", ()))
+    c = _dims(vox, 2)
+    if c is not None and c != spec.input.num_features:
+        problems.append(f"voxels last dim (C) is {c} but spec input.point_features has "
+                        f"{spec.input.num_features} ({', '.join(spec.input.point_features)})")
+    m = _dims(vox, 1)
+    if m is not None and m != spec.voxelization.max_points:
+        problems.append(f"voxels dim 1 (max points per voxel) is {m} but spec "
+                        f"voxelization.max_points is {spec.voxelization.max_points}")
+    if layout.decoded:
+        boxes = tuple(output_shapes.get(layout.decoded_names[0], ()))
+        code = _dims(boxes, len(boxes) - 1) if boxes else None
+        if code is not None and code != spec.box_coder.code_size:
+            problems.append(f"{layout.decoded_names[0]} last dim is {code} but spec "
+                            f"box_coder.code_size is {spec.box_coder.code_size}")
+    else:
+        if layout.num_levels != 1:
+            problems.append(f"engine has {layout.num_levels} output levels but the spec "
+                            "describes one (anchors.feature_map_size)")
+        n_cls, n_bbox, n_dir = spec.head_channels
+        a, k = spec.anchors.num_anchors, spec.num_classes
+        fm = tuple(spec.anchors.feature_map_size)
+        checks = [(layout.cls_names, n_cls, f"anchors per cell ({a}) * num_classes ({k})"),
+                  (layout.bbox_names, n_bbox,
+                   f"anchors per cell ({a}) * box_coder.code_size ({spec.box_coder.code_size})")]
+        if spec.head.use_direction_classifier:
+            if not layout.dir_names:
+                problems.append("spec head.use_direction_classifier is true but the engine has "
+                                "no direction output")
+            checks.append((layout.dir_names, n_dir, f"anchors per cell ({a}) * 2"))
+        elif layout.dir_names:
+            problems.append(f"engine has direction output {layout.dir_names[0]} but spec "
+                            "head.use_direction_classifier is false")
+        for names, want, why in checks:
+            if not names:
+                continue
+            shape = tuple(output_shapes.get(names[0], ()))
+            ch = _dims(shape, 1)
+            if ch is not None and ch != want:
+                problems.append(f"{names[0]} has {ch} channels but the spec implies {want} = {why}")
+            hw = (_dims(shape, 2), _dims(shape, 3))
+            if None not in hw and hw != fm:
+                problems.append(f"{names[0]} map is {list(hw)} (H, W) but spec "
+                                f"anchors.feature_map_size is {list(fm)}")
+    if problems:
+        raise BackendError(f"{engine} does not match spec {spec.name!r}: " + "; ".join(problems)
+                           + ". Use the spec.yaml written for this engine (admlops "
+                           "spec-from-config with the model config it was exported from).")
