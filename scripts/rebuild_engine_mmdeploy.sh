@@ -74,7 +74,7 @@ if [ -z "$PCD" ]; then  # mmdeploy traces and checks on one cloud: random points
   "$PY" - "$CONFIG" "$PCD" <<'EOF'
 import sys
 import numpy as np
-from admlops_ros.bundle.from_mmdet3d import load_config
+from admlops_ros.bundle.mmdet3d_config import load_config
 cfg = load_config(sys.argv[1])
 r = np.asarray(cfg["point_cloud_range"], np.float32)
 rng = np.random.default_rng(0)
@@ -100,7 +100,8 @@ done
 "$PY" - "$CONFIG" "$NAME" "$OUT/$NAME" "$WORK" "$(deploy_cfg tensorrt)" "$ISCALE" "$BACKENDS" <<'EOF'
 import sys
 from pathlib import Path
-from admlops_ros.bundle.from_mmdet3d import load_config, spec_from_mmdet3d_config
+from admlops_ros.bundle.from_mmdet3d import spec_from_mmdet3d_config
+from admlops_ros.bundle.mmdet3d_config import load_config
 from admlops_ros.bundle.files import load_bundle, write_bundle
 from admlops_ros.backends import tensorrt_cache
 

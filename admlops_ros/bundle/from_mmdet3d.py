@@ -14,8 +14,7 @@ from admlops_ros.bundle.spec import (AnchorSpec, BoxCoderSpec, EngineSpec, HeadS
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["Mmdet3dConfigError", "load_config", "head_feature_map_size",
-           "spec_from_config_dict", "spec_from_mmdet3d_config"]
+__all__ = ["head_feature_map_size", "spec_from_config_dict", "spec_from_mmdet3d_config"]
 
 PathLike = Union[str, Path]
 # PillarFeatureNet input columns by count (mmdet3d datasets: KITTI 4, nuScenes/Waymo 5+).

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from admlops_ros.bundle import cli as bundle_cli
-from admlops_ros.bundle.from_mmdet3d import (Mmdet3dConfigError, head_feature_map_size, load_config,
-                                        spec_from_config_dict, spec_from_mmdet3d_config)
+from admlops_ros.bundle.from_mmdet3d import (head_feature_map_size, spec_from_config_dict,
+                                             spec_from_mmdet3d_config)
+from admlops_ros.bundle.mmdet3d_config import Mmdet3dConfigError, load_config
 from tests.paths import FIXTURES
 
 CONFIGS = FIXTURES / "mmdet3d_configs" / "configs"
