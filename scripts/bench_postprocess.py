@@ -20,20 +20,10 @@ from benchmarking import median_ms  # noqa: E402
 from admlops_ros.lidar.heads import Anchor3DDecoder, aligned_anchors, decode, multiclass_nms  # noqa: E402
 from admlops_ros.lidar.heads.nms import score_order  # noqa: E402
 from admlops_ros.lidar.geometry import limit_period, rotated_iou_bev_aligned  # noqa: E402
+from admlops_ros.training.configs import KITTI_3CLASS, to_model_spec  # noqa: E402 (torch-free)
 
-KITTI_SPEC = {
-    "class_names": ["Pedestrian", "Cyclist", "Car"],
-    "anchors": {
-        "ranges": [[0, -39.68, -0.6, 69.12, 39.68, -0.6], [0, -39.68, -0.6, 69.12, 39.68, -0.6],
-                   [0, -39.68, -1.78, 69.12, 39.68, -1.78]],
-        "sizes": [[0.8, 0.6, 1.73], [1.76, 0.6, 1.73], [3.9, 1.6, 1.56]],
-        "rotations": [0.0, 1.57], "align_corner": False, "feature_map_size": [248, 216]},
-    "box_coder": {"type": "DeltaXYZWLHRBBoxCoder", "code_size": 7},
-    "head": {"use_direction_classifier": True, "dir_offset": -1.5707963267948966,
-             "dir_limit_offset": 0.0},
-    "test_cfg": {"use_rotate_nms": True, "nms_thr": 0.01, "score_thr": 0.1, "nms_pre": 100,
-                 "max_num": 50},
-}
+# mmdet3d's KITTI 3-class PointPillars: anchors, head and test_cfg of its bundle spec.
+KITTI_SPEC = to_model_spec(KITTI_3CLASS)
 
 
 def make_outputs(seed: int = 0, hot: int = 200, objects: int = 20):
@@ -81,22 +71,22 @@ def pairwise_nms(bev, scores, thr):
 def naive_multiclass(boxes, scores, dirs, cfg, head):
     out_b, out_s = [], []
     for k in range(scores.shape[1]):
-        idx = np.flatnonzero(scores[:, k] > cfg["score_thr"])
+        idx = np.flatnonzero(scores[:, k] > cfg.score_thr)
         if len(idx) == 0:
             continue
         keep = pairwise_nms(boxes[idx][:, [0, 1, 3, 4, 6]].astype(np.float64),
-                            scores[idx, k], cfg["nms_thr"])
+                            scores[idx, k], cfg.nms_thr)
         out_b.append(boxes[idx[keep]])
         out_s.append(scores[idx[keep], k])
     if not out_b:
         return np.zeros((0, 7), np.float32)
     b = np.concatenate(out_b)
     s = np.concatenate(out_s)
-    if len(b) > cfg["max_num"]:
-        b = b[score_order(s)[:cfg["max_num"]]]
+    if len(b) > cfg.max_num:
+        b = b[score_order(s)[:cfg.max_num]]
     b = b.copy()
-    b[:, 6] = limit_period(b[:, 6] - head["dir_offset"], head["dir_limit_offset"], np.pi) \
-        + head["dir_offset"]
+    b[:, 6] = limit_period(b[:, 6] - head.dir_offset, head.dir_limit_offset, np.pi) \
+        + head.dir_offset
     return b
 
 
@@ -109,17 +99,17 @@ def run(runs: int = 30, hot: int = 200, seed: int = 0) -> Dict[str, object]:
     """
     cls, bbox, dirp = make_outputs(seed, hot)
     dec = Anchor3DDecoder.from_spec(KITTI_SPEC)
-    cfg, head, a = KITTI_SPEC["test_cfg"], KITTI_SPEC["head"], KITTI_SPEC["anchors"]
-    anchors = aligned_anchors(a["feature_map_size"], a["ranges"], a["sizes"], a["rotations"])
+    cfg, head, a = KITTI_SPEC.test_cfg, KITTI_SPEC.head, KITTI_SPEC.anchors
+    anchors = aligned_anchors(a.feature_map_size, a.ranges, a.sizes, a.rotations)
     det = dec.decode([cls], [bbox], [dirp])
-    sel_boxes, sel_scores, sel_dirs = naive_select(cls, bbox, dirp, anchors, cfg["nms_pre"])
+    sel_boxes, sel_scores, sel_dirs = naive_select(cls, bbox, dirp, anchors, cfg.nms_pre)
 
     def ours_select():
         return dec.select([cls], [bbox], [dirp])
 
     def ours_nms():
-        return multiclass_nms(sel_boxes, sel_scores, cfg["score_thr"], cfg["nms_thr"],
-                              cfg["max_num"], True, sel_dirs)
+        return multiclass_nms(sel_boxes, sel_scores, cfg.score_thr, cfg.nms_thr,
+                              cfg.max_num, True, sel_dirs)
 
     med = {
         "ours: decode + NMS (Anchor3DDecoder.decode)": median_ms(
@@ -127,10 +117,10 @@ def run(runs: int = 30, hot: int = 200, seed: int = 0) -> Dict[str, object]:
         "ours: top-k select + box decode": median_ms(ours_select, runs),
         "ours: multiclass NMS (AABB prefilter)": median_ms(ours_nms, runs),
         "ours: multiclass NMS, numpy backend (no numba)": median_ms(
-            lambda: multiclass_nms(sel_boxes, sel_scores, cfg["score_thr"], cfg["nms_thr"],
-                                   cfg["max_num"], True, sel_dirs, backend="numpy"), runs),
+            lambda: multiclass_nms(sel_boxes, sel_scores, cfg.score_thr, cfg.nms_thr,
+                                   cfg.max_num, True, sel_dirs, backend="numpy"), runs),
         "baseline: sigmoid all + top-k + box decode": median_ms(
-            lambda: naive_select(cls, bbox, dirp, anchors, cfg["nms_pre"]), runs),
+            lambda: naive_select(cls, bbox, dirp, anchors, cfg.nms_pre), runs),
         "baseline: multiclass NMS, pairwise IoU (no prefilter)": median_ms(
             lambda: naive_multiclass(sel_boxes, sel_scores, sel_dirs, cfg, head), runs),
     }
@@ -145,7 +135,7 @@ def run(runs: int = 30, hot: int = 200, seed: int = 0) -> Dict[str, object]:
         "full: baseline / ours": med["baseline: full (sigmoid all + pairwise NMS)"]
         / med["ours: decode + NMS (Anchor3DDecoder.decode)"],
     }
-    logit_thr = math.log(cfg["score_thr"] / (1 - cfg["score_thr"]))
+    logit_thr = math.log(cfg.score_thr / (1 - cfg.score_thr))
     return {
         "runs": runs,
         "shapes": {"cls_score": cls.shape, "bbox_pred": bbox.shape, "dir_cls_pred": dirp.shape},
