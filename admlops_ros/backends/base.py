@@ -92,8 +92,9 @@ class Backend(abc.ABC):
             arr = np.ascontiguousarray(feeds[t.name], dtype=t.dtype)
             fixed = [(i, d) for i, d in enumerate(t.shape) if d is not None]
             if arr.ndim != len(t.shape) or any(arr.shape[i] != d for i, d in fixed):
+                takes = [d if d is not None else "?" for d in t.shape]
                 raise BackendError(f"{self.name}: input {t.name} has shape {list(arr.shape)}, "
-                                   f"the engine takes {[d if d is not None else '?' for d in t.shape]}")
+                                   f"the engine takes {takes}")
             hosts[t.name] = arr
         try:
             return self._run(hosts)

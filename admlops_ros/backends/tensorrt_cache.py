@@ -39,9 +39,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
-from admlops_ros.errors import AdmlopsError
 from admlops_ros.backends import gpu_info
 from admlops_ros.bundle.files import sha256_file
+from admlops_ros.errors import AdmlopsError
 
 LOG = logging.getLogger(__name__)
 

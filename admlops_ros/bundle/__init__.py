@@ -1,1 +1,1 @@
-"""Engine bundles: spec.yaml (the typed schema of a model's numbers) and its sha256-checked files."""
+"""Engine bundles: spec.yaml (the typed schema of a model's numbers) and sha256-checked files."""

@@ -1,4 +1,4 @@
-"""mmdet3d 1.x model config -> ModelSpec (mmdeploy records none of these numbers for voxel models)."""
+"""mmdet3d 1.x model config -> ModelSpec (mmdeploy records no model numbers for voxel models)."""
 from __future__ import annotations
 
 import logging

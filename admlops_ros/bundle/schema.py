@@ -1,4 +1,4 @@
-"""Field kinds of the spec dataclasses: each one checks a value, dumps it and states its JSON schema."""
+"""Field kinds of the spec dataclasses: each checks a value, dumps it, states its JSON schema."""
 from __future__ import annotations
 
 import dataclasses

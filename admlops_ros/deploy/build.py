@@ -5,8 +5,8 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from admlops_ros.errors import AdmlopsError
 from admlops_ros.backends import tensorrt_cache
+from admlops_ros.errors import AdmlopsError
 
 LOG = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ def describe_cache(bundle_dir: Union[str, Path], fp16: bool = False,
     bundle = load_bundle(root)
     precision = "fp16" if fp16 else "fp32"
     key = tensorrt_cache.machine_key(tensorrt_cache.sha256_file(_onnx_of(root)),
-                                   tensorrt_cache.spec_profile(bundle.spec), precision,
-                                   device_index, root)
+                                     tensorrt_cache.spec_profile(bundle.spec), precision,
+                                     device_index, root)
     cache = Path(cache_dir) if cache_dir else root / tensorrt_cache.PLAN_DIR
     decision = tensorrt_cache.inspect_cache(cache, key)
     return {"wanted": key.describe(), "plan": str(decision.plan) if decision.plan else None,

@@ -21,9 +21,9 @@ class KittiEvalError(AdmlopsError):
 
 
 def read_kitti_file(path: Path) -> Dict[str, np.ndarray]:
-    """Columns of a label_2 / result file via :func:`admlops_ros.evaluation.kitti_io.read_label`: type,
-    truncated, occluded, bbox [4], camera boxes (x, y, z, l, h, w, ry), score (1.0 when the
-    file has no score column)."""
+    """Columns of a label_2 / result file via :func:`kitti_io.read_label`: type, truncated,
+    occluded, bbox [4], camera boxes (x, y, z, l, h, w, ry), score (1.0 when the file has no
+    score column)."""
     from admlops_ros.evaluation import kitti_io
     try:
         objs = kitti_io.read_label(path)
@@ -162,8 +162,8 @@ def write_kitti_results(out_dir: os.PathLike, preds: Sequence[FramePred],
                         names: Optional[Sequence[str]] = None, calib=None) -> Path:
     """One KITTI result file per frame (``names`` or ``000000``.. by order).
 
-    Boxes are converted with ``calib`` (default :func:`admlops_ros.evaluation.kitti_io.nominal_calib`, for
-    simulated frames); only boxes visible in image 2 are written, as KITTI results are.
+    Boxes are converted with ``calib`` (default :func:`kitti_io.nominal_calib`, for simulated
+    frames); only boxes visible in image 2 are written, as KITTI results are.
     """
     from admlops_ros.evaluation import kitti_io
     calib = calib or kitti_io.nominal_calib()
@@ -172,7 +172,7 @@ def write_kitti_results(out_dir: os.PathLike, preds: Sequence[FramePred],
     for i, pred in enumerate(preds):
         stem = names[i] if names else f"{i:06d}"
         objs = kitti_io.lidar_boxes_to_objects(pred.boxes, list(pred.names), calib,
-                                            scores=pred.scores)
+                                               scores=pred.scores)
         kitti_io.write_label(out / f"{stem}.txt", objs)
     return out
 

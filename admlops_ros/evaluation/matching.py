@@ -175,7 +175,7 @@ def image_box_overlap(a: np.ndarray, b: np.ndarray, criterion: int = -1) -> np.n
 
 
 def box_overlaps(metric: str, dt_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
-    """[D, G] overlap for "bev" or "3d" from admlops_ros.lidar.geometry (exact rotated rectangles)."""
+    """[D, G] overlap for "bev" or "3d" from lidar.geometry (exact rotated rectangles)."""
     if len(dt_boxes) == 0 or len(gt_boxes) == 0:
         return np.zeros((len(dt_boxes), len(gt_boxes)))
     from admlops_ros.lidar import geometry

@@ -112,7 +112,8 @@ class EvalResult:
                 for d in self.difficulties:
                     v = self.ap(m, cls, d, iou_set, kind)
                     row += f"{'-' if math.isnan(v) else format(v, '.2f'):>10}"
-                row += f"{int(self.num_gt[ci, self.difficulties.index(self.headline_difficulty)]):>14}"
+                headline = self.difficulties.index(self.headline_difficulty)
+                row += f"{int(self.num_gt[ci, headline]):>14}"
                 lines.append(row)
         for m in metrics:
             row = f"{'mean ' + m:<22}"

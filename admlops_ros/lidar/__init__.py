@@ -1,1 +1,1 @@
-"""The lidar pipeline: PointCloud2 -> points -> voxels -> engine -> heads (decode, NMS) -> Detections."""
+"""The lidar pipeline: PointCloud2 -> points -> voxels -> engine -> heads -> Detections."""

@@ -8,17 +8,18 @@ from typing import Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from admlops_ros.errors import AdmlopsError
-from admlops_ros.lidar.engine import VoxelEngine, open_voxel_engine
-from admlops_ros.lidar.layout import DecodedOutputs, to_head_outputs
 from admlops_ros.backends.tensorrt_backend import tensorrt_available
-from admlops_ros.lidar.detections import Detections
-from admlops_ros.lidar.heads.anchor3d import Anchor3DDecoder
 from admlops_ros.bundle.files import EngineBundle, load_bundle
-from admlops_ros.paths import default_bundle_path
+from admlops_ros.errors import AdmlopsError
+from admlops_ros.lidar.detections import Detections
+from admlops_ros.lidar.engine import VoxelEngine, open_voxel_engine
+from admlops_ros.lidar.heads.anchor3d import Anchor3DDecoder
+from admlops_ros.lidar.layout import DecodedOutputs, to_head_outputs
 from admlops_ros.lidar.voxelize import PointShuffler, Voxelizer, Voxels, with_batch_index
+from admlops_ros.paths import default_bundle_path
 
 LOG = logging.getLogger(__name__)
+
 
 class DetectorError(AdmlopsError):
     """Bad input to, or bad configuration of, a LidarDetector."""
@@ -169,7 +170,7 @@ class LidarDetector:
     def inference(self, voxels: Voxels) -> Dict[str, np.ndarray]:
         """Run the engine on voxels; returns its raw outputs by name."""
         return self.engine.infer(voxels.voxels, voxels.num_points,
-                                  with_batch_index(voxels.coors))
+                                 with_batch_index(voxels.coors))
 
     def postprocess(self, outputs: Dict[str, np.ndarray]) -> Detections:
         """Decode raw engine outputs into boxes (anchor decode, direction, NMS)."""

@@ -9,7 +9,6 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from admlops_ros.bundle.grid import voxel_grid_size
-
 from admlops_ros.errors import AdmlopsError
 
 try:  # numba is optional: the numpy path gives identical results, only slower

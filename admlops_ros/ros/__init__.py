@@ -1,1 +1,1 @@
-"""rospy adapters over the ROS-free core: nodes, message conversions, markers, diagnostics, params."""
+"""rospy adapters over the ROS-free core: nodes, messages, markers, diagnostics, params."""

@@ -8,8 +8,8 @@ from typing import Any
 def _ros_env(args: argparse.Namespace) -> int:
     from admlops_ros.ros import netenv
 
-    argv = ([args.master_uri] if args.master_uri else []) + (["--no-check"] if args.no_check
-                                                            else [])
+    argv = ([args.master_uri] if args.master_uri else []) + \
+        (["--no-check"] if args.no_check else [])
     return netenv.main(argv)
 
 

@@ -6,11 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from admlops_ros.bundle.grid import (feature_map_stride, second_fpn_level_sizes,
-                                     voxel_grid_size)
+from admlops_ros.bundle.grid import feature_map_stride, second_fpn_level_sizes, voxel_grid_size
 from admlops_ros.bundle.spec import (AnchorSpec, BoxCoderSpec, EngineSpec, HeadSpec, InputSpec,
                                      ModelSpec, PostprocessSpec, TensorRTProfile, VoxelSpec)
-
 from admlops_ros.errors import AdmlopsError
 
 __all__ = [

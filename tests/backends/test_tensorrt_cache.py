@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from admlops_ros.backends import tensorrt_cache as ec
 from admlops_ros.backends import gpu_info
+from admlops_ros.backends import tensorrt_cache as ec
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

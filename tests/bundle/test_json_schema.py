@@ -1,4 +1,4 @@
-"""The JSON schema of spec.yaml: derived from the dataclasses, shipped, and it accepts real specs."""
+"""The JSON schema of spec.yaml: derived from the dataclasses, shipped, accepts real specs."""
 from __future__ import annotations
 
 import json

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from admlops_ros.backends.tensorrt_backend import build_engine_from_onnx
-from admlops_ros.cli import main
-from admlops_ros.lidar.engine import open_voxel_engine
 from admlops_ros.backends import tensorrt_cache
-from admlops_ros.deploy import build
+from admlops_ros.backends.tensorrt_backend import build_engine_from_onnx
 from admlops_ros.bundle.files import load_bundle, write_bundle
+from admlops_ros.cli import main
+from admlops_ros.deploy import build
+from admlops_ros.lidar.engine import open_voxel_engine
 from tests.fixtures.tiny_model import make_tiny_onnx, random_voxels, tiny_spec
-
 from tests.paths import REPO_ROOT as REPO
+
 PROFILE = {"min": 1, "opt": 40, "max": 96}
 
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.paths import REPO_ROOT as REPO
+
 DOCKER = REPO / "docker"
 SCHEMA = DOCKER / "schema" / "compose-spec.json"
 SUBNET = ipaddress.ip_network("172.28.0.0/16")

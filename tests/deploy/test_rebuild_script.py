@@ -4,13 +4,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from admlops_ros.bundle.files import load_bundle
-
 from tests.paths import REPO_ROOT as REPO
+
 SCRIPT = REPO / "scripts" / "rebuild_engine_mmdeploy.sh"
 CONFIG = (REPO / "tests" / "fixtures" / "mmdet3d_configs" / "configs" / "pointpillars" /
           "pointpillars_hv_secfpn_8xb6-160e_kitti-3d-3class.py")

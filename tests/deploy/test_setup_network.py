@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.paths import REPO_ROOT as REPO
+
 SCRIPT = REPO / "scripts" / "setup_network.sh"
 
 # A docker client stub: state in $STUB_DIR/net (driver subnet gateway), calls logged.

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ import pytest
 from admlops_ros.evaluation import kitti_io
 from admlops_ros.simulation import simulate_frame
 from admlops_ros.simulation.raycast import count_points_in_boxes
-
 from tests.paths import SHARED_KITTI  # ../shared beside the repo
 
 KITTI_TRAINING = SHARED_KITTI / "training"
@@ -49,11 +47,11 @@ def test_lidar_camera_round_trip():
 
 def test_label_round_trip(tmp_path):
     objs = [kitti_io.KittiObject("Car", 0.0, 1, -1.57, (599.41, 156.4, 629.75, 189.25),
-                              (1.67, 1.87, 3.69), (-16.53, 2.39, 58.49), 1.57),
+                                 (1.67, 1.87, 3.69), (-16.53, 2.39, 58.49), 1.57),
             kitti_io.KittiObject("Pedestrian", 0.25, 0, 0.2, (1.0, 2.0, 3.0, 4.0),
-                              (1.8, 0.6, 0.8), (3.0, 1.6, 9.0), -0.5, score=0.875),
+                                 (1.8, 0.6, 0.8), (3.0, 1.6, 9.0), -0.5, score=0.875),
             kitti_io.KittiObject("DontCare", -1, -1, -10, (5.0, 229.89, 214.12, 367.61),
-                              (-1, -1, -1), (-1000, -1000, -1000), -10)]
+                                 (-1, -1, -1), (-1000, -1000, -1000), -10)]
     path = tmp_path / "000000.txt"
     kitti_io.write_label(path, objs)
     back = kitti_io.read_label(path)

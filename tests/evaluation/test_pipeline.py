@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from admlops_ros.lidar.detections import Detections
 from admlops_ros.evaluation import bags, replay
 from admlops_ros.evaluation.frames import FrameGT
-
+from admlops_ros.lidar.detections import Detections
 from tests.paths import REPO_ROOT as REPO
+
 SHARED_KITTI = REPO.parent / "shared" / "data" / "kitti" / "training"
 
 
@@ -192,7 +192,6 @@ def _write_kitti(root: Path) -> None:
 
 def test_kitti_sample_round_trips_into_bag_with_lidar_boxes(tmp_path):
     _messages_or_skip()
-    pytest.importorskip("admlops_ros.evaluation.kitti_io", reason="admlops_ros.evaluation.kitti_io not written yet")
     from admlops_ros.cli import main
     _write_kitti(tmp_path / "kitti")
     (tmp_path / "split.txt").write_text("000007\n")
@@ -235,10 +234,9 @@ def test_kitti_eval_cli(tmp_path, capsys):
 
 def test_written_kitti_results_score_like_the_lidar_boxes(tmp_path):
     """LiDAR predictions -> KITTI result files (nominal calib) -> read back -> same 3D IoU."""
-    pytest.importorskip("admlops_ros.evaluation.kitti_io", reason="admlops_ros.evaluation.kitti_io not written yet")
+    from admlops_ros.evaluation.frames import FramePred
     from admlops_ros.evaluation.kitti_eval import (camera_to_eval_boxes, read_kitti_file,
                                                    write_kitti_results)
-    from admlops_ros.evaluation.frames import FramePred
     from admlops_ros.evaluation.matching import box_overlaps
     pred = FramePred(BOXES, [0.9, 0.8, 0.7, 0.6], NAMES)
     write_kitti_results(tmp_path, [pred])

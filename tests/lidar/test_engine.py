@@ -102,8 +102,6 @@ def test_spec_engine_mismatch_names_both_values(tmp_path, model_kwargs, spec_cha
         assert needle in str(err.value), str(err.value)
 
 
-
-
 # ----------------------------------------------------------------------------- TensorRT profile
 def test_tensorrt_profile_range_check():
     check_profile_range(9000, 2000, 9000)

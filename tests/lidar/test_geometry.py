@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon
 
-from admlops_ros.lidar.geometry import (HAVE_NUMBA, GeometryError, bev_aabb, box_corners_3d, box_corners_bev,
-                                  iou_3d, limit_period, nearest_bev_iou, points_in_boxes,
-                                  rotated_iou_bev, rotated_iou_bev_aligned)
+from admlops_ros.lidar.geometry import (HAVE_NUMBA, GeometryError, bev_aabb, box_corners_3d,
+                                        box_corners_bev, iou_3d, limit_period, nearest_bev_iou,
+                                        points_in_boxes, rotated_iou_bev, rotated_iou_bev_aligned)
 
 
 def shapely_iou(a5, b5) -> float:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Dict, Sequence, Tuple
 
 import numpy as np

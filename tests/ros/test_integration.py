@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from admlops_ros.ros.processes import RosCore, ros_env
-
 from tests.paths import REPO_ROOT as REPO
+
 DEVEL = REPO / "build" / "catkin_ws" / "devel"
 NODE = DEVEL / "lib" / "admlops_ros" / "lidar_detection"
 

@@ -5,14 +5,13 @@ import shutil
 import socket
 import subprocess
 import threading
-from pathlib import Path
 from xmlrpc.server import SimpleXMLRPCServer
 
 import pytest
 
 from admlops_ros.ros import netenv
-
 from tests.paths import REPO_ROOT as REPO
+
 ROS_ENV = REPO / "scripts" / "ros_env.sh"
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.geometry import (MIN_AREA, _nb_pair_intersection, _njit, bev_aabb,
-                                  rotated_intersection_bev_aligned, use_numba)
+                                        rotated_intersection_bev_aligned, use_numba)
 
 __all__ = ["NMSError", "rotated_nms", "aligned_nms", "multiclass_nms", "score_order"]
 
