@@ -80,3 +80,44 @@ def feature_map_stride(canvas_shape: Sequence[int],
         if f > 1:
             hi = min(hi, (c - 1) // (f - 1))
     return lo if lo <= hi else None
+
+
+# Sizes a hard voxelization can have (the spec checks them at load, the voxelizer when built):
+# coors are int32 engine inputs, the voxelizer indexes cells in int64, and a frame's voxels are
+# [voxels, max_points, C] float32. mmdet3d configs use 5..100 points and 12k..160k voxels.
+MAX_GRID_AXIS = (1 << 31) - 1
+MAX_GRID_CELLS = 1 << 62
+MAX_VOXELS = 1 << 22
+MAX_POINTS_PER_VOXEL = 1 << 12
+MAX_VOXEL_TENSOR_BYTES = 1 << 32
+
+
+def voxel_limit_problem(grid: Sequence[int], max_points: int, max_voxels: int,
+                        num_features: Optional[int] = None) -> Optional[str]:
+    """What makes a voxelization too large to run, or None when it fits.
+
+    Args:
+        grid: (nx, ny, nz) cells (``voxel_grid_size``).
+        max_points, max_voxels: points per voxel and voxels per frame.
+        num_features: C, when known (for the size of the voxel tensor).
+    """
+    grid = [int(g) for g in grid]
+    cells = 1
+    for g in grid:
+        cells *= g  # Python ints: np.prod would overflow int64 silently
+    if max(grid) > MAX_GRID_AXIS or cells > MAX_GRID_CELLS:
+        return (f"voxel grid {grid} (x, y, z) has {cells:.3g} cells (at most "
+                f"{MAX_GRID_CELLS:.3g}, at most {MAX_GRID_AXIS} per axis): voxel_size is far "
+                "too small for point_cloud_range")
+    if max_voxels > MAX_VOXELS:
+        return f"max_voxels {max_voxels} is above {MAX_VOXELS} (mmdet3d models use 12k..160k)"
+    if max_points > MAX_POINTS_PER_VOXEL:
+        return (f"max_points {max_points} per voxel is above {MAX_POINTS_PER_VOXEL} (mmdet3d "
+                "models use 5..100)")
+    if num_features is not None:
+        size = max_voxels * max_points * int(num_features) * 4
+        if size > MAX_VOXEL_TENSOR_BYTES:
+            return (f"a frame's voxels [max_voxels {max_voxels}, max_points {max_points}, C "
+                    f"{num_features}] float32 take {size / 2 ** 30:.1f} GiB (at most "
+                    f"{MAX_VOXEL_TENSOR_BYTES / 2 ** 30:.0f} GiB)")
+    return None

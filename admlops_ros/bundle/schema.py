@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 from admlops_ros.errors import AdmlopsError
@@ -26,9 +27,15 @@ class SpecError(AdmlopsError, ValueError):
     """A spec.yaml or bundle that is invalid; the message names the field, value and fix."""
 
 
+_REPR = reprlib.Repr()  # bounded work: a YAML alias bomb must not be printed whole
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 8, 8, 8
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 60, 60, 40
+INT64_MAX = (1 << 63) - 1
+
+
 def short_repr(value: Any) -> str:
-    """repr() of a value, cut to a readable length for an error message."""
-    text = repr(value)
+    """repr() of a value, bounded in size and in work, for an error message."""
+    text = _REPR.repr(value)
     return text if len(text) <= _REPR_MAX else text[:_REPR_MAX - 5] + " ...>"
 
 
@@ -37,12 +44,15 @@ def invalid(key: str, expected: str, value: Any) -> SpecError:
     return SpecError(f"{key} must be {expected}, got {short_repr(value)}")
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An int (not a bool) that fits in 64 bits (a 400-digit integer is no spec value)."""
+    return isinstance(v, int) and not isinstance(v, bool) and -INT64_MAX <= v <= INT64_MAX
+
+
+def _is_number(v: Any) -> bool:
+    if isinstance(v, int):
+        return _is_int(v)
+    return isinstance(v, float) and math.isfinite(v)
 
 
 class Kind:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from admlops_ros import __version__
-from admlops_ros.bundle.grid import feature_map_stride, voxel_grid_size
+from admlops_ros.bundle.grid import feature_map_stride, voxel_grid_size, voxel_limit_problem
 from admlops_ros.bundle.schema import (Boolean, Choice, Integer, Kind, ListOf, Names, Nullable,
                                        Number, Numbers, PositiveInts, Section, SpecError, Text,
                                        check_fields, dump_section, invalid, parse_section,
@@ -111,6 +111,9 @@ class VoxelSpec:
         if min(grid) < 1:
             raise SpecError(f"voxelization.voxel_size {list(size)} is larger than the "
                             f"point_cloud_range {list(pcr)}: grid {list(grid)} is empty")
+        problem = voxel_limit_problem(grid, self.max_points, self.max_voxels)
+        if problem:
+            raise SpecError(f"voxelization: {problem}")
         for i, axis in enumerate("xyz"):
             exact = (pcr[i + 3] - pcr[i]) / size[i]
             if abs(exact - grid[i]) > 1e-3:
@@ -324,6 +327,11 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         check_fields(self, "")
+        vox = self.voxelization
+        problem = voxel_limit_problem(vox.grid_size, vox.max_points, vox.max_voxels,
+                                      self.input.num_features)
+        if problem:
+            raise SpecError(f"voxelization: {problem}")
         canvas = self.voxelization.canvas_shape
         fm = self.anchors.feature_map_size
         if feature_map_stride(canvas, fm) is None:

@@ -8,7 +8,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from admlops_ros.bundle.grid import voxel_grid_size
+from admlops_ros.bundle.grid import MAX_VOXEL_TENSOR_BYTES, voxel_grid_size, voxel_limit_problem
 from admlops_ros.errors import AdmlopsError
 
 try:  # numba is optional: the numpy path gives identical results, only slower
@@ -38,6 +38,10 @@ _BACKENDS = ("auto", "numba", "numpy")
 
 class VoxelizationError(AdmlopsError, ValueError):
     """Bad voxelization parameters or input points."""
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass
@@ -126,8 +130,9 @@ def _assign_numba(points, rmin, vsize, grid, lookup, max_points, max_voxels):
     num, channels = points.shape
     gx, gy, gz = np.int32(grid[0]), np.int32(grid[1]), np.int32(grid[2])  # <= MAX_LOOKUP_CELLS
     fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
-    coors = np.empty((max_voxels, 3), np.int32)
-    counts = np.zeros(max_voxels, np.int32)
+    capacity = min(max_voxels, num)  # a cloud of num points makes at most num voxels
+    coors = np.empty((capacity, 3), np.int32)
+    counts = np.zeros(capacity, np.int32)
     dropped_cells = np.empty(num, np.int32)
     # Loop 1 (branch-light): cell of each point, -1 outside the grid. float32
     # (p - range_min) / voxel_size exactly as mmcv; NaN fails every comparison (mmcv: INT_MIN).
@@ -274,22 +279,36 @@ class Voxelizer:
         self.grid_size = grid_size(voxel_size, point_cloud_range)  # (x, y, z) cells
         self.voxel_size: Tuple[float, ...] = tuple(float(v) for v in voxel_size)
         self.point_cloud_range: Tuple[float, ...] = tuple(float(v) for v in point_cloud_range)
-        if int(max_points) < 1 or int(max_voxels) < 1:
+        if not all(_is_count(v) for v in (max_points, max_voxels)) or \
+                int(max_points) < 1 or int(max_voxels) < 1:
             raise VoxelizationError(
-                "max_points (%s) and max_voxels (%s) must be >= 1 (mmcv's -1 'dynamic' mode is "
-                "not hard voxelization)" % (max_points, max_voxels)
+                "max_points (%s) and max_voxels (%s) must be integers >= 1 (mmcv's -1 'dynamic' "
+                "mode is not hard voxelization)" % (max_points, max_voxels)
             )
         self.max_points = int(max_points)
         self.max_voxels = int(max_voxels)
+        if num_features is not None and (not _is_count(num_features) or int(num_features) < 3):
+            raise VoxelizationError("num_features must be an integer >= 3 (x, y, z first), got "
+                                    "%r" % (num_features,))
         self.num_features = None if num_features is None else int(num_features)
+        problem = voxel_limit_problem(self.grid_size, self.max_points, self.max_voxels,
+                                      self.num_features)
+        if problem:
+            raise VoxelizationError(problem)
         self._rmin = np.asarray(self.point_cloud_range[:3], np.float32)
         self._vsize = np.asarray(self.voxel_size, np.float32)
-        cells = int(np.prod(self.grid_size))
+        cells = 1
+        for g in self.grid_size:
+            cells *= int(g)  # Python ints: np.prod overflows int64 for large grids
         if backend not in _BACKENDS:
             raise VoxelizationError("backend=%r; use one of %s" % (backend, ", ".join(_BACKENDS)))
         if backend == "numba" and not HAVE_NUMBA:
             raise VoxelizationError("backend='numba' but numba is not installed; pip install "
                                     "numba or use backend='auto'")
+        if backend == "numba" and cells > MAX_LOOKUP_CELLS:
+            raise VoxelizationError("grid %s has %d cells, more than the numba path's lookup "
+                                    "table holds (%d); use backend='auto' or 'numpy'"
+                                    % (list(self.grid_size), cells, MAX_LOOKUP_CELLS))
         if backend == "auto":
             backend = "numba" if HAVE_NUMBA and cells <= MAX_LOOKUP_CELLS else "numpy"
             if HAVE_NUMBA and cells > MAX_LOOKUP_CELLS:
@@ -328,6 +347,13 @@ class Voxelizer:
             raise VoxelizationError(
                 "points have %d channels; at least x, y, z are needed" % channels
             )
+        size = min(len(points), self.max_voxels) * self.max_points * channels * 4
+        if size > MAX_VOXEL_TENSOR_BYTES:
+            raise VoxelizationError(
+                "voxels of %d points x %d channels with max_points %d could take %.1f GiB (at "
+                "most %.0f GiB); lower max_voxels or max_points"
+                % (len(points), channels, self.max_points, size / 2 ** 30,
+                   MAX_VOXEL_TENSOR_BYTES / 2 ** 30))
         return np.ascontiguousarray(points, dtype=np.float32)
 
     def __call__(self, points: np.ndarray) -> Voxels:

@@ -3,22 +3,18 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import subprocess
+import sys
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import pytest
 
 from admlops_ros.lidar import voxelize as vox_mod
-from admlops_ros.lidar.voxelize import (
-    HAVE_NUMBA,
-    PointShuffler,
-    VoxelizationError,
-    Voxelizer,
-    grid_size,
-    voxelize,
-    with_batch_index,
-)
-from tests.paths import SHARED_KITTI
+from admlops_ros.lidar.voxelize import (HAVE_NUMBA, PointShuffler, VoxelizationError, Voxelizer,
+                                        grid_size, voxelize, with_batch_index)
+from tests.paths import REPO_ROOT, SHARED_KITTI
 
 KITTI_VS = (0.16, 0.16, 4.0)
 KITTI_PR = (0.0, -39.68, -3.0, 69.12, 39.68, 1.0)
@@ -346,3 +342,47 @@ def test_point_shuffler_is_a_fixed_permutation_of_any_size():
     assert shuffler.order(1000).tolist() != list(range(1000))
     points = np.arange(40, dtype=np.float32).reshape(10, 4)
     np.testing.assert_array_equal(shuffler(points), points[shuffler.order(10)])
+
+
+def test_grid_too_large_is_an_error_not_a_segfault():
+    """issue 18: np.prod(grid) overflowed int64 and the numba path wrote out of bounds."""
+    code = ("import numpy as np\nfrom admlops_ros.lidar.voxelize import voxelize, "
+            "VoxelizationError\ntry:\n    voxelize(np.array([[5, 5, 5, 0]], np.float32), [1, 1, 1],"
+            " [0, 0, 0, 2**22, 2**22, 2**22], 4, 10)\nexcept VoxelizationError as exc:\n"
+            "    print('error:', exc)\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert res.returncode == 0, f"exit {res.returncode}: {res.stderr[-2000:]}"
+    assert res.stdout.startswith("error: voxel grid [4194304, 4194304, 4194304]")
+    assert "voxel_size is far too small" in res.stdout
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"voxel_size": (1e-7, 1e-7, 1e-7)}, "voxel_size is far too small"),
+    ({"max_voxels": 10 ** 12}, "max_voxels 1000000000000 is above"),
+    ({"max_points": 10 ** 6}, "max_points 1000000 per voxel is above"),
+    ({"max_points": 2.5}, "must be integers >= 1"),
+    ({"max_voxels": float("nan")}, "must be integers >= 1"),
+    ({"num_features": 2}, "num_features must be an integer >= 3"),
+])
+def test_absurd_parameters_are_refused_when_built(kwargs, needle):
+    args = dict(voxel_size=KITTI_VS, point_cloud_range=KITTI_PR, max_points=32, max_voxels=40000)
+    args.update(kwargs)
+    with pytest.raises(VoxelizationError, match=needle):
+        Voxelizer(**args)
+
+
+def test_numba_lookup_too_large_is_refused():
+    if not HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    with pytest.raises(VoxelizationError, match="more than the numba path's lookup"):
+        Voxelizer((0.01, 0.01, 0.01), (0, 0, 0, 50, 50, 4), 5, 100, backend="numba")
+
+
+def test_voxel_tensor_size_is_bounded_per_cloud():
+    vox = Voxelizer((0.05, 0.05, 4.0), (0, -40, -3, 70, 40, 1), 4096, 1 << 22)
+    points = np.random.default_rng(0).uniform(0, 1, (70000, 4)).astype(np.float32)
+    points[:, :2] *= [70, 40]
+    with pytest.raises(VoxelizationError, match="GiB"):
+        vox(points)
