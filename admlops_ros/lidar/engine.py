@@ -20,7 +20,7 @@ from admlops_ros.lidar.layout import OutputLayout, resolve_layout
 LOG = logging.getLogger(__name__)
 
 __all__ = ["INPUT_NAMES", "VoxelEngine", "open_voxel_engine", "check_engine_against_spec",
-           "check_profile_range", "pad_voxels"]
+           "check_scatter_canvas", "check_profile_range", "pad_voxels"]
 
 INPUT_NAMES = ("voxels", "num_points", "coors")  # mmdeploy 1.x engine inputs, in this order
 VOXEL_AXES = {name: (0,) for name in INPUT_NAMES}  # V is dynamic in every input
@@ -37,8 +37,12 @@ class VoxelEngine:
     """
 
     def __init__(self, backend: Backend, spec: Optional[ModelSpec] = None,
-                 output_layout: Optional[str] = None) -> None:
+                 output_layout: Optional[str] = None, probe_canvas: bool = True) -> None:
         """Check the engine's inputs, detect its output layout and check it against the spec.
+
+        With a spec, the engine's scatter canvas is probed too (``check_scatter_canvas``:
+        three one-pillar inferences; not on TensorRT, where an out-of-range voxel is not a
+        clean error).
 
         Raises:
             BackendError: inputs other than mmdeploy's, or shapes that do not fit the spec.
@@ -53,11 +57,13 @@ class VoxelEngine:
         self.output_layout: OutputLayout = resolve_layout(backend.output_names, expected)
         LOG.info("%s: output layout %s (%s)", backend.name, self.output_layout.name,
                  self.output_layout.description)
+        self._runtime_checked = False
         if spec is not None:
             check_engine_against_spec(spec, {t.name: t.shape for t in backend.inputs},
                                       {t.name: t.shape for t in backend.outputs},
                                       self.output_layout, engine=backend.name)
-        self._runtime_checked = False
+            if probe_canvas and not self.output_layout.decoded and backend.name != "tensorrt":
+                check_scatter_canvas(self, spec)
 
     @property
     def name(self) -> str:
@@ -250,3 +256,65 @@ def check_engine_against_spec(spec: ModelSpec, input_shapes: Mapping[str, Sequen
         raise BackendError(f"{engine} does not match spec {spec.name!r}: " + "; ".join(problems)
                            + ". Use the spec.yaml written for this engine (admlops "
                            "spec-from-config with the model config it was exported from).")
+
+
+def _pillar(spec: ModelSpec, y: int, x: int, points: np.ndarray):
+    """Engine inputs of one voxel at canvas cell (y, x) holding ``points`` (offsets in [0, 1)
+    of the voxel's extent, LiDAR frame)."""
+    vox = spec.voxelization
+    size = np.asarray(vox.voxel_size, np.float32)
+    lo = np.asarray(vox.point_cloud_range[:3], np.float32)
+    voxels = np.zeros((1, vox.max_points, spec.input.num_features), np.float32)
+    pts = points.copy()
+    pts[:, :3] = lo + (np.array([x, y, 0], np.float32) + points[:, :3]) * size
+    voxels[0, :len(pts)] = pts
+    return voxels, np.array([len(pts)], np.int32), np.array([[0, 0, y, x]], np.int32)
+
+
+def check_scatter_canvas(engine: VoxelEngine, spec: ModelSpec) -> None:
+    """Check that the engine scatters voxels on the canvas the spec's voxel grid implies.
+
+    The canvas is internal to the engine, so it is probed: one pillar at the far corner of the
+    spec's grid (A), at (0, 0) (B) and at (0, far x) (C), with the same points. A spec whose
+    grid is larger than the engine's canvas makes A fail (the scatter index is out of range).
+    One whose grid is smaller (e.g. voxel_size doubled) runs but lies: A's response, the only
+    one present in both |A - B| and |A - C|, then lands inside the head map instead of at its
+    far corner. A model that does not respond to one pillar is not judged.
+
+    Raises:
+        BackendError: naming the spec's grid, where the probe landed and the fix.
+    """
+    ny, nx = spec.voxelization.canvas_shape
+    fix = ("use the spec.yaml written for this engine (voxelization.voxel_size and "
+           "point_cloud_range of the model config it was exported from)")
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0.0, 1.0, (min(spec.voxelization.max_points, 8),
+                                    spec.input.num_features)).astype(np.float32)
+    cls_name = engine.output_layout.cls_names[0]
+
+    def response(y: int, x: int) -> np.ndarray:
+        out = engine.backend.run(dict(zip(INPUT_NAMES, _pillar(spec, y, x, points))))
+        return np.asarray(out[cls_name], np.float64)[0]
+
+    try:
+        far = response(ny - 1, nx - 1)
+    except BackendError as exc:
+        raise BackendError(
+            f"{engine.name}: spec {spec.name!r} has a voxel grid of {ny} x {nx} (y, x) cells, "
+            f"larger than the engine's scatter canvas: a voxel at its far corner (y {ny - 1}, "
+            f"x {nx - 1}) fails ({exc}); {fix}") from None
+    diff = np.minimum(np.abs(far - response(0, 0)), np.abs(far - response(0, nx - 1)))
+    diff = diff.sum(axis=0)
+    if not diff.max() > 1e-6 * (np.abs(far).max() + 1e-12):
+        LOG.debug("%s: scatter canvas not probed (no response to one pillar)", engine.name)
+        return
+    h, w = diff.shape
+    found = np.unravel_index(int(diff.argmax()), diff.shape)
+    tol_y, tol_x = max(2, h // 8), max(2, w // 8)
+    if abs(found[0] - (h - 1)) > tol_y or abs(found[1] - (w - 1)) > tol_x:
+        raise BackendError(
+            f"{engine.name}: spec {spec.name!r} has a voxel grid of {ny} x {nx} (y, x) cells, "
+            f"but the engine's scatter canvas is larger: a pillar at the grid's far corner "
+            f"shows in head map cell {[int(found[0]), int(found[1])]} instead of near "
+            f"{[h - 1, w - 1]} (the {h} x {w} map's corner), so every box would be misplaced; "
+            f"{fix}")

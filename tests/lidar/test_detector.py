@@ -1,15 +1,18 @@
 """LidarDetector end to end on the shipped engine bundle with real ONNX Runtime / OpenVINO."""
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 
 import numpy as np
 import pytest
 
+from admlops_ros.backends import BackendError
+from admlops_ros.bundle.files import load_bundle, read_spec, sha256_file, write_spec
+from admlops_ros.bundle.spec import SpecError
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.lidar.detector import DetectorError, LidarDetector, default_bundle_path
-from admlops_ros.bundle.files import load_bundle, sha256_file
-from admlops_ros.bundle.spec import SpecError
 from admlops_ros.simulation import simulate_frame
 
 
@@ -177,3 +180,19 @@ def test_runtime_does_not_import_torch():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("voxel,needle", [
+    (0.64, "the engine's scatter canvas is larger"),
+    (0.16, "larger than the engine's scatter canvas"),
+])
+def test_shipped_engine_with_another_voxel_size_fails_at_load(tmp_path, voxel, needle):
+    """issue 18: [0.64, 0.64, 4] loaded and found nothing; [0.16, 0.16, 4] failed every frame."""
+    shutil.copytree(default_bundle_path(), tmp_path / "b")
+    spec = read_spec(tmp_path / "b")
+    wrong = dataclasses.replace(spec, voxelization=dataclasses.replace(
+        spec.voxelization, voxel_size=(voxel, voxel, 4.0)))  # feature map [124, 108] still fits
+    write_spec(wrong, tmp_path / "b" / "spec.yaml")
+    for backend in ("onnxruntime", "openvino"):
+        with pytest.raises(BackendError, match=needle):
+            LidarDetector.from_bundle(tmp_path / "b", backend=backend)

@@ -123,3 +123,40 @@ def test_padding_below_profile_min_repeats_last_voxel_and_keeps_outputs(engines)
     for name in a:
         np.testing.assert_allclose(a[name], b[name], atol=1e-6)
     assert pad_voxels(*inputs, min_voxels=3)[0] is inputs[0]
+
+
+# ----------------------------------------------------------------------------- scatter canvas
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_spec_grid_smaller_than_the_canvas_is_caught_at_load(tmp_path, backend):
+    """issue 18: voxel_size doubled in the spec loaded and returned misplaced boxes."""
+    path = make_tiny_onnx(tmp_path / "m.onnx", down_kernel=3)  # canvas 8 x 12, 0.5 m cells
+    assert open_voxel_engine(backend, path, spec=SPEC).output_layout.name == "mmdeploy-1.2"
+    coarse = ModelSpec.from_dict(tiny_spec(voxelization={"voxel_size": [1.0, 1.0, 4.0]},
+                                           anchors={"feature_map_size": [4, 6]}))
+    assert coarse.voxelization.canvas_shape == (4, 6)  # a valid spec, stride 1
+    with pytest.raises(BackendError) as err:
+        open_voxel_engine(backend, path, spec=coarse)
+    msg = str(err.value)
+    assert "voxel grid of 4 x 6 (y, x) cells, but the engine's scatter canvas is larger" in msg
+    assert "instead of near [3, 5]" in msg and "use the spec.yaml written for this engine" in msg
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_spec_grid_larger_than_the_canvas_is_caught_at_load(tmp_path, backend):
+    path = make_tiny_onnx(tmp_path / "m.onnx", down_kernel=3)
+    fine = ModelSpec.from_dict(tiny_spec(voxelization={"voxel_size": [0.25, 0.25, 4.0]},
+                                         anchors={"feature_map_size": [4, 6]}))
+    with pytest.raises(BackendError) as err:
+        open_voxel_engine(backend, path, spec=fine)
+    msg = str(err.value)
+    assert "voxel grid of 16 x 24 (y, x) cells, larger than the engine's scatter canvas" in msg
+    assert "far corner (y 15, x 23) fails" in msg
+
+
+def test_a_model_that_ignores_one_pillar_is_not_judged(tmp_path):
+    # the default tiny model's 1x1 stride-2 convolution drops odd cells, the far corner's too
+    path = make_tiny_onnx(tmp_path / "m.onnx")
+    coarse = ModelSpec.from_dict(tiny_spec(voxelization={"voxel_size": [1.0, 1.0, 4.0]},
+                                           anchors={"feature_map_size": [4, 6]}))
+    with open_voxel_engine("onnxruntime", path, spec=coarse) as engine:
+        assert engine.output_layout.name == "mmdeploy-1.2"
