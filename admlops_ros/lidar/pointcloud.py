@@ -38,6 +38,7 @@ POINTFIELD_DTYPES: Dict[int, str] = {
 }
 _FLOAT32 = 7
 _MISSING_MODES = ("error", "zeros")
+PADDING_FIELD = "_"  # PCL names padding fields "_" (pcl::toROSMsg of aligned point types)
 
 
 class PointCloudError(AdmlopsError, ValueError):
@@ -102,11 +103,13 @@ def _as_buffer(data: Any) -> Any:
 
 
 def _validate_layout(msg: Any, point_step: int) -> Dict[str, Any]:
-    """Check the field table; return {name: PointField} for fields with a known datatype."""
+    """Check the field table; return {name: PointField} of the fields (padding left out)."""
     by_name: Dict[str, Any] = {}
     spans: List[Tuple[int, int, str]] = []
     for f in msg.fields:
         name = str(f.name)
+        if name == PADDING_FIELD:
+            continue  # PCL's padding bytes (pcl_ros, Ouster): any number of them, never read
         if name in by_name:
             raise PointCloudError(
                 "cloud has two fields named %r; fix the publisher's PointField list" % name

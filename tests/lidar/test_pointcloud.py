@@ -307,3 +307,19 @@ def test_fallback_without_sensor_msgs(monkeypatch):
     assert isinstance(msg, PointCloud2Like) and msg.header == "h"
     np.testing.assert_array_equal(pointcloud2_to_array(msg), pts)
 
+
+
+def test_pcl_padding_fields_are_ignored():
+    """issue 18: Ouster / pcl_ros clouds carry several padding fields named '_'."""
+    from sensor_msgs.msg import PointField
+    layout = [("x", FLOAT32, 0), ("y", FLOAT32, 4), ("z", FLOAT32, 8), ("intensity", FLOAT32, 16),
+              ("t", UINT32, 20), ("ring", UINT16, 24)]
+    msg, vals = make_cloud(layout, width=10, point_step=48)
+    msg.fields.insert(3, PointField("_", 12, UINT8, 4))      # PCL aligns xyz to 16 bytes
+    msg.fields.append(PointField("_", 26, UINT8, 22))        # and pads the point to 48
+    got = pointcloud2_to_array(msg)
+    expect = np.stack([vals[n].reshape(-1) for n in ("x", "y", "z", "intensity")], axis=1)
+    np.testing.assert_array_equal(got, expect.astype(np.float32))
+    with pytest.raises(PointCloudError, match="two fields named 'x'"):
+        msg.fields.append(PointField("x", 40, FLOAT32, 1))
+        pointcloud2_to_array(msg)
