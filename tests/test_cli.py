@@ -147,3 +147,51 @@ def test_with_ros_env_passes_arguments_to_the_command_not_to_setup_bash():
                           "a b"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("--extend|a b|") and "catkin_ws" in res.stdout
+
+
+def test_bad_numbers_are_usage_errors(tmp_path):
+    res = admlops("eval", str(tmp_path / "x.bag"), "--limit", "-3")
+    assert res.returncode == 2 and "argument --limit: must be an integer >= 1, got '-3'" in \
+        res.stderr
+    res = admlops("eval", str(tmp_path / "x.bag"), "--score-threshold", "nan")
+    assert res.returncode == 2 and "must be a finite number, got 'nan'" in res.stderr
+
+
+def test_bag_from_sim_with_an_unknown_sensor_writes_nothing(tmp_path):
+    res = admlops("bag-from-sim", "--count", "2", "--sensor", "foo", "-o",
+                  str(tmp_path / "x.bag"))
+    assert_one_line_error(res, "bag-from-sim", "unknown sensor preset 'foo'", "hdl64")
+    assert not (tmp_path / "x.bag").exists()
+
+
+def _bundle_inputs(tmp_path):
+    from admlops_ros.bundle.files import write_spec
+    from admlops_ros.bundle.spec import ModelSpec
+    from tests.fixtures.tiny_model import make_tiny_onnx, tiny_spec
+    spec = write_spec(ModelSpec.from_dict(tiny_spec()), tmp_path / "spec.yaml")
+    return spec, make_tiny_onnx(tmp_path / "model.onnx")
+
+
+def test_bundle_refuses_a_file_that_is_not_an_engine(tmp_path):
+    spec, _ = _bundle_inputs(tmp_path)
+    (tmp_path / "hello.txt").write_text("hello")
+    res = admlops("bundle", str(tmp_path / "b"), "--spec", str(spec), "--onnx",
+                  str(tmp_path / "hello.txt"))
+    assert_one_line_error(res, "bundle", "onnxruntime could not load")
+    assert not (tmp_path / "b").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".b.")] == []
+
+
+def test_a_failed_bundle_write_leaves_the_old_bundle_untouched(tmp_path):
+    spec, onnx = _bundle_inputs(tmp_path)
+    res = admlops("bundle", str(tmp_path / "b"), "--spec", str(spec), "--onnx", str(onnx),
+                  "--convert-openvino")
+    assert res.returncode == 0, res.stderr
+    before = {p.name: p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    assert "end2end.xml" in before
+    (tmp_path / "hello.txt").write_text("hello")
+    res = admlops("bundle", str(tmp_path / "b"), "--spec", str(spec), "--onnx",
+                  str(tmp_path / "hello.txt"), "--convert-openvino")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    after = {p.name: p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    assert after == before

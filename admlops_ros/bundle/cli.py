@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
+from admlops_ros.argtypes import POSITIVE, POSITIVE_INT
 from admlops_ros.errors import UsageError
 
 LOG = logging.getLogger(__name__)
@@ -18,9 +22,9 @@ def add_commands(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("config", help="e.g. pointpillars_hv_secfpn_8xb6-160e_kitti-3d-3class.py")
     p.add_argument("-o", "--output", default="spec.yaml", help="spec file to write")
     p.add_argument("--name", help="bundle name (default: config file stem)")
-    p.add_argument("--intensity-scale", type=float, default=1.0,
+    p.add_argument("--intensity-scale", type=POSITIVE, default=1.0,
                    help="raw sensor intensity * scale = model intensity (default 1.0)")
-    p.add_argument("--tensorrt-profile", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"),
+    p.add_argument("--tensorrt-profile", type=POSITIVE_INT, nargs=3, metavar=("MIN", "OPT", "MAX"),
                    help="voxel-count profile of the TensorRT engine (mmdeploy KITTI: "
                         "2000 5000 9000)")
     p.add_argument("--output-layout", help="engine output layout (default: detect at load)")
@@ -59,8 +63,7 @@ def _spec_from_config(args: argparse.Namespace) -> int:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from admlops_ros.bundle.files import (OPENVINO_XML, load_bundle, read_spec, rehash_bundle,
-                                          write_bundle)
+    from admlops_ros.bundle.files import load_bundle, read_spec, rehash_bundle
     if args.rehash:
         files = rehash_bundle(args.dir)
         for rel, digest in files.items():
@@ -70,15 +73,52 @@ def _bundle(args: argparse.Namespace) -> int:
     if not args.spec or not args.onnx:
         raise UsageError("give --spec SPEC.yaml and --onnx END2END.onnx to write a bundle, or "
                          "--rehash to re-hash the bundle in DIR")
-    bundle = write_bundle(args.dir, read_spec(args.spec), args.onnx,
-                          openvino_xml=args.openvino_xml)
-    if args.convert_openvino and not args.openvino_xml:
-        from admlops_ros.backends.openvino_backend import convert_onnx_to_ir
-        convert_onnx_to_ir(bundle.onnx_path, Path(args.dir) / OPENVINO_XML)
-        rehash_bundle(args.dir)
-    bundle = load_bundle(args.dir)
+    spec = read_spec(args.spec)
+    root = Path(args.dir)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=str(root.parent)))
+    try:  # build and check the bundle aside; DIR changes only once it loads and runs
+        _write_checked_bundle(staging, spec, args)
+        _install(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    bundle = load_bundle(root)
     LOG.info("bundle %s: %s", bundle.root, ", ".join(bundle.files))
     return 0
+
+
+def _write_checked_bundle(staging: Path, spec, args: argparse.Namespace) -> None:
+    """Write the bundle into ``staging`` and prove it: it loads, its ONNX runs on ONNX Runtime
+    and fits the spec (inputs, outputs, scatter canvas), and its IR converts."""
+    from admlops_ros.bundle.files import OPENVINO_XML, load_bundle, rehash_bundle, write_bundle
+    from admlops_ros.lidar.engine import open_voxel_engine
+    bundle = write_bundle(staging, spec, args.onnx, openvino_xml=args.openvino_xml)
+    with open_voxel_engine("onnxruntime", bundle):
+        pass
+    if args.convert_openvino and not args.openvino_xml:
+        from admlops_ros.backends.openvino_backend import convert_onnx_to_ir
+        convert_onnx_to_ir(bundle.onnx_path, staging / OPENVINO_XML)
+        rehash_bundle(staging)
+    load_bundle(staging)
+
+
+def _install(staging: Path, root: Path) -> None:
+    """Move a checked bundle into place: a rename when DIR is new; otherwise its files are
+    replaced (spec.yaml last, so an interrupted copy fails the sha256 check at load)."""
+    if not root.exists():
+        staging.rename(root)
+        staging.mkdir()  # for the caller's cleanup
+        return
+    spec_file = None
+    for src in sorted(p for p in staging.rglob("*") if p.is_file()):
+        dst = root / src.relative_to(staging)
+        if src.name == "spec.yaml" and src.parent == staging:
+            spec_file = (src, dst)
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+    if spec_file:
+        os.replace(*spec_file)
 
 
 def _spec_schema(args: argparse.Namespace) -> int:

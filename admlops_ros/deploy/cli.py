@@ -7,6 +7,8 @@ import logging
 import sys
 from typing import Any
 
+from admlops_ros.argtypes import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
+
 LOG = logging.getLogger(__name__)
 
 
@@ -54,11 +56,11 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--fp16", action="store_true", help="fp16 plan / fp16-compressed IR")
     p.add_argument("--cache-dir", default=None, help="TensorRT plan dir (default <bundle>/tensorrt)")
     p.add_argument("--force", action="store_true", help="rebuild even if a fitting plan exists")
-    p.add_argument("--device", type=int, default=0, help="CUDA device index")
-    p.add_argument("--workspace-mb", type=int, default=None, help="TensorRT builder workspace")
+    p.add_argument("--device", type=NON_NEGATIVE_INT, default=0, help="CUDA device index")
+    p.add_argument("--workspace-mb", type=POSITIVE_INT, default=None, help="TensorRT builder workspace")
     p.add_argument("--strict-gpu-model", action="store_true",
                    help="do not reuse plans built on another GPU model of the same capability")
-    p.add_argument("--lock-timeout", type=float, default=1800.0,
+    p.add_argument("--lock-timeout", type=POSITIVE, default=1800.0,
                    help="seconds to wait for another build of the same cache")
     p.set_defaults(func=_build_engine)
 
@@ -67,5 +69,5 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("bundle", nargs="?", default=None)
     p.add_argument("--fp16", action="store_true")
     p.add_argument("--cache-dir", default=None)
-    p.add_argument("--device", type=int, default=0)
+    p.add_argument("--device", type=NON_NEGATIVE_INT, default=0)
     p.set_defaults(func=_gpu_info)

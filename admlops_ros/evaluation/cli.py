@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from admlops_ros.argtypes import FRACTION, POSITIVE, POSITIVE_INT
+
 LOG = logging.getLogger("admlops.eval")
 
 
@@ -141,7 +143,7 @@ def cmd_kitti_eval(args: argparse.Namespace) -> int:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register bag-from-kitti, bag-from-sim, eval, compare and kitti-eval."""
     p = subparsers.add_parser("bag-from-sim", help="simulated frames with ground truth -> bag")
-    p.add_argument("--count", type=int, default=200, help="frames (default 200)")
+    p.add_argument("--count", type=POSITIVE_INT, default=200, help="frames (default 200)")
     p.add_argument("--seed", type=int, default=1_000_000,
                    help="first seed (frame i uses seed + i); the default 1,000,000 is held out "
                         "from training, which uses seeds below 200,000")
@@ -167,13 +169,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="auto, onnxruntime, openvino[-f32|-bf16], tensorrt")
     p.add_argument("--online", action="store_true",
                    help="roscore + lidar_detection node + rosbag play (needs the catkin build)")
-    p.add_argument("--rate", type=float, default=None, help="rosbag play rate (online)")
+    p.add_argument("--rate", type=POSITIVE, default=None, help="rosbag play rate (online)")
     p.add_argument("--out", default="eval_out", help="output directory (default eval_out)")
-    p.add_argument("--score-threshold", type=float, default=None,
+    p.add_argument("--score-threshold", type=FRACTION, default=None,
                    help="detector score threshold (default: the spec's)")
-    p.add_argument("--operating-threshold", type=float, default=0.3,
+    p.add_argument("--operating-threshold", type=FRACTION, default=0.3,
                    help="score threshold for precision / recall / TP errors (default 0.3)")
-    p.add_argument("--limit", type=int, default=None, help="first N clouds only (offline)")
+    p.add_argument("--limit", type=POSITIVE_INT, default=None,
+                   help="first N clouds only (offline)")
     p.add_argument("--points-topic", default=None)
     p.add_argument("--gt-topic", default=None)
     p.add_argument("--no-progress", action="store_true")
@@ -185,7 +188,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", help="engine bundle directory")
     p.add_argument("--backends", default="onnxruntime,openvino-f32,openvino-bf16",
                    help="comma-separated; the first is the reference")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=POSITIVE_INT, default=None)
     p.add_argument("--json", help="write the table as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_compare)

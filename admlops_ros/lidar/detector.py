@@ -147,7 +147,7 @@ class LidarDetector:
             Voxels with coors (z, y, x).
 
         Raises:
-            DetectorError: wrong shape or channel count.
+            DetectorError: wrong shape, channel count or dtype (bool, complex, strings).
         """
         points = np.asarray(points)
         if points.ndim != 2 or points.shape[1] != len(self.point_features):
@@ -155,6 +155,10 @@ class LidarDetector:
                 f"points must be [N, {len(self.point_features)}] with columns "
                 f"{list(self.point_features)}, got shape {tuple(points.shape)}; convert the "
                 "cloud with pointcloud2_to_array(msg, fields=detector.point_features)")
+        if points.dtype.kind not in "fiu":  # bool, complex, strings, objects: no coordinates
+            raise DetectorError(
+                f"points must be a real-valued array (float32), got dtype {points.dtype}; "
+                "convert the cloud with pointcloud2_to_array")
         points = points.astype(np.float32, copy=False)
         if not np.isfinite(points).all():  # cheap check; the per-row mask only when needed
             points = points[np.isfinite(points).all(axis=1)]

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from typing import Any
 
+from admlops_ros.argtypes import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
 from admlops_ros.errors import UsageError
 
 LOG = logging.getLogger(__name__)
@@ -18,27 +19,27 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="sim_small",
                    help="model config: sim_small (default), kitti_3class or a .json")
     p.add_argument("--out", required=True, help="output directory (latest.pth, logs)")
-    p.add_argument("--iterations", type=int, default=None, help="total iterations")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--crop", type=int, nargs=2, metavar=("ROWS", "COLS"), default=None,
+    p.add_argument("--iterations", type=POSITIVE_INT, default=None, help="total iterations")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=None)
+    p.add_argument("--crop", type=POSITIVE_INT, nargs=2, metavar=("ROWS", "COLS"), default=None,
                    help="BEV crop of the canvas in cells (multiples of 8)")
     p.add_argument("--full-canvas", action="store_true", help="train on the whole canvas")
-    p.add_argument("--lr", type=float, default=None, help="one-cycle maximum lr")
+    p.add_argument("--lr", type=POSITIVE, default=None, help="one-cycle maximum lr")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--frame-seed-base", type=int, default=None,
                    help="first simulator seed of the training frames")
-    p.add_argument("--gt-db-frames", type=int, default=None,
+    p.add_argument("--gt-db-frames", type=NON_NEGATIVE_INT, default=None,
                    help="frames in the ground-truth sampling database")
     p.add_argument("--no-gt-sampling", action="store_true")
     p.add_argument("--scan-order", action="store_true",
                    help="keep points in scan order even if the model shuffles them (how the "
                         "first two phases of the shipped model were trained)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads")
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pth")
     p.add_argument("--init", help="start from these weights with a new schedule (fine-tuning)")
-    p.add_argument("--stop-at", type=int, default=None,
+    p.add_argument("--stop-at", type=POSITIVE_INT, default=None,
                    help="stop after this iteration (resume later with --resume)")
-    p.add_argument("--benchmark", type=int, default=0, metavar="N",
+    p.add_argument("--benchmark", type=NON_NEGATIVE_INT, default=0, metavar="N",
                    help="only run N iterations in a temporary directory and print s/iteration")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
@@ -101,7 +102,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="export without a checkpoint (for tests and benchmarks)")
     p.add_argument("--bundle", default=None, help="write a full bundle directory here")
     p.add_argument("--onnx", default=None, help="only write this ONNX file")
-    p.add_argument("--intensity-scale", type=float, default=1.0)
+    p.add_argument("--intensity-scale", type=POSITIVE, default=1.0)
     p.add_argument("--notes", default=None, help="free text stored in spec.yaml")
 
 

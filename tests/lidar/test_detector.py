@@ -196,3 +196,12 @@ def test_shipped_engine_with_another_voxel_size_fails_at_load(tmp_path, voxel, n
     for backend in ("onnxruntime", "openvino"):
         with pytest.raises(BackendError, match=needle):
             LidarDetector.from_bundle(tmp_path / "b", backend=backend)
+
+
+@pytest.mark.parametrize("dtype", [bool, np.complex64, "U8", object])
+def test_detect_refuses_arrays_that_hold_no_coordinates(detector, dtype):
+    """issue 18: bool/complex/string arrays were cast silently (voxelize refuses them)."""
+    points = np.zeros((10, 4)).astype(dtype)
+    with pytest.raises(DetectorError, match=f"real-valued array .*got dtype {np.dtype(dtype)}"):
+        detector.detect(points)
+    assert len(detector.detect(np.zeros((10, 4), np.int32))) == 0  # integers are coordinates
