@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -23,11 +21,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from admlops_ros.errors import AdmlopsError
-from admlops_ros.lidar.detections import Detections
 from admlops_ros.evaluation.frames import FrameGT
 from admlops_ros.evaluation.protocol import (KITTI_MAX_OCCLUSION, KITTI_MAX_TRUNCATION,
                                              KITTI_MIN_HEIGHT_PX)
+from admlops_ros.evaluation.rosbag_io import BagError, open_bag
+from admlops_ros.lidar.detections import Detections
 
 LOG = logging.getLogger(__name__)
 
@@ -37,10 +35,8 @@ LIDAR_FRAME_ID = "velodyne"
 FRAME_PERIOD_S = 0.1
 START_STAMP_S = 1_600_000_000.0  # a fixed, non-zero start so stamps are deterministic
 POINT_FIELDS: Tuple[str, ...] = ("x", "y", "z", "intensity")
-
-
-class BagError(AdmlopsError):
-    """A bag cannot be written or read (missing file / topic, corrupt data, no messages)."""
+CLOUD_TYPE = "sensor_msgs/PointCloud2"
+GT_TYPE = "admlops_ros/DetectedObjectArray"
 
 
 def messages() -> ModuleType:
@@ -232,6 +228,7 @@ def bag_from_sim(out: os.PathLike, count: int, seed: int = 0, sensor: str = "hdl
                  scene: Any = None, progress: bool = True) -> int:
     """Write ``count`` simulated frames (seeds seed, seed+1, ...) as a bag; returns count."""
     from tqdm import tqdm
+
     from admlops_ros.simulation import SceneConfig, SensorConfig, simulate_frame
     if count <= 0:
         raise BagError(f"--count must be positive, got {count}")
@@ -288,31 +285,7 @@ class BagSummary:
     gt_without_cloud: List[int]
     problems: List[str]
     duration_s: float
-
-
-def _open_bag(path: Path) -> Any:
-    """rosbag.Bag for reading; unindexed (truncated) bags are reindexed on a temp copy."""
-    import rosbag
-    if not path.is_file():
-        raise BagError(f"bag {path} does not exist")
-    try:
-        return rosbag.Bag(str(path), "r")
-    except rosbag.ROSBagUnindexedException:
-        LOG.warning("bag %s is not indexed (recording interrupted?); reindexing a copy", path)
-    except (rosbag.ROSBagException, OSError, ValueError, Exception) as exc:  # noqa: B902
-        raise BagError(f"bag {path} cannot be opened: {exc}") from exc
-    tmp = Path(tempfile.mkdtemp(prefix="admlops_reindex_")) / path.name
-    shutil.copyfile(path, tmp)
-    try:
-        with rosbag.Bag(str(tmp), "a", allow_unindexed=True) as bag:
-            for _ in bag.reindex():
-                pass
-    except Exception as exc:  # noqa: B902 - a broken tail stops reindexing; keep what was read
-        LOG.warning("reindexing %s stopped early: %s (keeping the messages before it)", path, exc)
-    try:
-        return rosbag.Bag(str(tmp), "r")
-    except Exception as exc:  # noqa: B902
-        raise BagError(f"bag {path} is corrupt and could not be reindexed: {exc}") from exc
+    recovered: bool = False  # the bag had no index: its messages were read from the chunks
 
 
 def _topics(bag: Any) -> Dict[str, str]:
@@ -327,23 +300,55 @@ def _stamp_ns(msg: Any, t: Any) -> int:
     return int(stamp.to_nsec())
 
 
+def _listing(topics: Dict[str, str]) -> str:
+    return ", ".join(f"{name} ({kind})" for name, kind in sorted(topics.items())) or "none"
+
+
 def resolve_topics(bag: Any, points_topic: Optional[str], gt_topic: Optional[str],
                    path: str) -> Tuple[str, Optional[str], List[str]]:
-    """Pick the cloud and ground-truth topics; problems found are returned as messages."""
+    """Pick the cloud and ground-truth topics; problems found are returned as messages.
+
+    Raises:
+        BagError: no usable cloud topic; a requested ``points_topic`` missing or not a
+            PointCloud2; a requested ``gt_topic`` that is not a DetectedObjectArray. The
+            message lists the bag's topics (with types) or its candidates of the right type.
+    """
     topics = _topics(bag)
     problems: List[str] = []
-    clouds = [n for n, t in topics.items() if t == "sensor_msgs/PointCloud2"]
+    clouds = sorted(n for n, t in topics.items() if t == CLOUD_TYPE)
     if points_topic is None:
-        points_topic = POINTS_TOPIC if POINTS_TOPIC in clouds else (
-            clouds[0] if len(clouds) == 1 else None)
-    if points_topic is None or points_topic not in topics:
-        raise BagError(
-            f"bag {path} has no point cloud topic {points_topic or POINTS_TOPIC!r}; its topics "
-            f"are {sorted(topics)} (choose one with --points-topic)")
+        if POINTS_TOPIC in clouds:
+            points_topic = POINTS_TOPIC
+        elif len(clouds) == 1:
+            points_topic = clouds[0]
+        elif clouds:
+            raise BagError(f"bag {path} has no {POINTS_TOPIC} and {len(clouds)} {CLOUD_TYPE} "
+                           f"topics {clouds}; choose one with --points-topic")
+        else:
+            raise BagError(f"bag {path} has no point cloud topic ({CLOUD_TYPE}); its topics "
+                           f"are {_listing(topics)} (record the clouds, or choose a topic with "
+                           f"--points-topic)")
+    elif points_topic not in topics:
+        raise BagError(f"bag {path} has no point cloud topic {points_topic!r}; its topics are "
+                       f"{_listing(topics)} (choose one with --points-topic)")
+    elif topics[points_topic] != CLOUD_TYPE:
+        raise BagError(f"bag {path}: points topic {points_topic} is {topics[points_topic]}, "
+                       f"not {CLOUD_TYPE}; the bag's {CLOUD_TYPE} topics are "
+                       f"{clouds or 'none'} (choose one with --points-topic)")
+    gts = sorted(n for n, t in topics.items() if t == GT_TYPE)
+    if gt_topic is not None and gt_topic in topics and topics[gt_topic] != GT_TYPE:
+        raise BagError(f"bag {path}: ground-truth topic {gt_topic} is {topics[gt_topic]}, "
+                       f"not {GT_TYPE}; the bag's {GT_TYPE} topics are {gts or 'none'} "
+                       f"(choose one with --gt-topic)")
     want_gt = gt_topic or GT_TOPIC
     if want_gt not in topics:
         problems.append(f"bag {path} has no ground-truth topic {want_gt!r} (topics: "
-                        f"{sorted(topics)}); accuracy metrics are skipped, latency is kept")
+                        f"{_listing(topics)}); accuracy metrics are skipped, latency is kept")
+        return points_topic, None, problems
+    if topics[want_gt] != GT_TYPE:  # the default name carrying something else: not ground truth
+        problems.append(f"bag {path}: {want_gt} is {topics[want_gt]}, not {GT_TYPE}, so it is "
+                        f"not read as ground truth ({GT_TYPE} topics: {gts or 'none'}; choose "
+                        f"one with --gt-topic); accuracy metrics are skipped, latency is kept")
         return points_topic, None, problems
     return points_topic, want_gt, problems
 
@@ -355,16 +360,22 @@ def read_bag(path: os.PathLike, points_topic: Optional[str] = None,
 
     Ground truth is read first (small) and matched to clouds by exact header stamp. Clouds
     that cannot be decoded, and a corrupt tail, end up in ``summary.problems`` and in
-    ``BagFrame.error``; iteration never raises for bad data after the bag opened.
+    ``BagFrame.error``; iteration never raises for bad data after the bag opened. A bag
+    without an index (recording cut short) is read from its chunks, in place (see
+    ``_open_bag``). The bag file stays open until the iterator ends, is closed, or raises.
 
     Raises:
-        BagError: the bag does not exist, cannot be opened / reindexed, or has no cloud topic.
+        BagError: the bag does not exist or cannot be opened / recovered; it has no usable
+            cloud topic; a requested topic is missing or of the wrong type.
     """
     from admlops_ros.lidar.pointcloud import convert_pointcloud2
     path = Path(path)
-    bag = _open_bag(path)
+    bag, problems = open_bag(path)
+    recovered = bool(problems)
+    opened = False
     try:
-        points_topic, gt_topic, problems = resolve_topics(bag, points_topic, gt_topic, str(path))
+        points_topic, gt_topic, found = resolve_topics(bag, points_topic, gt_topic, str(path))
+        problems += found
         gt_by_stamp: Dict[int, FrameGT] = {}
         if gt_topic:
             try:
@@ -381,13 +392,17 @@ def read_bag(path: os.PathLike, points_topic: Optional[str] = None,
         except Exception as exc:  # noqa: B902
             problems.append(f"reading {points_topic} stopped after {len(cloud_stamps)} clouds: "
                             f"{exc}")
+        if not cloud_stamps:
+            raise BagError(f"bag {path} has no readable message on {points_topic}")
         start, end = bag.get_start_time(), bag.get_end_time()
+        opened = True
     except BagError:
-        bag.close()
         raise
     except Exception as exc:  # noqa: B902
-        bag.close()
         raise BagError(f"bag {path} cannot be read: {exc}") from exc
+    finally:
+        if not opened:  # an error or Ctrl-C before the frames are handed out
+            bag.close()
     cloud_set = set(cloud_stamps)
     no_gt = [s for s in cloud_stamps if s not in gt_by_stamp] if gt_topic else []
     no_cloud = sorted(s for s in gt_by_stamp if s not in cloud_set)
@@ -398,11 +413,9 @@ def read_bag(path: os.PathLike, points_topic: Optional[str] = None,
     if no_cloud:
         problems.append(f"{len(no_cloud)} ground-truth messages on {gt_topic} match no cloud "
                         f"stamp (first {no_cloud[0] / 1e9:.6f}); ignored")
-    if not cloud_stamps:
-        bag.close()
-        raise BagError(f"bag {path} has no readable message on {points_topic}")
     summary = BagSummary(str(path), points_topic, gt_topic, len(cloud_stamps),
-                         len(gt_by_stamp), no_gt, no_cloud, problems, float(end - start))
+                         len(gt_by_stamp), no_gt, no_cloud, problems, float(end - start),
+                         recovered)
     for p in problems:
         LOG.warning("%s", p)
 
@@ -422,13 +435,14 @@ def read_bag(path: os.PathLike, points_topic: Optional[str] = None,
         except Exception as exc:  # noqa: B902
             LOG.warning("bag %s: reading %s stopped after %d clouds: %s", path, points_topic,
                         index, exc)
-        finally:
+        finally:  # normal end, an error, Ctrl-C, or the caller closing the generator
             bag.close()
 
     return summary, frames()
 
 
-__all__: Sequence[str] = ("BagError", "BagWriter", "BagFrame", "BagSummary", "read_bag",
+__all__: Sequence[str] = ("BagWriter", "BagFrame", "BagSummary", "read_bag",
                           "bag_from_kitti", "bag_from_sim", "kitti_frame_gt",
                           "kitti_objects_to_gt", "gt_to_msg", "gt_from_msg", "read_split",
-                          "kitti_difficulty", "messages", "POINTS_TOPIC", "GT_TOPIC")
+                          "kitti_difficulty", "messages", "POINTS_TOPIC",
+                          "GT_TOPIC")

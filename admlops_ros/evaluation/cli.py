@@ -52,7 +52,8 @@ def cmd_bag_from_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_bag_from_kitti(args: argparse.Namespace) -> int:
-    from admlops_ros.evaluation.bags import BagError, bag_from_kitti, read_split
+    from admlops_ros.evaluation.bags import bag_from_kitti, read_split
+    from admlops_ros.evaluation.rosbag_io import BagError
     ids = list(args.ids or [])
     if args.split:
         ids += read_split(args.split)

@@ -19,6 +19,7 @@ from admlops_ros.evaluation.frames import FrameGT, FramePred
 from admlops_ros.evaluation.metrics import evaluate
 from admlops_ros.evaluation.protocol import EvalConfig
 from admlops_ros.evaluation.results import EvalResult
+from admlops_ros.evaluation.rosbag_io import write_indexed_copy
 
 LOG = logging.getLogger(__name__)
 
@@ -263,8 +264,16 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
     if score_threshold is not None:
         launch_args.append(f"score_threshold:={score_threshold}")
     node = player = None
+    indexed_copy: Optional[Path] = None
+    play_path = Path(summary.path)
     t_start = time.perf_counter()
     try:
+        if summary.recovered:
+            # rosbag play refuses a bag without an index: play an indexed copy of its clouds,
+            # next to the logs, removed in the finally below on every exit path
+            indexed_copy = log_dir / f"{play_path.stem}.indexed.bag"
+            write_indexed_copy(play_path, indexed_copy, [summary.points_topic])
+            play_path = indexed_copy
         with proc.RosCore(ros_home=log_dir / "ros_home", log=log_dir / "roscore.log") as core:
             os.environ.update(core.env)
             import rospy
@@ -282,7 +291,7 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
             play_log = log_dir / "rosbag_play.log"
             player = proc.start(["rosbag", "play", "--quiet", "--delay", "1.0", "--rate",
                                  str(rate), "--topics", summary.points_topic, "--",
-                                 str(summary.path)], core.env, play_log)
+                                 str(play_path)], core.env, play_log)
             bar = tqdm(total=summary.num_clouds, desc="eval (online)", unit="cloud",
                        disable=not progress)
             t_play = time.perf_counter()
@@ -314,6 +323,8 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
     finally:
         proc.stop(player)
         proc.stop(node)
+        if indexed_copy is not None:
+            indexed_copy.unlink(missing_ok=True)
     records: List[FrameRecord] = []
     gts: List[FrameGT] = []
     preds: List[FramePred] = []

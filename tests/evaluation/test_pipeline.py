@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from admlops_ros.evaluation import bags, replay
+from admlops_ros.evaluation.rosbag_io import BagError
 from admlops_ros.evaluation.frames import FrameGT
 from admlops_ros.lidar.detections import Detections
 from tests.paths import REPO_ROOT as REPO
@@ -23,7 +24,7 @@ SHARED_KITTI = REPO.parent / "shared" / "data" / "kitti" / "training"
 def _messages_or_skip():
     try:
         return bags.messages()
-    except bags.BagError as exc:
+    except BagError as exc:
         pytest.skip(f"admlops_ros messages not built: {exc}")
 
 
@@ -106,7 +107,7 @@ def test_missing_topic_and_corrupt_bag_messages(tmp_path, capsys):
     from admlops_ros.cli import main
     path = tmp_path / "a.bag"
     write_bag(path, 4)
-    with pytest.raises(bags.BagError, match="no point cloud topic '/lidar'.*ground_truth"):
+    with pytest.raises(BagError, match="no point cloud topic '/lidar'.*ground_truth"):
         bags.read_bag(path, points_topic="/lidar")
     summary, _ = bags.read_bag(path, gt_topic="/gt_nope")
     assert summary.gt_topic is None and "/gt_nope" in summary.problems[0]
@@ -118,7 +119,7 @@ def test_missing_topic_and_corrupt_bag_messages(tmp_path, capsys):
         summary, frames = bags.read_bag(cut)
         got = list(frames)
         assert 0 < len(got) < 4
-    except bags.BagError as exc:
+    except BagError as exc:
         assert "cut.bag" in str(exc)
     # garbage file: one error line, exit code 1, no traceback
     junk = tmp_path / "junk.bag"
