@@ -1,4 +1,9 @@
-"""lidar_detection node: PointCloud2 -> LidarDetector -> objects, markers, stats, diagnostics."""
+"""lidar_detection node: PointCloud2 -> LidarDetector -> objects, markers, stats, diagnostics.
+
+A watchdog thread (ros/master_watch.py) asks the ROS master every ~master_check_period_s whether
+it still knows the node: rospy never re-registers with a restarted master, so the node would run
+on unseen. It exits with EXIT_MASTER_LOST instead, for roslaunch ``respawn`` to start it again.
+"""
 from __future__ import annotations
 
 import logging
@@ -14,6 +19,9 @@ from admlops_ros.lidar.pointcloud import PointCloudError, convert_pointcloud2
 from admlops_ros.ros.conversions import detections_to_msg, import_messages, stats_to_msg
 from admlops_ros.ros.diagnostics import LEVEL_NAMES, DiagnosticsState, to_diagnostic_array
 from admlops_ros.ros.markers import detections_to_markers
+from admlops_ros.ros.master_watch import (EXIT_MASTER_LOST, MASTER_OK, MASTER_WAITING,
+                                          MasterClient, MasterVerdict, MasterWatch,
+                                          MasterWatchdog)
 from admlops_ros.ros.params import NodeParams, validate_params
 
 LOG = logging.getLogger(__name__)
@@ -119,7 +127,15 @@ class LidarDetectionNode:
     """The rospy adapter: subscriptions, publications, diagnostics; the work is FrameProcessor."""
 
     def __init__(self, params: NodeParams, detector: Any,
-                 summary: Optional[Dict[str, str]] = None) -> None:
+                 summary: Optional[Dict[str, str]] = None,
+                 restore_params: Optional[Dict[str, Any]] = None) -> None:
+        """Args:
+            params: validated node parameters.
+            detector: a loaded LidarDetector.
+            summary: model/backend facts for diagnostics.
+            restore_params: parameters (full name -> value) to put back on a restarted master
+                before exiting, so that the respawned node starts with the same configuration.
+        """
         import rospy  # noqa: WPS433
         from diagnostic_msgs.msg import DiagnosticArray  # noqa: WPS433
         from sensor_msgs.msg import PointCloud2  # noqa: WPS433
@@ -143,6 +159,53 @@ class LidarDetectionNode:
         self.sub = rospy.Subscriber(params.input_topic, PointCloud2, self._on_cloud,
                                     queue_size=1, buff_size=BUFF_SIZE)
         self.timer = rospy.Timer(rospy.Duration(DIAGNOSTIC_PERIOD_S), self._on_timer)
+        self.exit_code = 0
+        self.restore_params = dict(restore_params or {})
+        self.master: Optional[MasterClient] = None
+        self.watchdog: Optional[MasterWatchdog] = None
+        if params.master_check_period_s > 0:
+            self._start_watchdog(params.master_check_period_s)
+
+    def _start_watchdog(self, period_s: float) -> None:
+        import rosgraph  # noqa: WPS433
+
+        rospy = self.rospy
+        name = rospy.get_name()
+        master_uri = rosgraph.get_master_uri()  # what rospy.init_node used
+        self.master = MasterClient(master_uri, name)
+        watch = MasterWatch(name, rospy.get_node_uri(), master_uri)
+        self.watchdog = MasterWatchdog(watch, lambda: self.master.lookup_node(name), period_s,
+                                       self._on_master_verdict).start()
+        rospy.on_shutdown(self.watchdog.stop)
+
+    def _on_master_verdict(self, verdict: MasterVerdict) -> None:
+        rospy = self.rospy
+        if not verdict.message or rospy.is_shutdown():
+            return
+        if verdict.state == MASTER_OK:
+            rospy.loginfo(verdict.message)
+        elif verdict.state == MASTER_WAITING:
+            rospy.logwarn(verdict.message)
+        else:
+            self.exit_code = EXIT_MASTER_LOST
+            rospy.logfatal(verdict.message)
+            self._restore_params()
+            rospy.signal_shutdown(f"ROS master restarted (exit code {EXIT_MASTER_LOST})")
+
+    def _restore_params(self) -> None:
+        """Put the node's start-up parameters the new master lacks back (roslaunch set them once)."""
+        if not self.restore_params or self.master is None:
+            return
+        try:
+            restored = self.master.restore_missing(self.restore_params)
+        except Exception as exc:  # the master went away again: the respawn gets the defaults
+            self.rospy.logwarn(f"could not restore parameters on the restarted master "
+                               f"({type(exc).__name__}: {exc}); the respawned node starts with "
+                               f"what the master has")
+            return
+        if restored:
+            self.rospy.loginfo(f"restored {len(restored)} start-up parameters on the restarted "
+                               f"master for the respawned node: {', '.join(restored)}")
 
     def _on_cloud(self, cloud: Any) -> None:
         try:
@@ -246,13 +309,24 @@ def _summary(detector: Any, params: NodeParams) -> Dict[str, str]:
     return {k: str(v) for k, v in info.items()}
 
 
+def _startup_params(rospy: Any, private: Dict[str, Any]) -> Dict[str, Any]:
+    """The parameters to restore on a restarted master: ~* as read at start, /use_sim_time."""
+    name = rospy.get_name()
+    out = {f"{name}/{key}": value for key, value in private.items()}
+    if rospy.has_param("/use_sim_time"):
+        out["/use_sim_time"] = rospy.get_param("/use_sim_time")
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the node until shutdown; returns the exit code (2 bad parameters, 3 engine failure)."""
+    """Run the node until shutdown; returns the exit code (0 stopped, 2 bad parameters, 3 engine
+    failure, 4 the ROS master restarted: EXIT_MASTER_LOST)."""
     import rospy  # noqa: WPS433
 
     rospy.init_node(NODE_NAME, argv=argv if argv is not None else sys.argv)
+    private = rospy.get_param("~", {})
     try:
-        params = validate_params(rospy.get_param("~", {}))
+        params = validate_params(private)
     except AdmlopsError as exc:  # ParamError, or the package directory not found
         rospy.logfatal(str(exc))
         rospy.signal_shutdown("bad parameters")
@@ -272,10 +346,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     try:
         summary = _summary(detector, params)
-        LidarDetectionNode(params, detector, summary)
+        node = LidarDetectionNode(params, detector, summary, _startup_params(rospy, private))
         rospy.loginfo(f"lidar_detection ready: {summary}; {params.input_topic} -> "
                       f"{params.objects_topic}")
         rospy.spin()
     finally:
         detector.close()
-    return 0
+    return node.exit_code

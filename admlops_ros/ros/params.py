@@ -43,6 +43,8 @@ class NodeParams:
         tensorrt_allow_build: build a TensorRT plan from ONNX when no cached plan fits.
         tensorrt_build_only: resolve/build the TensorRT plan, then exit (provisioning).
         tensorrt_cache_dir: TensorRT plan cache directory; "" for <engine>/tensorrt.
+        master_check_period_s: how often (wall-clock s) the node asks the ROS master whether it
+            still knows it; a restarted master makes the node exit (code 4); 0 disables.
     """
 
     engine: Path
@@ -63,6 +65,7 @@ class NodeParams:
     tensorrt_allow_build: bool = False
     tensorrt_build_only: bool = False
     tensorrt_cache_dir: str = ""
+    master_check_period_s: float = 2.0
 
 
 def load_defaults(path: Optional[Path] = None) -> Dict[str, Any]:
@@ -200,5 +203,6 @@ def validate_params(values: Mapping[str, Any], defaults: Optional[Mapping[str, A
         tensorrt_allow_build=bool(merged["tensorrt_allow_build"]),
         tensorrt_build_only=bool(merged["tensorrt_build_only"]),
         tensorrt_cache_dir=str(merged["tensorrt_cache_dir"]),
+        master_check_period_s=float(merged["master_check_period_s"]),
     )
 

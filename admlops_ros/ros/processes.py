@@ -134,17 +134,49 @@ class RosCore:
         if master_ready(self.uri):
             raise ProcessError(f"a ROS master already runs at {self.uri}; pick another port")
         self.proc = start(["roscore", "-p", str(self.port)], self.env, self.log)
+        self.master_pid: Optional[int] = None
         try:
             wait_for(lambda: master_ready(self.uri), READY_TIMEOUT_S,
                      f"roscore on port {self.port} (log {self.log})", self.proc)
+            self.master_pid = _master_pid(self.uri)
         except Exception:
             self.close()
             raise
 
     def close(self) -> None:
-        """Stop roscore (SIGTERM to its process group; rosmaster ignores SIGINT)."""
+        """Stop roscore (SIGTERM to its process group; rosmaster ignores SIGINT), and rosmaster
+        by its pid: roscore's launcher gives it a process group of its own, so a roscore killed
+        before it could stop its children would leave the master running."""
         stop(self.proc, signal.SIGTERM)
         self.proc = None
+        pid, self.master_pid = getattr(self, "master_pid", None), None
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if pid is None or not _alive(pid):
+                break
+            os.kill(pid, sig)
+            deadline = time.monotonic() + 5.0
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+def _master_pid(uri: str) -> Optional[int]:
+    """The pid of the ROS master at ``uri`` (its getPid call), None when it does not answer."""
+    import xmlrpc.client
+    try:
+        code, _, pid = xmlrpc.client.ServerProxy(uri).getPid("/admlops_processes")
+    except (OSError, xmlrpc.client.Error):
+        return None
+    return int(pid) if code == 1 else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def launch_detection(core: RosCore, launch_args: Sequence[str], log: Path,

@@ -136,3 +136,17 @@ def test_dockerfile_pins_and_args():
     entry = re.search(r'^ENTRYPOINT \["([^"]+)"\]', text, re.M).group(1)
     assert entry == "/opt/admlops/docker/entrypoint.sh"
     assert (DOCKER / "entrypoint.sh").stat().st_mode & 0o111
+
+
+def test_every_roslaunch_argument_of_the_compose_file_is_a_launch_arg():
+    """roslaunch drops unknown name:=value pairs silently (tensorrt_allow_build was lost)."""
+    import xml.etree.ElementTree as ET
+    declared = {a.get("name") for a in
+                ET.parse(REPO / "launch" / "lidar_detection.launch").getroot().iter("arg")}
+    for name, service in load(read_env_file(DOCKER / ".env.example"))["services"].items():
+        command = service.get("command") or []
+        if "roslaunch" not in command:
+            continue
+        passed = [c.split(":=")[0] for c in command if ":=" in str(c)]
+        assert passed, name
+        assert set(passed) <= declared, f"{name}: {sorted(set(passed) - declared)} not declared"
