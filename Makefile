@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 ENGINE ?= engines/pointpillars_sim_3class
 
-.PHONY: setup build demo test bench bench-ros train engine clean
+.PHONY: setup build demo test bench bench-ros fuzz soak train engine clean
 
 setup:            ## apt ROS packages, .venv, pip packages (idempotent)
 	bash scripts/setup_env.sh
@@ -25,6 +25,12 @@ bench: setup      ## benchmark tables (medians, ratios vs in-process baselines) 
 
 bench-ros: build  ## ROS overhead through a real roscore and a 10 Hz x 60 s soak (drops)
 	bash scripts/with_ros_env.sh $(PY) scripts/bench_ros.py --json build/bench_ros.json
+
+fuzz: build       ## fuzz clouds, voxelizer, spec and bag readers (FUZZ_INPUTS per target); findings in build/fuzz
+	bash scripts/with_ros_env.sh $(PY) scripts/fuzz.py --jobs 2 --inputs $(or $(FUZZ_INPUTS),10000)
+
+soak: build       ## the node at 10 Hz for SOAK_S seconds (3600) with malformed clouds mixed in: drops, RSS
+	bash scripts/with_ros_env.sh $(PY) scripts/soak.py --duration $(or $(SOAK_S),3600) --json build/soak.json
 
 train: setup      ## retrain the shipped default model (fixed seeds, ~165 min on 2 cores)
 	$(PY) scripts/train.py --config sim_small --scan-order --iterations 14000 \

@@ -89,6 +89,10 @@ def read_spec(path: PathLike) -> ModelSpec:
         raise SpecError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     except RecursionError:
         raise SpecError(f"{path}: YAML nested too deeply to be a spec.yaml") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        # PyYAML's constructors raise these for tagged values (!!int 1.5, !!bool maybe, ...)
+        raise SpecError(f"{path}: not valid YAML: a value cannot be read "
+                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
     return ModelSpec.from_dict(data if data is not None else {}, source=str(path))
 
 

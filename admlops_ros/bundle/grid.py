@@ -6,6 +6,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admlops_ros.errors import AdmlopsError
+
+
+class GridError(AdmlopsError, ValueError):
+    """Voxel sizes and ranges that give no finite grid (callers name their field)."""
+
 
 def voxel_grid_size(voxel_size: Sequence[float],
                     point_cloud_range: Sequence[float]) -> Tuple[int, int, int]:
@@ -24,11 +30,19 @@ def voxel_grid_size(voxel_size: Sequence[float],
 
     Returns:
         Cells per axis; zero or negative when max <= min (callers reject that).
+
+    Raises:
+        GridError: the cell count is not a finite number in float32 (a voxel size that is 0 as
+            float32, or a span that overflows float32).
     """
-    size = np.asarray(voxel_size, dtype=np.float32)
-    rng = np.asarray(point_cloud_range, dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        size = np.asarray(voxel_size, dtype=np.float32)
+        rng = np.asarray(point_cloud_range, dtype=np.float32)
         cells = (rng[3:] - rng[:3]) / size  # float32, as the kernel
+    if not (np.all(size > 0) and np.all(np.isfinite(cells))):
+        raise GridError(f"voxel_size {list(map(float, voxel_size))} over point_cloud_range "
+                        f"{list(map(float, point_cloud_range))} gives {cells.tolist()} cells "
+                        "in float32 (as mmcv computes them): not a finite number of voxels")
     return tuple(int(math.copysign(math.floor(abs(float(c)) + 0.5), float(c)))
                  for c in cells)  # type: ignore[return-value]
 

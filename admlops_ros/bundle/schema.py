@@ -27,7 +27,16 @@ class SpecError(AdmlopsError, ValueError):
     """A spec.yaml or bundle that is invalid; the message names the field, value and fix."""
 
 
-_REPR = reprlib.Repr()  # bounded work: a YAML alias bomb must not be printed whole
+class _BoundedRepr(reprlib.Repr):
+    """reprlib with huge integers described, not printed (repr() of a 5000-digit int fails)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _BoundedRepr()  # bounded work: a YAML alias bomb must not be printed whole
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 8, 8, 8
 _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 60, 60, 40
 INT64_MAX = (1 << 63) - 1

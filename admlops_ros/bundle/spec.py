@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from admlops_ros import __version__
-from admlops_ros.bundle.grid import feature_map_stride, voxel_grid_size, voxel_limit_problem
+from admlops_ros.bundle.grid import (GridError, feature_map_stride, voxel_grid_size,
+                                     voxel_limit_problem)
 from admlops_ros.bundle.schema import (Boolean, Choice, Integer, Kind, ListOf, Names, Nullable,
                                        Number, Numbers, PositiveInts, Section, SpecError, Text,
                                        check_fields, dump_section, invalid, parse_section,
@@ -107,7 +108,10 @@ class VoxelSpec:
         if not all(pcr[i + 3] > pcr[i] for i in range(3)):
             raise invalid("voxelization.point_cloud_range",
                           "[x_min, y_min, z_min, x_max, y_max, z_max] with max > min", list(pcr))
-        grid = self.grid_size
+        try:
+            grid = self.grid_size
+        except GridError as exc:
+            raise SpecError(f"voxelization: {exc}") from None
         if min(grid) < 1:
             raise SpecError(f"voxelization.voxel_size {list(size)} is larger than the "
                             f"point_cloud_range {list(pcr)}: grid {list(grid)} is empty")
@@ -404,7 +408,8 @@ def _pop_version(body: Dict[str, Any]) -> int:
         raise invalid("version", f"an integer from 1 to {SPEC_VERSION}", version)
     if version > SPEC_VERSION:
         raise SpecError(
-            f"version {version} is newer than this admlops_ros {__version__} reads (spec "
+            f"version {short_repr(version)} is newer than this admlops_ros {__version__} reads "
+            "(spec "
             f"versions 1 to {SPEC_VERSION}): the spec was written by a newer admlops_ros; "
             "upgrade admlops_ros, or write the spec again with this one (`admlops "
             "spec-from-config`)")

@@ -8,7 +8,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from admlops_ros.bundle.grid import MAX_VOXEL_TENSOR_BYTES, voxel_grid_size, voxel_limit_problem
+from admlops_ros.bundle.grid import (MAX_GRID_AXIS, MAX_VOXEL_TENSOR_BYTES, GridError,
+                                     voxel_grid_size, voxel_limit_problem)
 from admlops_ros.errors import AdmlopsError
 
 try:  # numba is optional: the numpy path gives identical results, only slower
@@ -109,13 +110,19 @@ def grid_size(voxel_size: Sequence[float], point_cloud_range: Sequence[float]) -
             "voxel_size %s must be positive and point_cloud_range %s finite"
             % (list(vsize), list(prange))
         )
-    grid = np.asarray(voxel_grid_size(vsize, prange), dtype=np.int64)
-    if (grid <= 0).any():
+    try:
+        cells = voxel_grid_size(vsize, prange)
+    except GridError as exc:
+        raise VoxelizationError(str(exc)) from None
+    if min(cells) <= 0:
         raise VoxelizationError(
             "point_cloud_range %s with voxel_size %s gives grid %s (x, y, z): every axis "
             "needs at least one cell; check that max > min" % (list(prange), list(vsize),
-                                                               list(grid))
+                                                               list(cells))
         )
+    if max(cells) > MAX_GRID_AXIS:
+        raise VoxelizationError(voxel_limit_problem(cells, 1, 1) or "grid too large")
+    grid = np.asarray(cells, dtype=np.int64)
     return grid
 
 
