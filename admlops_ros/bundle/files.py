@@ -23,6 +23,10 @@ TENSORRT_PLAN = "end2end.engine"
 STANDARD_FILES = (ONNX_FILE, OPENVINO_XML, "openvino/end2end.bin", TENSORRT_PLAN)
 ENGINE_SUFFIXES = (".onnx", ".xml", ".engine", ".plan")
 MAX_SPEC_BYTES = 1 << 20  # a spec.yaml is a few kB; anything near this is not one
+# The pure-Python loader on purpose: libyaml's CSafeLoader (7x faster) overflows the C stack on
+# deeply nested input and kills the process (found by scripts/fuzz.py); this one raises
+# RecursionError, which read_spec reports.
+_SAFE_LOADER = yaml.SafeLoader
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ def read_spec(path: PathLike) -> ModelSpec:
         raise SpecError(f"{path}: {path.stat().st_size} bytes is not a spec.yaml (at most "
                         f"{MAX_SPEC_BYTES}); give the bundle's spec.yaml")
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_SAFE_LOADER)
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
                         "give the bundle's spec.yaml") from None
