@@ -192,8 +192,8 @@ def convert_pointcloud2(
         name = missing_names[0]
         present = ", ".join(str(f.name) for f in msg.fields) or "none"
         raise PointCloudError(
-            "cloud has no %r field (fields: %s); publish %r, or fill it with zeros "
-            "(missing='zeros'; node parameter ~%s_mode:=zeros)" % (name, present, name, name)
+            "cloud has no %r field (fields: %s); publish %r, or convert with missing='zeros' "
+            "to fill it with zeros" % (name, present, name)
         )
     for name in fields:
         if name in by_name:
@@ -211,6 +211,11 @@ def convert_pointcloud2(
 
     out_cols = len(fields)
     if num == 0:
+        size = len(msg.data) if hasattr(msg.data, "__len__") else 0
+        if size:
+            raise PointCloudError(
+                "cloud has 0 points (width %d x height %d) but %d bytes of data; its header "
+                "is wrong" % (width, height, size))
         return CloudConversion(np.zeros((0, out_cols), np.float32), 0, 0, tuple(missing_names))
     if point_step <= 0:
         raise PointCloudError("point_step is %d for a cloud of %d points" % (point_step, num))

@@ -323,3 +323,12 @@ def test_pcl_padding_fields_are_ignored():
     with pytest.raises(PointCloudError, match="two fields named 'x'"):
         msg.fields.append(PointField("x", 40, FLOAT32, 1))
         pointcloud2_to_array(msg)
+
+
+def test_zero_points_with_data_is_a_header_error():
+    msg, _ = make_cloud(XYZI, width=8)
+    msg.height = 0
+    with pytest.raises(PointCloudError, match="0 points .* but 128 bytes of data"):
+        pointcloud2_to_array(msg)
+    msg.data = b""
+    assert pointcloud2_to_array(msg).shape == (0, 4)
