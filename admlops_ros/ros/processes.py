@@ -139,7 +139,7 @@ class RosCore:
             wait_for(lambda: master_ready(self.uri), READY_TIMEOUT_S,
                      f"roscore on port {self.port} (log {self.log})", self.proc)
             self.master_pid = _master_pid(self.uri)
-        except Exception:
+        except BaseException:  # Ctrl-C while waiting too: nothing may be left running
             self.close()
             raise
 
@@ -193,7 +193,7 @@ def launch_detection(core: RosCore, launch_args: Sequence[str], log: Path,
     try:
         wait_for(lambda: topic_has_subscriber(core.uri, input_topic, node), timeout,
                  f"lidar_detection (log {log})", proc, poll_s=0.2)
-    except Exception:
+    except BaseException:  # Ctrl-C while the engine loads too: nothing may be left running
         stop(proc)
         raise
     return proc
