@@ -16,7 +16,7 @@ MASTER_WARN_EVERY_S = 10.0    # "master unreachable" warning at most this often
 MASTER_OK, MASTER_WAITING, MASTER_LOST = "ok", "waiting", "lost"
 
 
-class _TimeoutTransport(xmlrpc.client.Transport):
+class TimeoutTransport(xmlrpc.client.Transport):
     """XML-RPC over HTTP with a socket timeout (xmlrpc.client has none of its own)."""
 
     def __init__(self, timeout: float) -> None:
@@ -56,7 +56,7 @@ class MasterClient:
     def _call(self, method: str, *args: Any) -> Any:
         """(code, message, value) of one master call, on a fresh connection (masters restart)."""
         with xmlrpc.client.ServerProxy(self.master_uri,
-                                       transport=_TimeoutTransport(self.timeout)) as proxy:
+                                       transport=TimeoutTransport(self.timeout)) as proxy:
             code, message, value = getattr(proxy, method)(self.caller_id, *args)
         return int(code), str(message), value
 

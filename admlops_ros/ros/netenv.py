@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
 from admlops_ros.errors import AdmlopsError
+from admlops_ros.ros.master_watch import TimeoutTransport
 
 LOG = logging.getLogger(__name__)
 
@@ -171,17 +172,6 @@ def route_source(master_ip: str) -> Tuple[Optional[str], Optional[str]]:
         sock.close()
 
 
-class _TimeoutTransport(xmlrpc.client.Transport):
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__()
-        self._timeout_s = timeout_s
-
-    def make_connection(self, host):  # type: ignore[override]
-        conn = super().make_connection(host)
-        conn.timeout = self._timeout_s
-        return conn
-
-
 def _fix_for(problem: str, host: str, port: int) -> str:
     on_bridge = host == DEFAULT_MASTER_URI.split("//")[1].split(":")[0]
     net_hint = ("run scripts/setup_network.sh on the host and attach the container to the "
@@ -236,7 +226,7 @@ def check_master(master_uri: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Maste
         return MasterStatus(problem, os.strerror(exc.errno) if exc.errno else str(exc),
                             _fix_for(problem, ip, port))
     proxy = xmlrpc.client.ServerProxy("http://%s:%d/" % (ip, port),
-                                      transport=_TimeoutTransport(timeout_s))
+                                      transport=TimeoutTransport(timeout_s))
     try:
         code, msg, pid = proxy.getPid("/admlops_env_check")
     except (OSError, xmlrpc.client.Error, http.client.HTTPException, ValueError) as exc:

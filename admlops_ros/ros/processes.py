@@ -134,39 +134,58 @@ class RosCore:
         if master_ready(self.uri):
             raise ProcessError(f"a ROS master already runs at {self.uri}; pick another port")
         self.proc = start(["roscore", "-p", str(self.port)], self.env, self.log)
-        self.master_pid: Optional[int] = None
+        self.core_pids: List[int] = []
         try:
             wait_for(lambda: master_ready(self.uri), READY_TIMEOUT_S,
                      f"roscore on port {self.port} (log {self.log})", self.proc)
-            self.master_pid = _master_pid(self.uri)
+            self.core_pids = _core_pids(self.uri)
         except BaseException:  # Ctrl-C while waiting too: nothing may be left running
             self.close()
             raise
 
     def close(self) -> None:
-        """Stop roscore (SIGTERM to its process group; rosmaster ignores SIGINT), and rosmaster
-        by its pid: roscore's launcher gives it a process group of its own, so a roscore killed
-        before it could stop its children would leave the master running."""
+        """Stop roscore (SIGTERM to its process group; rosmaster ignores SIGINT), then rosmaster
+        and rosout by their pids: roscore's launcher gives them process groups of their own, so
+        a roscore killed before it could stop its children would leave them running."""
+        pids = set(getattr(self, "core_pids", []))
+        if self.proc is not None and self.proc.poll() is None:
+            pids.update(_core_pids(self.uri))  # rosout is often up only after start()
         stop(self.proc, signal.SIGTERM)
-        self.proc = None
-        pid, self.master_pid = getattr(self, "master_pid", None), None
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if pid is None or not _alive(pid):
-                break
-            os.kill(pid, sig)
-            deadline = time.monotonic() + 5.0
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        self.proc, self.core_pids = None, []
+        for pid in sorted(pids):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                if not _alive(pid):
+                    break
+                os.kill(pid, sig)
+                deadline = time.monotonic() + 5.0
+                while _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
 
 
-def _master_pid(uri: str) -> Optional[int]:
-    """The pid of the ROS master at ``uri`` (its getPid call), None when it does not answer."""
+def _core_pids(uri: str) -> List[int]:
+    """The pids of the ROS master at ``uri`` and of its /rosout node (their getPid calls)."""
     import xmlrpc.client
+
+    from admlops_ros.ros.master_watch import TimeoutTransport
+
+    def proxy(address: str) -> xmlrpc.client.ServerProxy:
+        return xmlrpc.client.ServerProxy(address, transport=TimeoutTransport(2.0))
+
+    caller = "/admlops_processes"
+    pids = []
     try:
-        code, _, pid = xmlrpc.client.ServerProxy(uri).getPid("/admlops_processes")
+        master = proxy(uri)
+        code, _, pid = master.getPid(caller)
+        if code == 1:
+            pids.append(int(pid))
+        code, _, rosout_uri = master.lookupNode(caller, "/rosout")
+        if code == 1:
+            code, _, pid = proxy(rosout_uri).getPid(caller)
+            if code == 1:
+                pids.append(int(pid))
     except (OSError, xmlrpc.client.Error):
-        return None
-    return int(pid) if code == 1 else None
+        pass
+    return pids
 
 
 def _alive(pid: int) -> bool:
