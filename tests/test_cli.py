@@ -195,3 +195,24 @@ def test_a_failed_bundle_write_leaves_the_old_bundle_untouched(tmp_path):
     assert res.returncode == 1 and "Traceback" not in res.stderr
     after = {p.name: p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_eval_with_an_engine_that_does_not_fit_its_spec_is_one_line(tmp_path):
+    """issue 18: a spec with voxel_size [0.16, 0.16, 4] on the shipped engine made every frame
+    fail with a raw runtime exception and `admlops eval` end in a traceback."""
+    import dataclasses
+    import shutil
+
+    from admlops_ros.bundle.files import read_spec, write_spec
+    from admlops_ros.paths import default_bundle_path
+    shutil.copytree(default_bundle_path(), tmp_path / "b")
+    spec = read_spec(tmp_path / "b")
+    write_spec(dataclasses.replace(spec, voxelization=dataclasses.replace(
+        spec.voxelization, voxel_size=(0.16, 0.16, 4.0))), tmp_path / "b" / "spec.yaml")
+    res = admlops("bag-from-sim", "--count", "1", "--no-progress", "-o", str(tmp_path / "x.bag"))
+    assert res.returncode == 0, res.stderr
+    res = admlops("eval", str(tmp_path / "x.bag"), "--engine", str(tmp_path / "b"), "--backend",
+                  "onnxruntime", "--no-progress", "--out", str(tmp_path / "out"))
+    lines = [line for line in res.stderr.splitlines() if line.startswith("admlops eval:")]
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert len(lines) == 1 and "larger than the engine's scatter canvas" in lines[0]

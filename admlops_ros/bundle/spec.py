@@ -409,8 +409,7 @@ def _pop_version(body: Dict[str, Any]) -> int:
     if version > SPEC_VERSION:
         raise SpecError(
             f"version {short_repr(version)} is newer than this admlops_ros {__version__} reads "
-            "(spec "
-            f"versions 1 to {SPEC_VERSION}): the spec was written by a newer admlops_ros; "
+            f"(spec versions 1 to {SPEC_VERSION}): the spec was written by a newer admlops_ros; "
             "upgrade admlops_ros, or write the spec again with this one (`admlops "
             "spec-from-config`)")
     return version
