@@ -179,9 +179,11 @@ class Choice(Kind):
         self.expected = (f"{alias} or " if alias else "") + f"one of {list(self.choices)}"
 
     def parse(self, value: Any, key: str) -> Optional[str]:
+        if not isinstance(value, str):  # before `in`: an array compares elementwise
+            raise invalid(key, self.expected, value)
         if value in self.none_aliases:
             return None
-        if not isinstance(value, str) or value not in self.choices:
+        if value not in self.choices:
             raise invalid(key, self.expected, value)
         return value
 

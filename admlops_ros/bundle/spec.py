@@ -397,7 +397,7 @@ def _pop_version(body: Dict[str, Any]) -> int:
                         "not both")
     if has_old:
         old = body.pop("format_version")
-        if old != 1:
+        if isinstance(old, bool) or not isinstance(old, int) or old != 1:
             raise invalid("format_version", "1 (format_version is the key of version-1 specs; "
                           f"later ones write `version: {SPEC_VERSION}`)", old)
         return 1
