@@ -14,6 +14,7 @@ import sys
 import traceback
 from typing import List, Optional
 
+from admlops_ros import interrupts
 from admlops_ros.errors import AdmlopsError, UsageError
 
 # Each module defines ``add_commands(subparsers)``; every subcommand sets ``func(args) -> int``.
@@ -59,6 +60,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    previous_handlers = interrupts.install()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -70,6 +72,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # stderr directly: rospy.init_node (eval --online) takes over the logging handlers
         sys.stderr.write(f"admlops {args.command}: error: {_one_line(exc)}\n")
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
+    finally:
+        interrupts.restore(previous_handlers)
 
 
 if __name__ == "__main__":

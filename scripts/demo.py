@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from admlops_ros import interrupts  # noqa: E402
 from admlops_ros.ros.processes import (ProcessError, RosCore, launch_detection,  # noqa: E402
                                        start, stop)
 
@@ -206,9 +207,6 @@ def print_summary(summary: Dict[str, object]) -> None:
     print(f"detect ms p50 / p95      {det['p50']:.1f} / {det['p95']:.1f}")
 
 
-def _interrupt(signum, _frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -218,7 +216,7 @@ def main() -> int:
     parser.add_argument("--backend", default="", help="auto | onnxruntime | openvino | tensorrt")
     parser.add_argument("--bag", type=Path, default=None, help="play this bag instead")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupts.install((signal.SIGINT, signal.SIGTERM))
     try:
         summary = run(args.frames, args.rate, args.engine, args.backend, args.bag)
     except KeyboardInterrupt:

@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from admlops_ros import interrupts  # noqa: E402
 from admlops_ros.ros.processes import (RosCore, start, stop, topic_has_subscriber,  # noqa: E402
                                        wait_for)
 
@@ -440,9 +441,6 @@ def _tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return ""
 
-
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -852,7 +850,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # SIGINT too: a shell starting the soak in the background (`... &`) leaves it ignored
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if sig != signal.SIGHUP or signal.getsignal(sig) != signal.SIG_IGN:  # nohup keeps it
-            signal.signal(sig, _interrupt)
+            signal.signal(sig, interrupts.raise_keyboard_interrupt)
     try:
         result = run(args)
     except KeyboardInterrupt:

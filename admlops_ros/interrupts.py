@@ -1,0 +1,63 @@
+"""Ctrl-C (and SIGTERM) as KeyboardInterrupt, safely while numba-compiled code runs.
+
+A numba function that returns arrays calls back into Python (``numba.core.serialize.
+_numba_unpickle``) to box them. A signal that arrives while the compiled code computes runs its
+Python handler inside that callback; a KeyboardInterrupt raised there is returned into compiled
+code that does not expect it: ``SystemError ... returned a result with an exception set``, or a
+segfault (numba issue #2324). The handler here raises only outside numba's own frames and
+otherwise delivers the same signal again a moment later, when the compiled call has returned.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Callable, Dict, Iterable, Optional
+
+REDELIVER_AFTER_S = 0.05
+
+
+def _package_dir(name: str) -> Optional[str]:
+    spec = importlib.util.find_spec(name)
+    locations = spec.submodule_search_locations if spec else None
+    return os.path.join(list(locations)[0], "") if locations else None
+
+
+_NUMBA_DIR = _package_dir("numba")
+
+
+def in_numba(frame: Optional[FrameType]) -> bool:
+    """Whether ``frame`` (the Python frame a signal interrupted) is numba's own code."""
+    return bool(_NUMBA_DIR and frame is not None
+                and frame.f_code.co_filename.startswith(_NUMBA_DIR))
+
+
+def raise_keyboard_interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    """Signal handler: KeyboardInterrupt, postponed while the signal landed in numba's code."""
+    if in_numba(frame):
+        timer = threading.Timer(REDELIVER_AFTER_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def install(signals: Iterable[int] = (signal.SIGINT,)) -> Dict[int, Callable]:
+    """Make ``signals`` raise KeyboardInterrupt; returns the previous handlers.
+
+    Only the main thread can set handlers: elsewhere this does nothing and returns {}.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, raise_keyboard_interrupt) for sig in signals}
+
+
+def restore(previous: Dict[int, Callable]) -> None:
+    """Put back the handlers `install` returned (those Python knows; C-installed ones stay)."""
+    for sig, handler in previous.items():
+        if handler is not None:
+            signal.signal(sig, handler)
