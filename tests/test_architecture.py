@@ -27,8 +27,8 @@ ALLOWED: Dict[str, Set[str]] = {
 # A package's cli.py is the command layer of its area: it may also use the runtime (e.g.
 # `admlops bundle --convert-openvino` converts with the OpenVINO backend).
 RUNTIME = {"bundle", "backends", "lidar", "camera"}
-TOP_LEVEL = {"errors": set(), "paths": {"errors"}, "argtypes": set(),
-             "cli": {"errors"}, "__main__": {"cli"}, "__init__": set()}
+TOP_LEVEL = {"errors": set(), "paths": {"errors"}, "argtypes": set(), "interrupts": set(),
+             "cli": {"errors", "interrupts"}, "__main__": {"cli"}, "__init__": set()}
 TRAINING_ONLY = ("torch", "mmdet", "mmdet3d", "mmengine", "mmcv")
 
 
