@@ -417,7 +417,8 @@ class Fuzzer:
         target.prepare(self.out / "seeds")
         chunk = args.chunk or target.chunk
         pending: Deque[Tuple[int, int]] = deque(
-            (a, min(a + chunk, args.inputs)) for a in range(0, args.inputs, chunk))
+            (a, min(a + chunk, args.start + args.inputs))
+            for a in range(args.start, args.start + args.inputs, chunk))
         t0 = time.monotonic()
         jobs = max(1, min(args.jobs, len(pending) or 1))
         servers = [Server(name, args, k, logs) for k in range(jobs)]
@@ -726,16 +727,17 @@ class Fuzzer:
         all_stats = []
         for name in args.targets:
             if not args.quiet:
-                print("fuzz: %s, %d inputs, seed %d, engine %s, jobs %d, timeout %.1f s, "
-                      "memory limit %d MiB" % (name, args.inputs, args.seed, args.engine,
-                                               args.jobs, args.timeout, args.mem_limit),
+                print("fuzz: %s, %d inputs from #%d, seed %d, engine %s, jobs %d, timeout %.1f s, "
+                      "memory limit %d MiB" % (name, args.inputs, args.start, args.seed,
+                                               args.engine, args.jobs, args.timeout,
+                                               args.mem_limit),
                       flush=True)
             if args.engine == "atheris":
                 all_stats.append(self.run_target_atheris(name))
             else:
                 all_stats.append(self.run_target(name))
         print_table(all_stats, args)
-        summary = {"seed": args.seed, "engine": args.engine, "jobs": args.jobs,
+        summary = {"seed": args.seed, "start": args.start, "engine": args.engine, "jobs": args.jobs,
                    "timeout_s": args.timeout, "mem_limit_mib": args.mem_limit,
                    "targets": {s.name: {
                        "inputs": s.inputs, "ok": s.ok, "project_errors": s.errors,
@@ -877,6 +879,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
                    % ",".join(DEFAULT_TARGETS))
     p.add_argument("--inputs", type=int, default=10000, help="inputs per target")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", type=int, default=0,
+                   help="index of the first input (inputs are seeded by index: resumes a run)")
     p.add_argument("--out", default=str(REPO / "build" / "fuzz"))
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per input")
     p.add_argument("--mem-limit", type=int, default=4096,
@@ -911,8 +915,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
     for name in args.targets:
         make_target(name)  # unknown names fail before any work
-    if args.inputs < 0 or args.jobs < 1 or args.timeout <= 0:
-        print("fuzz.py: --inputs >= 0, --jobs >= 1, --timeout > 0", file=sys.stderr)
+    if args.inputs < 0 or args.start < 0 or args.jobs < 1 or args.timeout <= 0:
+        print("fuzz.py: --inputs >= 0, --start >= 0, --jobs >= 1, --timeout > 0", file=sys.stderr)
         return 2
     try:
         return Fuzzer(args).main()
