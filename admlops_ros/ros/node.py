@@ -239,7 +239,7 @@ class LidarDetectionNode:
             want_markers = (self.pub_markers is not None
                             and self.pub_markers.get_num_connections() > 0)
             result = self.processor.process(cloud, want_markers)
-        except (CloudError, PointCloudError) as exc:
+        except PointCloudError as exc:  # CloudError too: the node's own drops derive from it
             problem = _release(exc)
             rospy.logwarn_throttle(THROTTLE_S, f"dropped cloud (stamp {cloud.header.stamp.to_sec():.3f}, "
                                    f"frame {cloud.header.frame_id!r}): {problem}")
