@@ -908,6 +908,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.repro:
         return repro_main(args)
     if args.engine == "atheris":
+        if args.start:
+            print("fuzz.py: --start needs --engine random (atheris inputs are not seeded by "
+                  "index)", file=sys.stderr)
+            return 2
         try:
             import atheris  # noqa: F401  (only: is it installed)
         except ImportError:
