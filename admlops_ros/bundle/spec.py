@@ -26,7 +26,7 @@ LOG = logging.getLogger(__name__)
 
 __all__ = ["SpecError", "SPEC_FILE", "SPEC_VERSION", "FAMILIES", "BOX_CODERS", "OUTPUT_LAYOUTS",
            "InputSpec", "VoxelSpec", "AnchorSpec", "BoxCoderSpec", "HeadSpec", "PostprocessSpec",
-           "TensorRTProfile", "EngineSpec", "ModelSpec"]
+           "TensorRTProfile", "QuantizationSpec", "EngineSpec", "ModelSpec", "PRECISIONS"]
 
 SPEC_FILE = "spec.yaml"
 # The spec.yaml format this runtime writes. 1: the first format (key `format_version: 1`);
@@ -36,6 +36,7 @@ SPEC_VERSION = 2
 FAMILIES = ("pointpillars",)
 BOX_CODERS = ("DeltaXYZWLHRBBoxCoder",)
 DEFAULT_POINT_FEATURES = ("x", "y", "z", "intensity")
+PRECISIONS = ("int8",)  # engine.precision besides fp32 (absent)
 REHASH_HINT = "re-run `admlops bundle --rehash <bundle dir>` if the change is intended"
 DOCS_HINT = " (see docs/design.md for the spec.yaml format)"
 # Engine output layouts of mmdeploy's voxel-detection export, by the names of the outputs:
@@ -251,6 +252,26 @@ class _Profile(Section):
 
 
 @dataclass(frozen=True)
+class QuantizationSpec:
+    """How an int8 engine was calibrated (``admlops optimize`` writes it)."""
+
+    method: str = spec_field(Text(), "tools and scheme, e.g. 'nncf-ptq (OpenVINO IR), ort-qdq "
+                             "(ONNX)'")
+    calibration_bag: str = spec_field(Text(), "file name of the bag the calibration clouds came "
+                                      "from")
+    calibration_frames: int = spec_field(Integer(lo=1), "clouds calibrated on (voxelized by "
+                                         "the runtime)")
+    seed: int = spec_field(Integer(lo=0), "seed that picked the calibration clouds")
+    float_layers: Tuple[str, ...] = spec_field(
+        Names("a list of distinct layer-name substrings", min_items=0),
+        "layers whose names contain one of these stay in fp32 (e.g. voxel_encoder, bbox_head)",
+        default=())
+
+    def __post_init__(self) -> None:
+        check_fields(self, "engine.quantization")
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """How the engine was exported."""
 
@@ -261,6 +282,12 @@ class EngineSpec:
     tensorrt_profile: Optional[TensorRTProfile] = spec_field(
         Nullable(_Profile(TensorRTProfile)), "voxel-count profile a TensorRT plan is built with",
         default=None)
+    precision: Optional[str] = spec_field(
+        Nullable(Choice(PRECISIONS, none_aliases=("fp32",))),
+        "numeric precision of the engine files; absent or fp32: float, int8: quantized "
+        "(FakeQuantize / QDQ) with engine.quantization.float_layers left in fp32", default=None)
+    quantization: Optional[QuantizationSpec] = spec_field(
+        Nullable(Section(QuantizationSpec)), "calibration of an int8 engine", default=None)
 
     def __post_init__(self) -> None:
         check_fields(self, "engine")
