@@ -21,7 +21,7 @@ ALLOWED: Dict[str, Set[str]] = {
     "simulation": {"lidar"},
     "evaluation": {"bundle", "backends", "lidar", "camera", "ros", "simulation"},
     "data": {"bundle", "backends", "lidar", "camera", "ros", "simulation", "evaluation"},
-    "deploy": {"bundle", "backends", "lidar"},
+    "deploy": {"bundle", "backends", "lidar", "evaluation"},
     "training": {"bundle", "backends", "lidar", "simulation", "evaluation", "data"},
 }
 # A package's cli.py is the command layer of its area: it may also use the runtime (e.g.

@@ -25,7 +25,7 @@ def _ov():
     return ov
 
 
-def _port_name(port) -> str:
+def port_name(port) -> str:
     """The port's user-facing name: a tensor can carry several (torch export adds internal
     '/module/Op_output_0' names beside 'num_points'); prefer the one not starting with '/'."""
     names = sorted(port.get_names())
@@ -73,7 +73,7 @@ class OpenVINOBackend(Backend):
                         "falls back to a supported precision", device, hint, caps)
         try:
             model = core.read_model(str(path))
-            _make_axes_dynamic(ov, model, dynamic_axes or {})
+            make_axes_dynamic(ov, model, dynamic_axes or {})
             config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
             if num_threads:
                 config["INFERENCE_NUM_THREADS"] = int(num_threads)
@@ -86,17 +86,17 @@ class OpenVINOBackend(Backend):
         actual = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision = actual.to_string() if hasattr(actual, "to_string") else str(actual)
         self._request = self._compiled.create_infer_request()
-        self.inputs = [TensorInfo(_port_name(p), _shape(p.get_partial_shape()),
+        self.inputs = [TensorInfo(port_name(p), _shape(p.get_partial_shape()),
                                   np.dtype(p.get_element_type().to_dtype()))
                        for p in self._compiled.inputs]
-        self.outputs = [TensorInfo(_port_name(p), _shape(p.get_partial_shape()),
+        self.outputs = [TensorInfo(port_name(p), _shape(p.get_partial_shape()),
                                    np.dtype(p.get_element_type().to_dtype()))
                         for p in self._compiled.outputs]
         LOG.info("openvino %s: %s on %s, precision %s", ov.get_version(), path, device,
                  self.precision)
 
     def _run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        # Fed by port index: a port can carry several names (see _port_name).
+        # Fed by port index: a port can carry several names (see port_name).
         self._request.infer({i: feeds[t.name] for i, t in enumerate(self.inputs)})
         # Copy: the request's output buffers are reused by the next inference.
         return {t.name: np.array(self._request.get_output_tensor(i).data, copy=True)
@@ -108,11 +108,11 @@ class OpenVINOBackend(Backend):
         super().close()
 
 
-def _make_axes_dynamic(ov: Any, model: Any, dynamic_axes: DynamicAxes) -> None:
+def make_axes_dynamic(ov: Any, model: Any, dynamic_axes: DynamicAxes) -> None:
     """Make the named axes of the model's inputs dynamic where the model fixes them."""
     shapes = {}
     for port in model.inputs:
-        name = _port_name(port)
+        name = port_name(port)
         ps = port.get_partial_shape()
         axes = [a for a in dynamic_axes.get(name, ()) if ps.rank.is_static and a < len(ps)]
         if axes and any(ps[a].is_static for a in axes):

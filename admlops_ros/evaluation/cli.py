@@ -125,7 +125,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     sys.stdout.write(f"reference: {backends[0]}; agree = same-class boxes matched at BEV IoU "
                      f">= 0.7 / max(boxes); AP = mean AP|R40 strict\n{parity_table(parity)}\n")
     if args.json:
-        write_json(Path(args.json), [dict(p.__dict__, agreement=p.agreement) for p in parity])
+        write_json(Path(args.json), [dict(p.__dict__, agreement=p.agreement,
+                                              detect_ms_p50=p.detect_ms_p50) for p in parity])
     return 0
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -34,6 +35,12 @@ class BackendParity:
     max_center_diff_m: float = 0.0
     ap: Dict[str, float] = field(default_factory=dict)  # "3d"/"bev" mean AP|R40 strict
     error: str = ""
+    detect_ms: List[float] = field(default_factory=list)  # per cloud: preprocess .. decode + NMS
+
+    @property
+    def detect_ms_p50(self) -> float:
+        """Median detect time per cloud (ms), nan before any cloud."""
+        return float(np.median(self.detect_ms)) if self.detect_ms else math.nan
 
     @property
     def agreement(self) -> float:
@@ -62,6 +69,14 @@ def match_boxes(ref: FramePred, other: FramePred, iou: float = AGREEMENT_IOU):
     return pairs
 
 
+class Candidate(NamedTuple):
+    """One engine on one backend in a comparison."""
+
+    label: str
+    engine: Optional[str]  # bundle directory; None: the shipped default
+    backend: str  # e.g. openvino-f32
+
+
 def compare_backends(bag: os.PathLike, engine: Optional[str], backends: Sequence[str],
                      limit: Optional[int] = None, progress: bool = True,
                      config: Optional[EvalConfig] = None) -> List[BackendParity]:
@@ -70,21 +85,36 @@ def compare_backends(bag: os.PathLike, engine: Optional[str], backends: Sequence
     A backend that cannot open here (e.g. TensorRT without a GPU) is reported with its error
     and skipped.
     """
-    from tqdm import tqdm
     if len(backends) < 2:
         raise ReplayError(f"compare needs two or more backends, got {list(backends)}")
+    return compare_engines(bag, [Candidate(b, engine, b) for b in backends], limit, progress,
+                           config)
+
+
+def compare_engines(bag: os.PathLike, candidates: Sequence[Candidate],
+                    limit: Optional[int] = None, progress: bool = True,
+                    config: Optional[EvalConfig] = None) -> List[BackendParity]:
+    """Run every candidate (engine, backend) on every cloud; the first is the reference.
+
+    Candidates run one after the other on each cloud, so their detect times are measured
+    under the same machine load. One that cannot open here is reported with its error and
+    skipped.
+    """
+    from tqdm import tqdm
+    if len(candidates) < 2:
+        raise ReplayError(f"compare needs two or more engines, got {list(candidates)}")
     summary, frames = read_bag(bag)
     detectors, parity = [], []
-    for b in backends:
-        p = BackendParity(b)
+    for cand in candidates:
+        p = BackendParity(cand.label)
         try:
-            detectors.append(open_detector(engine, b))
+            detectors.append(open_detector(cand.engine, cand.backend))
             parity.append(p)
         except ReplayError as exc:
             if not detectors:
                 raise
             p.error = str(exc)
-            LOG.warning("skipping backend %s: %s", b, exc)
+            LOG.warning("skipping %s: %s", cand.label, exc)
             parity.append(p)
     live = [p for p in parity if not p.error]
     gts: List[FrameGT] = []
@@ -96,14 +126,17 @@ def compare_backends(bag: os.PathLike, engine: Optional[str], backends: Sequence
                 break
             if frame.points is None:
                 continue
-            raw, dets = [], []
+            raw, dets, times = [], [], []
             for det in detectors:
+                t0 = time.perf_counter()
                 out = det.infer_raw(frame.points)
-                raw.append(out)
                 d = det.postprocess(out)
+                times.append((time.perf_counter() - t0) * 1e3)
+                raw.append(out)
                 dets.append(FramePred.from_detections(d, frame.frame_id))
             ref_raw, ref_pred = raw[0], dets[0]
-            for p, out, pred in zip(live, raw, dets):
+            for p, out, pred, ms in zip(live, raw, dets, times):
+                p.detect_ms.append(ms)
                 for name, arr in out.items():
                     if name in ref_raw and np.shape(ref_raw[name]) == np.shape(arr):
                         diff = float(np.max(np.abs(np.asarray(arr, np.float64)
@@ -160,4 +193,4 @@ def parity_table(parity: Sequence[BackendParity]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ("BackendParity", "compare_backends", "parity_table", "match_boxes")
+__all__ = ("BackendParity", "Candidate", "compare_backends", "compare_engines", "parity_table", "match_boxes")
