@@ -138,7 +138,11 @@ class LidarDetector:
             self.detect(points)
 
     def preprocess(self, points: np.ndarray) -> Voxels:
-        """Validate a cloud, scale its intensity, shuffle it if the model wants, voxelize it.
+        """Validate a cloud, drop non-finite rows, shuffle, scale intensity, voxelize.
+
+        The model's shuffle and intensity scale are applied without copying the cloud
+        (:meth:`Voxelizer.voxelize_scan`); the result is that of filtering, shuffling and
+        scaling a copy, then voxelizing it.
 
         Args:
             points: [N, C] float32 in the LiDAR frame (metres), columns ``point_features``.
@@ -159,17 +163,11 @@ class LidarDetector:
             raise DetectorError(
                 f"points must be a real-valued array (float32), got dtype {points.dtype}; "
                 "convert the cloud with pointcloud2_to_array")
-        points = points.astype(np.float32, copy=False)
-        if not np.isfinite(points).all():  # cheap check; the per-row mask only when needed
-            points = points[np.isfinite(points).all(axis=1)]
-        scale = self._intensity_column is not None and self.intensity_scale != 1.0
-        if self.shuffler is not None:
-            points = self.shuffler(points)  # a new array: scaled in place below
-        elif scale:
-            points = points.copy()
-        if scale:
-            points[:, self._intensity_column] *= self.intensity_scale
-        return self.voxelizer(points)
+        # rows with a non-finite value are dropped, the rest shuffled and scaled, all in one
+        # pass that copies only the stored points (1M-point clouds)
+        return self.voxelizer.voxelize_scan(points.astype(np.float32, copy=False),
+                                            self.shuffler, self._intensity_column,
+                                            self.intensity_scale)
 
     def inference(self, voxels: Voxels) -> Dict[str, np.ndarray]:
         """Run the engine on voxels; returns its raw outputs by name."""

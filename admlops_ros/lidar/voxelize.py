@@ -126,45 +126,99 @@ def grid_size(voxel_size: Sequence[float], point_cloud_range: Sequence[float]) -
     return grid
 
 
-def _assign_numba(points, rmin, vsize, grid, lookup, max_points, max_voxels):
-    """Hot loop (compiled by numba): mmcv's kernel, then a gather into exact-size outputs.
+_NO_PERM = np.empty(0, np.int32)  # "no shuffle" for the kernel
+_BLOCK = 256  # points per block in the kernel's first loop
 
-    Loop 1 computes every point's cell (branch-light); loop 2 follows mmcv point by point and
-    records each stored point's voxel; loop 3 orders the stored points by voxel (stable
-    counting sort, so input order within a voxel); loop 4 fills the zeroed output voxel by
-    voxel, i.e. in memory order. The lookup grid is left all -1 for the next call.
+
+def _all_finite_numba(points):
+    """True when no value of points is NaN or +-inf (compiled by numba; vectorized)."""
+    flat = points.reshape(points.size)
+    big = np.float32(3.4028235e38)  # float32 max: abs(v) <= big is False for NaN and +-inf
+    bad = False
+    for k in range(flat.shape[0]):
+        bad |= not abs(flat[k]) <= big
+    return not bad
+
+
+def _assign_numba(points, perm, positions, lookup, rmin, vsize, grid, max_points, max_voxels,
+                  scale_column, scale):
+    """The voxelization kernel (compiled by numba): mmcv's loop without copying the cloud.
+
+    Voxelizes the N points in input order or, when ``perm`` is not empty, in the order
+    ``perm[perm < N]`` (``positions`` is the inverse of ``perm``: the place of row i in it).
+
+    Loop 1 reads the cloud once, in memory order and in blocks so that the divisions
+    vectorize and its time does not depend on the point order, and computes each point's
+    cell: float32 (p - range_min) / voxel_size exactly as mmcv (NaN fails every comparison;
+    mmcv: INT_MIN). It lists the in-range points in voxelization order as (cell, row) pairs of
+    int32: in input order by appending; shuffled by writing each in-range cell at its row's
+    position, then compacting. Loop 2 follows mmcv over that list: a voxel is created at its
+    first point while fewer than max_voxels exist, at most max_points per voxel; it records
+    the source row of each stored point. Loop 3 copies only the stored points into the zeroed
+    output, voxel by voxel, multiplying column ``scale_column`` (if >= 0) by the float32
+    ``scale`` (the zero padding stays +0.0). The lookup grid is left all -1 for the next call.
     """
     num, channels = points.shape
     gx, gy, gz = np.int32(grid[0]), np.int32(grid[1]), np.int32(grid[2])  # <= MAX_LOOKUP_CELLS
     fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
+    r0, r1, r2 = rmin[0], rmin[1], rmin[2]
+    v0, v1, v2 = vsize[0], vsize[1], vsize[2]
+    zero = np.float32(0.0)
+    shuffled = perm.shape[0] > 0 and num > 0
+    steps = perm.shape[0] if shuffled else num
+    order_cell = np.empty(steps, np.int32)  # cells in voxelization order, then compacted
+    order = np.empty(steps, np.int32)  # their source rows
+    cells = np.empty(num if shuffled else 0, np.int32)  # by row, when shuffled
+    bx = np.empty(_BLOCK, np.float32)
+    by = np.empty(_BLOCK, np.float32)
+    bz = np.empty(_BLOCK, np.float32)
+    bc = np.empty(_BLOCK, np.int32)
+    in_range = 0
+    for start in range(0, num, _BLOCK):
+        size = min(_BLOCK, num - start)
+        for b in range(size):
+            bx[b] = points[start + b, 0] - r0
+            by[b] = points[start + b, 1] - r1
+            bz[b] = points[start + b, 2] - r2
+        for b in range(size):
+            bx[b] = bx[b] / v0
+            by[b] = by[b] / v1
+            bz[b] = bz[b] / v2
+        for b in range(size):
+            fx, fy, fz = bx[b], by[b], bz[b]
+            inside = (fx >= 0) & (fx < fgx) & (fy >= 0) & (fy < fgy) & (fz >= 0) & (fz < fgz)
+            # trunc == floor for values >= 0; points outside convert 0 (never NaN or huge)
+            cell = ((np.int32(fz if inside else zero) * gy + np.int32(fy if inside else zero))
+                    * gx + np.int32(fx if inside else zero))
+            bc[b] = cell if inside else np.int32(-1)
+        if shuffled:
+            cells[start:start + size] = bc[:size]
+        else:
+            for b in range(size):  # branch-free append
+                cell = bc[b]
+                order_cell[in_range] = cell
+                order[in_range] = start + b
+                in_range += cell >= 0
+    if shuffled:  # each in-range cell at its row's position, then compaction in place
+        order_cell[:] = -1
+        for i in range(num):
+            cell = cells[i]
+            if cell >= 0:
+                order_cell[positions[i]] = cell
+        for j in range(steps):
+            cell = order_cell[j]
+            order_cell[in_range] = cell
+            order[in_range] = perm[j]
+            in_range += cell >= 0
     capacity = min(max_voxels, num)  # a cloud of num points makes at most num voxels
     coors = np.empty((capacity, 3), np.int32)
     counts = np.zeros(capacity, np.int32)
-    dropped_cells = np.empty(num, np.int32)
-    # Loop 1 (branch-light): cell of each point, -1 outside the grid. float32
-    # (p - range_min) / voxel_size exactly as mmcv; NaN fails every comparison (mmcv: INT_MIN).
-    point_voxel = np.empty(num, np.int32)  # cell id here, then the point's voxel id or -1
-    r0, r1, r2 = rmin[0], rmin[1], rmin[2]
-    v0, v1, v2 = vsize[0], vsize[1], vsize[2]
-    for i in range(num):
-        fx = (points[i, 0] - r0) / v0
-        fy = (points[i, 1] - r1) / v1
-        fz = (points[i, 2] - r2) / v2
-        inside = fx >= 0 and fx < fgx and fy >= 0 and fy < fgy and fz >= 0 and fz < fgz
-        cell = -1
-        if inside:  # trunc == floor for values >= 0
-            cell = (np.int32(fz) * gy + np.int32(fy)) * gx + np.int32(fx)
-        point_voxel[i] = cell
-    # Loop 2: mmcv's voxel creation / filling in input order.
+    sources = np.empty(capacity * max_points, np.int32)  # source row per (voxel, slot)
+    dropped_cells = np.empty(min(in_range, lookup.shape[0]), np.int32)
     num_voxels = 0
     num_dropped_cells = 0
-    in_range = 0
-    for i in range(num):
-        cell = point_voxel[i]
-        if cell < 0:
-            continue
-        in_range += 1
-        point_voxel[i] = -1
+    for j in range(in_range):
+        cell = order_cell[j]
         vid = lookup[cell]
         if vid == -2:  # cell first seen after max_voxels was reached
             continue
@@ -180,44 +234,32 @@ def _assign_numba(points, rmin, vsize, grid, lookup, max_points, max_voxels):
             coors[vid, 0] = cell // (gx * gy)
             coors[vid, 1] = (cell // gx) % gy
             coors[vid, 2] = cell % gx
-        if counts[vid] < max_points:
-            counts[vid] += 1
-            point_voxel[i] = vid
+        slot = counts[vid]
+        if slot < max_points:
+            sources[vid * max_points + slot] = order[j]
+            counts[vid] = slot + 1
     # reset only the touched lookup cells so the grid is reusable
     for v in range(num_voxels):
         lookup[(coors[v, 0] * gy + coors[v, 1]) * gx + coors[v, 2]] = -1
-    for k in range(num_dropped_cells):
-        lookup[dropped_cells[k]] = -1
-    # stable counting sort of the stored points by voxel
-    cursor = np.empty(num_voxels, np.int64)
-    total = 0
-    for v in range(num_voxels):
-        cursor[v] = total
-        total += counts[v]
-    order = np.empty(total, np.int32)
-    for i in range(num):
-        v = point_voxel[i]
-        if v >= 0:
-            order[cursor[v]] = i
-            cursor[v] += 1
+    for j in range(num_dropped_cells):
+        lookup[dropped_cells[j]] = -1
     voxels = np.zeros((num_voxels, max_points, channels), np.float32)  # one memset
-    flat = voxels.reshape(num_voxels * max_points, channels)
-    k = 0
     for v in range(num_voxels):
-        row = v * max_points
         for s in range(counts[v]):
-            src = order[k]
-            k += 1
+            src = sources[v * max_points + s]
             for c in range(channels):
-                flat[row + s, c] = points[src, c]
+                voxels[v, s, c] = points[src, c]
+            if scale_column >= 0:
+                voxels[v, s, scale_column] *= scale  # float32 * float32, as numpy in place
     return (voxels, coors[:num_voxels].copy(), counts[:num_voxels].copy(), num_dropped_cells,
             in_range)
 
 
 if HAVE_NUMBA:
+    _all_finite_jit = _numba.njit(cache=True, nogil=True)(_all_finite_numba)
     _assign_jit = _numba.njit(cache=True, nogil=True)(_assign_numba)
 else:  # pragma: no cover
-    _assign_jit = None
+    _all_finite_jit = _assign_jit = None
 
 
 def _voxelize_numpy(points, rmin, vsize, grid, max_points, max_voxels):
@@ -376,21 +418,80 @@ class Voxelizer:
             VoxelizationError: not 2-D, not floating point, or a wrong channel count.
         """
         points = self._check(points)
+        if self.backend == "numba":
+            return self._run_numba(points, None, -1, 1.0)
+        return self._run_numpy(points)
+
+    def voxelize_scan(self, points: np.ndarray, shuffler: Optional[PointShuffler] = None,
+                      scale_column: Optional[int] = None, scale: float = 1.0) -> Voxels:
+        """Voxelize a raw scan: drop non-finite rows, shuffle, scale one column, voxelize.
+
+        Gives exactly ``self(q)`` for ``q = points[np.isfinite(points).all(axis=1)]``, then
+        ``q = shuffler(q)`` if a shuffler is given, then ``q[:, scale_column] *= scale`` (in
+        float32). The numba path makes none of these copies when all values are finite: it
+        reads the cloud once, in memory order, and copies only the stored points (at most
+        max_voxels * max_points).
+
+        Args:
+            points: [N, C] float array (cast to float32), LiDAR frame, metres; x, y, z first.
+            shuffler: the order in which points are voxelized; None keeps input order.
+            scale_column: channel multiplied by ``scale`` (e.g. intensity); None for none.
+            scale: the factor, applied as float32.
+
+        Returns:
+            Voxels (arrays owned by the caller).
+
+        Raises:
+            VoxelizationError: not 2-D, not floating point, a wrong channel count or a
+                scale_column outside [0, C).
+        """
+        points = self._check(points)
+        if scale_column is not None and not (
+                _is_count(scale_column) and 0 <= int(scale_column) < points.shape[1]):
+            raise VoxelizationError("scale_column must be a channel index in [0, %d), got %r"
+                                    % (points.shape[1], scale_column))
+        column = -1 if scale_column is None or float(scale) == 1.0 else int(scale_column)
+        finite = _all_finite_jit(points) if self.backend == "numba" else \
+            bool(np.isfinite(points).all())
+        if not finite:  # rare: the per-row mask and a copy, then the order of the rows left
+            points = points[np.isfinite(points).all(axis=1)]
+        if self.backend == "numba":
+            return self._run_numba(points, shuffler, column, scale)
+        if shuffler is not None:
+            points = shuffler(points)  # a new array: scaled in place below
+        elif column >= 0 and finite:
+            points = points.copy()
+        if column >= 0:
+            points[:, column] *= np.float32(scale)
+        return self._run_numpy(points)
+
+    def _run_numba(self, points: np.ndarray, shuffler: Optional[PointShuffler],
+                   scale_column: int, scale: float) -> Voxels:
+        perm = positions = _NO_PERM
+        if shuffler is not None:
+            perm, positions = shuffler.permutation(len(points)), shuffler.positions(len(points))
+        with self._lock:  # the lookup grid is shared scratch
+            result = _assign_jit(points, perm, positions, self._lookup, self._rmin, self._vsize,
+                                 self.grid_size, self.max_points, self.max_voxels, scale_column,
+                                 np.float32(scale))
+            return self._result(*result)
+
+    def _run_numpy(self, points: np.ndarray) -> Voxels:
+        result = _voxelize_numpy(points, self._rmin, self._vsize, self.grid_size,
+                                 self.max_points, self.max_voxels)
         with self._lock:
-            if self.backend == "numba":
-                result = _assign_jit(points, self._rmin, self._vsize, self.grid_size,
-                                     self._lookup, self.max_points, self.max_voxels)
-            else:
-                result = _voxelize_numpy(points, self._rmin, self._vsize, self.grid_size,
-                                         self.max_points, self.max_voxels)
-            voxels, coors, num_points, dropped_voxels, in_range = result
-            dropped_voxels = int(dropped_voxels)
-            if dropped_voxels and not self._warned_overflow:
-                self._warned_overflow = True
-                LOGGER.warning(
-                    "cloud occupies more than max_voxels=%d voxels: kept the first %d, dropped "
-                    "%d (points of later cells are lost); warned once per Voxelizer, see "
-                    "Voxels.dropped_voxels", self.max_voxels, self.max_voxels, dropped_voxels)
+            return self._result(*result)
+
+    def _result(self, voxels: np.ndarray, coors: np.ndarray, num_points: np.ndarray,
+                dropped_voxels: int, in_range: int) -> Voxels:
+        """Voxels with the counters; warns once per Voxelizer when max_voxels was hit."""
+        dropped_voxels = int(dropped_voxels)
+        if dropped_voxels and not self._warned_overflow:
+            self._warned_overflow = True
+            LOGGER.warning(
+                "cloud occupies more than max_voxels=%d voxels: kept the first %d, dropped "
+                "%d (points of later cells are lost); warned once per Voxelizer, see "
+                "Voxels.dropped_voxels", self.max_voxels, self.max_voxels, dropped_voxels)
         stored = int(num_points.sum())
         return Voxels(voxels, num_points, coors, dropped_voxels, int(in_range),
                       int(in_range) - stored)
@@ -401,7 +502,7 @@ class Voxelizer:
         lo, hi = self._rmin, np.asarray(self.point_cloud_range[3:], np.float32)
         points = np.zeros((16, channels), np.float32)
         points[:, :3] = lo + (hi - lo) * np.linspace(0.0, 1.0, 16, dtype=np.float32)[:, None]
-        self(points)
+        self.voxelize_scan(points)
 
 
 class PointShuffler:
@@ -423,27 +524,45 @@ class PointShuffler:
         self.min_capacity = int(min_capacity)
         self.seed = int(seed)
         self._perms: Dict[int, np.ndarray] = {}
+        self._positions: Dict[int, np.ndarray] = {}
 
-    def _permutation(self, n: int) -> np.ndarray:
+    def capacity(self, n: int) -> int:
+        """C, the length of the permutation that orders n points."""
         capacity = self.min_capacity
         while capacity < n:
             capacity *= 2
+        return capacity
+
+    def permutation(self, n: int) -> np.ndarray:
+        """[C] int32 permutation of range(C), C >= n; the order of n points is perm[perm < n]."""
+        capacity = self.capacity(n)
         perm = self._perms.get(capacity)
         if perm is None:  # a race only makes the same array twice
             perm = np.random.default_rng([self.seed, capacity]).permutation(capacity)
             perm = self._perms.setdefault(capacity, perm.astype(np.int32))
         return perm
 
+    def positions(self, n: int) -> np.ndarray:
+        """[C] int32 inverse of ``permutation(n)``: the place of index k in it."""
+        capacity = self.capacity(n)
+        positions = self._positions.get(capacity)
+        if positions is None:
+            perm = self.permutation(n)
+            positions = np.empty(capacity, np.int32)
+            positions[perm] = np.arange(capacity, dtype=np.int32)
+            positions = self._positions.setdefault(capacity, positions)
+        return positions
+
     def order(self, n: int) -> np.ndarray:
         """[n] int32 indices: the shuffled order of n points."""
-        perm = self._permutation(n)
+        perm = self.permutation(n)
         return perm[perm < n]
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """The rows of ``points`` [N, C] in the shuffled order (a new array)."""
         n = len(points)
         if HAVE_NUMBA and points.ndim == 2:
-            return _gather_jit(np.ascontiguousarray(points), self._permutation(n))
+            return _gather_jit(np.ascontiguousarray(points), self.permutation(n))
         return np.take(points, self.order(n), axis=0)
 
 
