@@ -6,6 +6,8 @@ Usage:
 
 Without a path, 120,000 random points in the KITTI PointPillars range are used (a worst case
 for voxelize: they occupy more than max_voxels cells). A .bin is KITTI velodyne float32 x 4.
+Then LidarDetector.preprocess of the shipped model on 120k, 1M and 2M points (copies of a
+simulated scan), against the two-step path it replaced (shuffled copy, then voxelize).
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,7 +27,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from benchmarking import median_ms  # noqa: E402
 from admlops_ros.lidar.pointcloud import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
-from admlops_ros.lidar.voxelize import HAVE_NUMBA, Voxelizer  # noqa: E402
+from admlops_ros.lidar.voxelize import HAVE_NUMBA, Voxelizer, Voxels  # noqa: E402
 
 LOGGER = logging.getLogger("bench_preprocess")
 
@@ -34,6 +37,7 @@ KITTI_VOXEL_SIZE = (0.16, 0.16, 4.0)
 KITTI_RANGE = (0.0, -39.68, -3.0, 69.12, 39.68, 1.0)
 KITTI_MAX_POINTS = 32
 KITTI_MAX_VOXELS = 40000
+SHIPPED_SIZES = (120_000, 1_000_000, 2_000_000)
 
 
 def random_kitti_cloud(num: int = 120000, seed: int = 0) -> np.ndarray:
@@ -67,16 +71,95 @@ def _padded_msg(points: np.ndarray):
     return msg
 
 
-def run(points: Optional[np.ndarray] = None, runs: int = 20) -> Dict[str, object]:
-    """Measure the preprocess stage on one cloud.
+def tiled_scan(num: int, seed: int = 0) -> np.ndarray:
+    """(num, 4) float32: copies of a simulated scan (131k points), each moved by a few cm."""
+    from admlops_ros.simulation import simulate_frame
+
+    scan = simulate_frame(seed).points
+    rng = np.random.default_rng(seed)
+    reps = -(-num // len(scan))
+    shifts = (rng.standard_normal((reps, 1, 4)) * [0.05, 0.05, 0.02, 0.0]).astype(np.float32)
+    return (scan[None] + shifts).reshape(-1, 4)[:num].copy()
+
+
+def two_step_preprocess(detector, points: np.ndarray) -> Voxels:
+    """LidarDetector.preprocess before voxelize_scan: filter, shuffled copy, scale, voxelize."""
+    points = points.astype(np.float32, copy=False)
+    if not np.isfinite(points).all():
+        points = points[np.isfinite(points).all(axis=1)]
+    column = detector.point_features.index("intensity")
+    scale = detector.intensity_scale != 1.0
+    if detector.shuffler is not None:
+        points = detector.shuffler(points)
+    elif scale:
+        points = points.copy()
+    if scale:
+        points[:, column] *= detector.intensity_scale
+    return detector.voxelizer(points)
+
+
+def paired_medians_ms(ours: Callable[[], object], base: Callable[[], object],
+                      runs: int) -> Tuple[float, float]:
+    """Medians (ms) of two functions timed alternately, so both see the same machine state."""
+    for fn in (ours, base, ours, base):  # warm-up
+        fn()
+    times: Tuple[List[float], List[float]] = ([], [])
+    for _ in range(max(1, runs)):
+        for fn, out in zip((ours, base), times):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times[0])), float(np.median(times[1]))
+
+
+def _same_voxels(a: Voxels, b: Voxels) -> bool:
+    return all(getattr(a, k).tobytes() == getattr(b, k).tobytes()
+               for k in ("voxels", "num_points", "coors")) and \
+        (a.dropped_voxels, a.num_points_in_range, a.dropped_points) == \
+        (b.dropped_voxels, b.num_points_in_range, b.dropped_points)
+
+
+def run_shipped(runs: int = 20, sizes: Sequence[int] = SHIPPED_SIZES) -> List[Dict[str, object]]:
+    """LidarDetector.preprocess of the shipped model against the two-step path, per cloud size.
+
+    Returns:
+        one dict per size: num_points, num_voxels, preprocess_ms, two_step_ms, their ratio
+        and identical (the two give bit-identical Voxels).
+    """
+    from admlops_ros.lidar.detector import LidarDetector
+
+    rows = []
+    with LidarDetector.from_bundle(None, backend="onnxruntime") as detector:
+        detector.voxelizer.warmup()
+        for num in sizes:
+            points = tiled_scan(num)
+            voxels = detector.preprocess(points)
+            same = _same_voxels(voxels, two_step_preprocess(detector, points))
+            ours, base = paired_medians_ms(lambda: detector.preprocess(points),
+                                           lambda: two_step_preprocess(detector, points), runs)
+            rows.append({"num_points": int(num), "num_voxels": voxels.num_voxels,
+                         "preprocess_ms": ours, "two_step_ms": base,
+                         "two_step_over_preprocess": base / ours, "identical": same})
+        summary = {"model": detector.bundle.spec.name,
+                   "shuffle_points": detector.shuffler is not None}
+    for row in rows:
+        row.update(summary)
+    return rows
+
+
+def run(points: Optional[np.ndarray] = None, runs: int = 20,
+        shipped_sizes: Sequence[int] = SHIPPED_SIZES) -> Dict[str, object]:
+    """Measure the preprocess stage on one cloud, then the shipped model's preprocess.
 
     Args:
         points: (N, 4) float32 x, y, z, intensity; None -> 120,000 random KITTI-range points.
         runs: timed runs per row (median reported), after 2 warm-up calls.
+        shipped_sizes: cloud sizes for the shipped model's rows (see `run_shipped`).
 
     Returns:
         dict with medians in ms (keys ending in _ms; baselines None when unavailable), ratios
-        baseline / ours, and the cloud's size and voxel count.
+        baseline / ours, the cloud's size and voxel count, and ``shipped_preprocess`` (rows
+        of `run_shipped`).
     """
     if points is None:
         points = random_kitti_cloud()
@@ -115,6 +198,7 @@ def run(points: Optional[np.ndarray] = None, runs: int = 20) -> Dict[str, object
             result["read_points_ms"] / result["pointcloud2_to_array_ms"])
     result["voxelize_numpy_over_voxelize"] = (
         result["voxelize_numpy_ms"] / result["voxelize_ms"])
+    result["shipped_preprocess"] = run_shipped(runs, shipped_sizes)
     return result
 
 
@@ -140,6 +224,21 @@ def format_table(result: Dict[str, object]) -> str:
         lines.append("%-40s %10.3f  %-28s %10s %8s" % (
             label, ours, names.get(base, "-") if base else "-",
             "%.3f" % base_ms if base_ms else "-", ratio))
+    shipped = result.get("shipped_preprocess") or []
+    if shipped:
+        lines += [
+            "",
+            "LidarDetector.preprocess, shipped model %s (shuffle_points %s), copies of a "
+            "simulated scan, median of %d runs" % (shipped[0]["model"],
+                                                   shipped[0]["shuffle_points"], result["runs"]),
+            "%-10s %8s %10s  %-28s %10s %8s  %s" % ("points", "voxels", "ours ms", "baseline",
+                                                    "base ms", "ratio", "identical"),
+        ]
+        for row in shipped:
+            lines.append("%-10d %8d %10.3f  %-28s %10.3f %7.1fx  %s" % (
+                row["num_points"], row["num_voxels"], row["preprocess_ms"],
+                "shuffled copy, then voxelize", row["two_step_ms"],
+                row["two_step_over_preprocess"], row["identical"]))
     if not HAVE_NUMBA:
         lines.append("numba is not installed: voxelize ran the numpy path")
     return "\n".join(lines)
