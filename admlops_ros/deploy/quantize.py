@@ -184,6 +184,24 @@ def quantize_onnx(onnx_path: Union[str, Path], out_path: Union[str, Path],
     return out
 
 
+_AUTO_NAME = re.compile(r"^([A-Za-z]+)_\d+(?=/|$)")
+
+
+def stable_node_names(model) -> int:
+    """Rename nodes OpenVINO named from its process-wide counter (``Constant_126768``, also as
+    the prefix of ``Convolution_7626/fq_weights_1``) by
+    their position in the graph, so the same quantization writes the same IR bytes (and
+    sha256) in every process. Returns the count renamed."""
+    count = 0
+    for index, op in enumerate(model.get_ordered_ops()):
+        name = op.get_friendly_name()
+        stable = _AUTO_NAME.sub(lambda m: f"{m.group(1)}_n{index}", name, count=1)
+        if stable != name:
+            op.set_friendly_name(stable)
+            count += 1
+    return count
+
+
 def write_int8_bundle(bundle: EngineBundle, out_dir: Union[str, Path], feeds: Sequence[Feed],
                       float_layers: Sequence[str], calibration_bag: str, seed: int,
                       name: Optional[str] = None) -> EngineBundle:
@@ -206,6 +224,7 @@ def write_int8_bundle(bundle: EngineBundle, out_dir: Union[str, Path], feeds: Se
         qmodel = quantize_openvino(bundle, feeds, float_layers)
         xml = staging / OPENVINO_XML
         xml.parent.mkdir(parents=True, exist_ok=True)
+        stable_node_names(qmodel)
         ov.save_model(qmodel, str(xml), compress_to_fp16=False)
         onnx_int8 = quantize_onnx(bundle.onnx_path, staging / "int8.onnx", feeds, float_layers)
         spec = _int8_spec(bundle.spec, name or f"{bundle.spec.name}_int8", QuantizationSpec(
@@ -228,5 +247,5 @@ def _int8_spec(spec: ModelSpec, name: str, quantization: QuantizationSpec) -> Mo
 
 
 __all__: List[str] = ["QuantizationError", "PILLAR_FRONT", "HEAD", "check_feeds",
-                      "rewrite_strided_deconvolutions", "quantize_openvino", "quantize_onnx",
+                      "rewrite_strided_deconvolutions", "stable_node_names", "quantize_openvino", "quantize_onnx",
                       "write_int8_bundle", "read_openvino_model"]
