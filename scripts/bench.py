@@ -65,11 +65,12 @@ def scan_120k(seed: int = 7) -> np.ndarray:
 
 
 def bench_model(name: str, bundle: Path, config, points: np.ndarray, runs: int,
-                backends: List[str], unfolded: Optional[Path] = None) -> Dict[str, float]:
+                backends: List[str], unfolded: Optional[Path] = None,
+                int8: Optional[Path] = None) -> Dict[str, float]:
     """All stage medians of one model bundle on one cloud.
 
     ``unfolded``: the same network exported without the pillar-front fold (the graph mmdeploy
-    traces), timed on OpenVINO fp32 as the export's baseline.
+    traces), timed on OpenVINO fp32 as the export's baseline. ``int8``: its int8 bundle.
     """
     from admlops_ros.training.deploy_graph import deploy_model
     from admlops_ros.training.flops import count_flops
@@ -105,6 +106,16 @@ def bench_model(name: str, bundle: Path, config, points: np.ndarray, runs: int,
             res["inference_openvino_f32_unfolded_graph_ms"] = median_ms(
                 lambda: traced.inference(voxels), runs)
     res["decode_nms_ms"] = median_ms(lambda: first.postprocess(outputs), runs)
+    if int8 is not None:  # int8 bundle of the same network (admlops optimize's quantizer)
+        det["openvino:int8"] = LidarDetector.from_bundle(int8, backend="openvino")
+        q = det["openvino:int8"]
+        q.warmup()
+        ref = det["openvino:f32"].inference(voxels)
+        outs = q.inference(voxels)
+        res["inference_openvino_int8_ms"] = median_ms(lambda: q.inference(voxels), runs)
+        res["inference_openvino_int8_gflops"] = gflop / res["inference_openvino_int8_ms"] * 1e3
+        res["int8_raw_rel_rms_error"] = max(
+            float(np.sqrt(np.mean((outs[k] - ref[k]) ** 2)) / ref[k].std()) for k in ref)
     for b, d in det.items():
         key = b.replace(":", "_")
         d.warmup(1)
@@ -121,6 +132,30 @@ def bench_model(name: str, bundle: Path, config, points: np.ndarray, runs: int,
     for d in det.values():
         d.close()
     return res
+
+
+def int8_bundle(bundle: Path, out: Path, frames: int = 8) -> Path:
+    """The bundle's int8 twin (pillar front in fp32, as `admlops optimize` writes ``_int8``),
+    calibrated on simulated scans of held-out seeds; rebuilt when the source changed."""
+    from admlops_ros.bundle.files import load_bundle
+    from admlops_ros.deploy.optimize import calibration_feeds
+    from admlops_ros.deploy.quantize import PILLAR_FRONT, write_int8_bundle
+    from admlops_ros.simulation import simulate_frame
+    source = load_bundle(bundle)
+    stamp = out / "source.sha256"
+    digest = hashlib.sha256(repr(sorted(source.spec.files.items())).encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return out
+
+    class _Frame:
+        def __init__(self, seed: int) -> None:
+            self.points = simulate_frame(seed).points
+
+    with LidarDetector.from_bundle(bundle, backend="openvino", precision="f32") as det:
+        feeds = calibration_feeds(det, [_Frame(2_000_000 + i) for i in range(frames)])
+    write_int8_bundle(source, out, feeds, PILLAR_FRONT, "simulated seeds 2,000,000+", 0)
+    stamp.write_text(digest)
+    return out
 
 
 def print_table(title: str, rows: Dict[str, float]) -> None:
@@ -169,7 +204,8 @@ def main(argv=None) -> int:
 
     peak = results["machine"]["gemm_peak_gflops"]
     for title, bundle, config, unfolded in models:
-        res = bench_model(title, bundle, config, points, args.runs, backends, unfolded)
+        int8 = int8_bundle(bundle, REPO / "build" / "bench" / f"{config.name}_int8")
+        res = bench_model(title, bundle, config, points, args.runs, backends, unfolded, int8)
         ov = res["inference_openvino_f32_ms"]
         res["ratio_openvino_f32_speedup_vs_torch"] = res["inference_torch_eager_ms"] / ov
         res["ratio_openvino_f32_speedup_vs_torch_deploy_graph"] = (
@@ -181,6 +217,9 @@ def main(argv=None) -> int:
             res["ratio_openvino_f32_speedup_vs_unfolded_graph"] = (
                 res["inference_openvino_f32_unfolded_graph_ms"] / ov)
         res["ratio_openvino_bf16_speedup_vs_f32"] = ov / res["inference_openvino_bf16_ms"]
+        res["ratio_openvino_int8_speedup_vs_f32"] = ov / res["inference_openvino_int8_ms"]
+        res["ratio_detect_total_openvino_int8_speedup_vs_f32"] = (
+            res["detect_total_openvino_f32_ms"] / res["detect_total_openvino_int8_ms"])
         results[config.name] = res
         print_table(title, res)
 

@@ -1,4 +1,4 @@
-"""Deployment subcommands of `admlops`: build-engine, gpu-info."""
+"""Deployment subcommands of `admlops`: build-engine, gpu-info, optimize."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +44,22 @@ def _gpu_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _optimize(args: argparse.Namespace) -> int:
+    from admlops_ros.deploy.optimize import optimize
+
+    result = optimize(args.bundle, args.calib_bag, args.eval_bag, args.out,
+                      calib_frames=args.calib_frames, seed=args.seed,
+                      max_map_loss=args.max_map_loss, eval_limit=args.eval_limit,
+                      progress=not args.no_progress)
+    lines = [f"{label}: {path}" for label, path in result.bundles.items()]
+    lines += [f"accuracy-aware step: fp32 {', '.join(s['float_layers'])}: held-out mAP loss "
+              f"{s['validation_map_loss']:.2f}" for s in result.search]
+    lines += ["", f"eval bag {args.eval_bag}: median detect ms per cloud, speed-up and deltas "
+              "against fp32 on the same backend, mean AP|R40 strict", result.table]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def add_commands(subparsers: Any) -> None:
     """Register build-engine and gpu-info on the `admlops` parser."""
     p = subparsers.add_parser(
@@ -71,3 +87,27 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--device", type=NON_NEGATIVE_INT, default=0)
     p.set_defaults(func=_gpu_info)
+
+    p = subparsers.add_parser(
+        "optimize", help="int8 bundles calibrated on a bag; speed vs AP table against fp32",
+        description="Writes <out>/<name>_int8 (all int8 but the pillar front) and, when that "
+                    "loses more than --max-map-loss 3D mAP on held-out frames of the "
+                    "calibration bag, <out>/<name>_mixed (head, then neck back in fp32); "
+                    "then runs fp32, bf16 and the int8 bundles on the eval bag and prints "
+                    "speed and AP deltas. Writes <out>/optimize.json.")
+    p.add_argument("bundle", help="fp32 engine bundle directory")
+    p.add_argument("--calib-bag", required=True,
+                   help="bag of clouds to calibrate on (its other frames with ground truth "
+                        "decide the fp32 layers); keep it apart from the eval bag")
+    p.add_argument("--eval-bag", required=True, help="bag with ground truth for the table")
+    p.add_argument("--out", default="build/optimize", help="output directory")
+    p.add_argument("--calib-frames", type=POSITIVE_INT, default=64,
+                   help="clouds to calibrate on (default 64)")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0,
+                   help="picks the calibration clouds (same seed, same bundle)")
+    p.add_argument("--max-map-loss", type=POSITIVE, default=1.0,
+                   help="3D mAP loss allowed on held-out frames (default 1.0)")
+    p.add_argument("--eval-limit", type=POSITIVE_INT, default=None,
+                   help="first N clouds of the eval bag only")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_optimize)

@@ -12,10 +12,12 @@ from admlops_ros.deploy.quantize import (PILLAR_FRONT, QuantizationError,
 from admlops_ros.lidar.detector import LidarDetector
 from admlops_ros.lidar.voxelize import with_batch_index
 from admlops_ros.simulation import simulate_frame
+from tests.paths import REPO_ROOT
 
 pytest.importorskip("nncf")
 ov = pytest.importorskip("openvino")
 
+ENGINE = REPO_ROOT / "engines" / "pointpillars_sim_3class"
 CALIB_SEEDS = range(2_000_000, 2_000_008)  # apart from training (< 400,000) and eval seeds
 
 
@@ -144,3 +146,65 @@ def test_quantizing_an_int8_bundle_is_refused(int8_bundle, feeds, tmp_path):
 def test_empty_calibration_is_refused(fp32, tmp_path):
     with pytest.raises(QuantizationError, match="no calibration clouds"):
         write_int8_bundle(fp32.bundle, tmp_path / "x", [], PILLAR_FRONT, "sim.bag", 0)
+
+
+@pytest.fixture(scope="module")
+def small_bags(tmp_path_factory):
+    from admlops_ros.evaluation import bags
+    from admlops_ros.evaluation.rosbag_io import BagError
+    try:
+        bags.messages()
+    except BagError as exc:
+        pytest.skip(f"admlops_ros messages not built: {exc}")
+    root = tmp_path_factory.mktemp("bags")
+    bags.bag_from_sim(root / "calib.bag", 6, 2_100_000, progress=False)
+    bags.bag_from_sim(root / "eval.bag", 3, 1_000_000, progress=False)
+    return root / "calib.bag", root / "eval.bag"
+
+
+def test_calibration_split_is_seeded(small_bags):
+    from admlops_ros.deploy.optimize import calibration_split
+    calib_bag, _ = small_bags
+    first, held_out = calibration_split(calib_bag, 3, seed=1)
+    again, _ = calibration_split(calib_bag, 3, seed=1)
+    other, _ = calibration_split(calib_bag, 3, seed=2)
+    assert [f.index for f in first] == [f.index for f in again]
+    assert {f.index for f in first} != {f.index for f in other}
+    assert not {f.index for f in first} & {f.index for f in held_out}
+    assert len(first) + len(held_out) == 6
+
+
+def test_optimize_writes_bundles_and_the_table(small_bags, tmp_path, capsys):
+    import json
+    from admlops_ros.cli import main
+    calib_bag, eval_bag = small_bags
+    out = tmp_path / "opt"
+    assert main(["optimize", str(ENGINE), "--calib-bag", str(calib_bag),
+                 "--eval-bag", str(eval_bag), "--calib-frames", "3", "--max-map-loss", "100",
+                 "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    for row in ("fp32    openvino", "bf16    openvino", "int8    openvino",
+                "fp32    onnxruntime", "int8    onnxruntime"):
+        assert row in text
+    report = json.loads((out / "optimize.json").read_text())
+    assert set(report["bundles"]) == {"int8"}  # within the (huge) allowed loss at once
+    assert report["search"][0]["float_layers"] == list(PILLAR_FRONT)
+    rows = {(r["engine"], r["backend"]): r for r in report["rows"]}
+    assert rows[("fp32", "openvino")]["speedup"] == 1.0
+    assert rows[("fp32", "openvino")]["delta_3d"] == 0.0
+    assert rows[("int8", "openvino")]["detect_ms"] > 0
+    assert load_bundle(report["bundles"]["int8"]).spec.engine.precision == "int8"
+
+
+def test_optimize_errors_are_one_line(small_bags, tmp_path, capsys):
+    from admlops_ros.cli import main
+    calib_bag, eval_bag = small_bags
+    assert main(["optimize", str(tmp_path / "nothing"), "--calib-bag", str(calib_bag),
+                 "--eval-bag", str(eval_bag), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("admlops optimize: error:")
+    assert main(["optimize", str(ENGINE), "--calib-bag",
+                 str(tmp_path / "missing.bag"), "--eval-bag", str(eval_bag),
+                 "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.bag" in err[0]
