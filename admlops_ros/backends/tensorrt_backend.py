@@ -3,7 +3,9 @@
 Written against the documented TensorRT Python API: the name-based I/O API (num_io_tensors,
 set_input_shape, set_tensor_address, execute_async_v3; TensorRT 8.5+, the only one in 10.x)
 when present, the binding API of 8.x otherwise. Device buffers come from cuda-python (cudart)
-or pycuda, whichever imports. Not runnable on machines without an NVIDIA GPU.
+or pycuda, whichever imports. INT8 plans use implicit quantization with an entropy calibrator
+(IInt8EntropyCalibrator2; deprecated since TensorRT 10.1 in favour of explicit Q/DQ ONNX, still
+supported). Not runnable on machines without an NVIDIA GPU.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from admlops_ros.backends import tensorrt_calibration as calib
 from admlops_ros.backends.base import Backend, BackendError, TensorInfo
 
 LOG = logging.getLogger(__name__)
@@ -300,12 +303,171 @@ def tensorrt_available() -> bool:
         return False
 
 
+# ----------------------------------------------------------------------------- INT8
+def make_int8_calibrator(trt: Any, stream: calib.CalibrationStream,
+                         cache_path: Union[str, Path], device: int = 0) -> Any:
+    """A ``trt.IInt8EntropyCalibrator2`` feeding `stream`'s batches from device buffers.
+
+    Defined here, inside a function, so that importing this module never needs tensorrt.
+    The buffers hold one calibration batch (the calibration profile's shape); TensorRT reads
+    them right after ``get_batch`` returns, so the copies are synchronized first. An error
+    inside ``get_batch`` (called from TensorRT's C++) is kept in ``.error`` and ends the
+    calibration (``None``); the builder raises it after the build.
+
+    Args:
+        trt: the imported tensorrt module.
+        stream: host-side batches (tensorrt_calibration.CalibrationStream).
+        cache_path: TensorRT's calibration cache: read when present (calibration is then
+            skipped), written when calibration finishes. The caller removes a stale one.
+        device: CUDA device.
+    """
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.error: Optional[BaseException] = None
+            self.cache_path = Path(cache_path)
+            self.cache_read = False
+            self._cuda = _Cuda(device)
+            self._buffers: Dict[str, Any] = {}
+            try:
+                for name, nbytes in stream.nbytes().items():
+                    self._buffers[name] = self._cuda.malloc(nbytes)
+            except BaseException:
+                self.close()
+                raise
+
+        def get_batch_size(self) -> int:
+            return 1  # explicit-batch network: the batch is the tensors' own first axis
+
+        def get_batch(self, names: List[str], *_: Any) -> Optional[List[int]]:
+            try:
+                hosts = stream.next_batch(list(names))
+                if hosts is None:
+                    LOG.info("tensorrt: calibrated with %d batches", stream.count)
+                    return None
+                for name, host in zip(names, hosts):
+                    self._cuda.htod(self._buffers[name], host)
+                self._cuda.synchronize()
+                return [self._cuda.ptr(self._buffers[name]) for name in names]
+            except Exception as exc:  # raising into TensorRT's C++ would abort the process
+                LOG.error("tensorrt: calibration batch failed: %s", exc)
+                self.error = exc
+                return None
+
+        def read_calibration_cache(self) -> Optional[bytes]:
+            if self.cache_path.is_file():
+                LOG.info("tensorrt: reusing calibration cache %s", self.cache_path)
+                self.cache_read = True
+                return self.cache_path.read_bytes()
+            return None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            tmp = self.cache_path.with_name(".%s.tmp" % self.cache_path.name)
+            try:
+                tmp.write_bytes(bytes(cache))
+                tmp.replace(self.cache_path)
+            except OSError as exc:
+                LOG.error("tensorrt: cannot write calibration cache %s: %s", self.cache_path,
+                          exc)
+                self.error = exc
+
+        def close(self) -> None:
+            if self._cuda.kind:
+                for buf in self._buffers.values():
+                    self._cuda.free(buf)
+                self._buffers.clear()
+                self._cuda.close()
+
+    return EntropyCalibrator()
+
+
+def keep_layers_fp32(trt: Any, network: Any, substrings: Sequence[str]) -> Dict[str, int]:
+    """Pin layers whose name contains one of `substrings` to fp32 (precision and outputs).
+
+    Only layers with floating-point outputs are pinned (shape, index and plugin layers keep
+    their types). The builder must also set ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS``.
+
+    Returns:
+        substring -> number of layers it pinned (0: the network has no such layer name).
+    """
+    floats = (trt.float32, trt.float16)
+    skip = tuple(getattr(trt.LayerType, t) for t in ("SHAPE", "CONSTANT", "PLUGIN", "PLUGIN_V2",
+                                                    "PLUGIN_V3")
+                 if hasattr(trt.LayerType, t))
+    counts = {s: 0 for s in substrings}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        hits = [s for s in substrings if s in layer.name]
+        if not hits or layer.type in skip:
+            continue
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if not outputs or any(t.dtype not in floats for t in outputs):
+            continue
+        layer.precision = trt.float32
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, trt.float32)
+        for s in hits:
+            counts[s] += 1
+    return counts
+
+
+def _configure_int8(trt: Any, builder: Any, network: Any, config: Any, calib_dir: Any,
+                    calib_cache: Any, keep_fp32: Sequence[str], calib_rows: int,
+                    device: int) -> Any:
+    """INT8 flags, precision constraints, calibration profile and calibrator; returns it."""
+    if not getattr(builder, "platform_has_fast_int8", True):
+        raise BackendError("tensorrt: this GPU has no fast INT8 (compute capability below "
+                           "6.1); build an fp16 or fp32 plan instead")
+    if calib_dir is None or calib_cache is None:
+        raise BackendError("an INT8 build needs calib_dir (calibration batches) and "
+                           "calib_cache (where TensorRT's calibration cache goes)")
+    data = calib.open_calibration_dir(calib_dir)
+    config.set_flag(trt.BuilderFlag.INT8)
+    if builder.platform_has_fast_fp16:
+        config.set_flag(trt.BuilderFlag.FP16)  # layers without INT8 kernels fall back to fp16
+    shapes, dtypes, dynamic = {}, {}, []
+    calib_profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        inp = network.get_input(i)
+        shape = list(inp.shape)
+        dtypes[inp.name] = np.dtype(trt.nptype(inp.dtype))
+        if shape and shape[0] < 0:
+            shape[0] = calib_rows
+            calib_profile.set_shape(inp.name, shape, shape, shape)
+            dynamic.append(inp.name)
+        shapes[inp.name] = tuple(shape)
+    if dynamic:
+        # TensorRT >= 8.5 calibrates a dynamic network at the calibration profile's opt shape
+        config.set_calibration_profile(calib_profile)
+    stream = calib.CalibrationStream(data, shapes, dtypes, dynamic)
+    if keep_fp32:
+        counts = keep_layers_fp32(trt, network, keep_fp32)
+        for sub, n in counts.items():
+            if n == 0:
+                LOG.warning("tensorrt: no layer name contains %r, nothing kept in fp32 for it "
+                            "(layer names look like %s)", sub,
+                            ", ".join(repr(network.get_layer(i).name)
+                                      for i in range(min(3, network.num_layers))))
+        if any(counts.values()):
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        LOG.info("tensorrt: fp32 layers: %s", ", ".join("%s x%d" % kv for kv in counts.items()))
+    calibrator = make_int8_calibrator(trt, stream, calib_cache, device)
+    config.int8_calibrator = calibrator
+    LOG.info("tensorrt: INT8 with %d calibration batches from %s (calibrated at %d rows), "
+             "cache %s", len(data.files), calib_dir, calib_rows, calib_cache)
+    return calibrator
+
+
 # ----------------------------------------------------------------------------- builder
 def build_engine_from_onnx(onnx_path: Union[str, Path], plan_path: Union[str, Path],
                            min_voxels: int = 2000, opt_voxels: int = 5000,
                            max_voxels: int = 9000, fp16: bool = False,
                            workspace: int = 1 << 30,
-                           plugins: Sequence[Union[str, Path]] = ()) -> Path:
+                           plugins: Sequence[Union[str, Path]] = (), int8: bool = False,
+                           calib_dir: Optional[Union[str, Path]] = None,
+                           calib_cache: Optional[Union[str, Path]] = None,
+                           keep_fp32: Sequence[str] = calib.DEFAULT_KEEP_FP32,
+                           device: int = 0) -> Path:
     """Build a TensorRT plan; inputs with a dynamic first axis get one optimization profile.
 
     Defaults are mmdeploy's KITTI voxel profile (2000/5000/9000 voxels, 1 GiB workspace,
@@ -319,9 +481,20 @@ def build_engine_from_onnx(onnx_path: Union[str, Path], plan_path: Union[str, Pa
         fp16: allow fp16 kernels (if the GPU has fast fp16).
         workspace: builder workspace limit in bytes.
         plugins: plugin libraries to load first.
+        int8: INT8 with entropy calibration (plus fp16 fallback where the GPU has fast fp16).
+            Calibration runs at V = max_voxels, each batch's voxels tiled up to it.
+        calib_dir: calibration batches (tensorrt_calibration; int8 only).
+        calib_cache: TensorRT's calibration cache file: reused when present, else written.
+        keep_fp32: layer-name substrings kept in fp32 in an INT8 plan (default: the pillar
+            encoder and the head); empty: everything may be INT8.
+        device: CUDA device of the calibration buffers.
 
     Returns:
         ``plan_path``.
+
+    Raises:
+        BackendError: TensorRT missing, the ONNX not parsable, bad calibration data, or the
+            build failed.
     """
     if not 1 <= min_voxels <= opt_voxels <= max_voxels:
         raise BackendError(f"profile must satisfy 1 <= min <= opt <= max, got {min_voxels}, "
@@ -361,12 +534,25 @@ def build_engine_from_onnx(onnx_path: Union[str, Path], plan_path: Union[str, Pa
         dynamic += 1
     if dynamic:
         config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
+    calibrator = None
+    try:
+        if int8:
+            try:
+                calibrator = _configure_int8(trt, builder, network, config, calib_dir,
+                                             calib_cache, tuple(keep_fp32), max_voxels, device)
+            except calib.CalibrationError as exc:
+                raise BackendError(f"INT8 calibration data: {exc}") from exc
+        serialized = builder.build_serialized_network(network, config)
+        if calibrator is not None and calibrator.error is not None:
+            raise BackendError(f"INT8 calibration failed: {calibrator.error}")
+    finally:
+        if calibrator is not None:
+            calibrator.close()
     if serialized is None:
         raise BackendError(f"TensorRT failed to build an engine from {onnx_path} (see log)")
     plan = Path(plan_path)
     plan.parent.mkdir(parents=True, exist_ok=True)
     plan.write_bytes(bytes(serialized))
-    LOG.info("tensorrt: wrote %s (voxels %d/%d/%d, fp16=%s)", plan, min_voxels, opt_voxels,
-             max_voxels, fp16)
+    LOG.info("tensorrt: wrote %s (voxels %d/%d/%d, %s)", plan, min_voxels, opt_voxels,
+             max_voxels, "int8" if int8 else "fp16" if fp16 else "fp32")
     return plan

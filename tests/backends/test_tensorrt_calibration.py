@@ -1,4 +1,8 @@
-"""INT8 calibration data (no GPU needed): batch files, their hash, and the calibrator's host side."""
+"""INT8 calibration data (no GPU needed): batch files, their hash, and the calibrator's host side.
+
+The device side (the IInt8EntropyCalibrator2 subclass, an INT8 build) needs TensorRT and a GPU:
+`test_int8_plan_on_gpu` runs it there and is skipped everywhere else.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +10,7 @@ import pytest
 
 from admlops_ros.backends import create_backend
 from admlops_ros.backends import tensorrt_calibration as tc
+from admlops_ros.backends.tensorrt_backend import tensorrt_available
 from admlops_ros.lidar.engine import INPUT_NAMES
 from tests.fixtures.tiny_model import make_tiny_onnx, random_voxels
 
@@ -164,3 +169,27 @@ def test_static_inputs_are_fed_as_they_are(tmp_path):
                                                   r"network takes \[2, 3, 4, 4\]"):
         other.next_batch(["image"])
 
+
+@pytest.mark.skipif(not tensorrt_available(), reason="needs TensorRT >= 8.6, CUDA Python "
+                    "bindings and an NVIDIA GPU (INT8 plans are exercised only on NVIDIA "
+                    "machines)")
+def test_int8_plan_on_gpu(tmp_path):  # pragma: no cover - runs only on NVIDIA machines
+    from admlops_ros.backends.tensorrt_backend import build_engine_from_onnx
+
+    onnx = make_tiny_onnx(tmp_path / "end2end.onnx")
+    tc.write_calibration_batches([feed(v, seed=v) for v in range(8, 96, 8)], tmp_path / "calib")
+    plan, cache = tmp_path / "tiny.int8.plan", tmp_path / "tiny.int8.calib"
+    build_engine_from_onnx(onnx, plan, 1, 40, CALIB_ROWS, int8=True, calib_dir=tmp_path / "calib",
+                           calib_cache=cache, keep_fp32=())
+    assert plan.stat().st_size > 0 and cache.stat().st_size > 0
+    stamp = cache.stat().st_mtime_ns
+    build_engine_from_onnx(onnx, plan, 1, 40, CALIB_ROWS, int8=True, calib_dir=tmp_path / "calib",
+                           calib_cache=cache)  # calibration cache reused, not rewritten
+    assert cache.stat().st_mtime_ns == stamp
+    inputs = feed(30, seed=99)
+    with create_backend("onnxruntime", {"onnx": onnx}) as ort, \
+            create_backend("tensorrt", {"tensorrt_plan": plan}) as trt:
+        want, got = ort.run(inputs), trt.run(inputs)
+    for name in want:
+        scale = float(np.abs(want[name]).max()) or 1.0
+        assert float(np.abs(got[name] - want[name]).max()) <= 0.1 * scale, name
