@@ -5,6 +5,7 @@ capability), so a bundle keeps one plan per key next to its ONNX:
 
     <bundle>/tensorrt/end2end.sm86.trt8.6.1.fp16.plan
     <bundle>/tensorrt/end2end.sm86.trt8.6.1.fp16.json   (sidecar: full key + ONNX sha256)
+    <bundle>/tensorrt/end2end.sm86.trt8.6.1.int8.calib  (int8 only: TensorRT calibration cache)
 
 Compatibility rules (`inspect_cache`):
 - TensorRT version: major.minor.patch must be equal. TensorRT refuses plans of another release
@@ -15,7 +16,13 @@ Compatibility rules (`inspect_cache`):
 - Same compute capability, different GPU model (e.g. RTX 3090 vs A40, both sm86): TensorRT loads
   the plan but warns that tactics were timed on another device; accepted with a warning, or
   rejected (and rebuilt if allowed) with `strict_gpu_model=True`.
-- Precision (fp32 / fp16) and the voxel profile (min/opt/max from spec.yaml) must be equal.
+- Precision (fp32 / fp16 / int8) and the voxel profile (min/opt/max from spec.yaml) must be
+  equal.
+- int8: a build request (calibration data given) also needs the plan's calibration data sha256
+  and fp32 layer list to be equal; a running node (no calibration data) takes any int8 plan.
+  The calibration cache beside the plan is reused by rebuilds (calibration runs once) while the
+  sidecar vouches for it: same calibration data, same ONNX, same cache bytes. Any other
+  calibration cache is deleted before the build.
 - The ONNX sha256 recorded at build time must equal the bundle's current end2end.onnx (a plan
   of a replaced ONNX is stale).
 A plan counts only with its sidecar; the sidecar is written last, atomically, so a crashed build
@@ -39,13 +46,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
-from admlops_ros.backends import gpu_info
+from admlops_ros.backends import gpu_info, tensorrt_calibration
 from admlops_ros.bundle.files import sha256_file
 from admlops_ros.errors import AdmlopsError
 
 LOG = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 PLAN_STEM = "end2end"
 PLAN_DIR = "tensorrt"
 ONNX_FILE = "end2end.onnx"
@@ -54,7 +61,8 @@ SIDECAR_FORMAT = 1
 DEFAULT_LOCK_TIMEOUT_S = 1800.0  # a PointPillars fp16 build takes minutes on small GPUs
 _LOCK_POLL_S = 0.2
 
-# build_fn(onnx_path, plan_path, min_voxels, opt_voxels, max_voxels, fp16=..[, workspace=bytes])
+# build_fn(onnx_path, plan_path, min_voxels, opt_voxels, max_voxels, fp16=..[, workspace=bytes]
+#          [, int8=True, calib_dir=.., calib_cache=.., keep_fp32=[..]])
 # (backends.tensorrt_backend.build_engine_from_onnx)
 BuildFn = Callable[..., Any]
 
@@ -70,10 +78,15 @@ class PlanKey:
     Attributes:
         compute_capability: "major.minor", e.g. "8.6".
         trt_version: "major.minor.patch", e.g. "8.6.1".
-        precision: "fp32" or "fp16".
+        precision: "fp32", "fp16" or "int8".
         onnx_sha256: sha256 of the ONNX the plan is built from.
         profile: (min, opt, max) number of voxels of the optimization profile.
         gpu_name: GPU model name (informational unless strict_gpu_model).
+        calibration_sha256: int8: sha256 of the calibration data
+            (tensorrt_calibration.CalibrationData.sha256); "" in the key of a running node,
+            which accepts any calibration.
+        keep_fp32: int8: layer-name substrings kept in fp32 (compared only when
+            calibration_sha256 is set).
     """
 
     compute_capability: str
@@ -82,10 +95,16 @@ class PlanKey:
     onnx_sha256: str
     profile: Tuple[int, int, int]
     gpu_name: str = ""
+    calibration_sha256: str = ""
+    keep_fp32: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise EngineCacheError("precision %r is not one of %s" % (self.precision, PRECISIONS))
+        object.__setattr__(self, "keep_fp32", tuple(str(s) for s in self.keep_fp32))
+        if self.precision != "int8" and (self.calibration_sha256 or self.keep_fp32):
+            raise EngineCacheError("calibration data and fp32 layers belong to int8 plans, not "
+                                   "%s" % self.precision)
         gpu_info.sm_tag(self.compute_capability)
         object.__setattr__(self, "trt_version", gpu_info.normalize_trt_version(self.trt_version))
         object.__setattr__(self, "profile", tuple(int(v) for v in self.profile))
@@ -105,8 +124,12 @@ class PlanKey:
     def describe(self) -> str:
         """One-line human description."""
         gpu = ("%s, " % self.gpu_name) if self.gpu_name else ""
-        return "%s%s, TensorRT %s, %s, profile %d/%d/%d voxels" % (
-            gpu, self.sm_tag, self.trt_version, self.precision, *self.profile)
+        calibration = ""
+        if self.calibration_sha256:
+            calibration = ", calibration data %s..., fp32 layers %s" % (
+                self.calibration_sha256[:12], _layers_text(self.keep_fp32))
+        return "%s%s, TensorRT %s, %s, profile %d/%d/%d voxels%s" % (
+            gpu, self.sm_tag, self.trt_version, self.precision, *self.profile, calibration)
 
     def to_json(self) -> dict:
         """Sidecar content."""
@@ -125,7 +148,9 @@ class PlanKey:
             prof = data["profile"]
             return cls(str(data["compute_capability"]), str(data["trt_version"]),
                        str(data["precision"]), str(data["onnx_sha256"]),
-                       (prof["min"], prof["opt"], prof["max"]), str(data.get("gpu_name", "")))
+                       (prof["min"], prof["opt"], prof["max"]), str(data.get("gpu_name", "")),
+                       str(data.get("calibration_sha256", "")),
+                       tuple(data.get("keep_fp32", ())))
         except (KeyError, TypeError, ValueError, gpu_info.GpuInfoError) as exc:
             raise EngineCacheError("sidecar field missing or malformed: %r" % (exc,)) from exc
 
@@ -147,9 +172,18 @@ class CacheDecision:
     warnings: List[str] = field(default_factory=list)
 
 
+def _layers_text(keep_fp32: Tuple[str, ...]) -> str:
+    return ", ".join(keep_fp32) if keep_fp32 else "none"
+
+
 def sidecar_path(plan: Path) -> Path:
     """end2end.sm86.trt8.6.1.fp16.plan -> end2end.sm86.trt8.6.1.fp16.json."""
     return plan.with_suffix(".json")
+
+
+def calibration_cache_path(plan: Path) -> Path:
+    """end2end.sm86.trt8.6.1.int8.plan -> end2end.sm86.trt8.6.1.int8.calib."""
+    return plan.with_suffix(".calib")
 
 
 def read_sidecar(plan: Path) -> PlanKey:
@@ -183,6 +217,13 @@ def _mismatch(found: PlanKey, wanted: PlanKey, strict_gpu_model: bool) -> Option
     if found.profile != wanted.profile:
         return "profile %d/%d/%d voxels, spec.yaml wants %d/%d/%d" % (*found.profile,
                                                                        *wanted.profile)
+    if wanted.calibration_sha256 and found.calibration_sha256 != wanted.calibration_sha256:
+        return ("calibrated with other data (sha256 %s..., the calibration directory's is "
+                "%s...)" % (found.calibration_sha256[:12] or "unknown",
+                            wanted.calibration_sha256[:12]))
+    if wanted.calibration_sha256 and found.keep_fp32 != wanted.keep_fp32:
+        return "fp32 layers %s, wanted %s" % (_layers_text(found.keep_fp32),
+                                              _layers_text(wanted.keep_fp32))
     if strict_gpu_model and found.gpu_name != wanted.gpu_name:
         return ("built on GPU model '%s', this is '%s' (same compute capability; rejected "
                 "because strict_gpu_model is on)" % (found.gpu_name, wanted.gpu_name))
@@ -234,12 +275,22 @@ def select_plan(cache_dir: Union[str, Path], key: PlanKey,
     return inspect_cache(cache_dir, key, strict_gpu_model).plan
 
 
+CALIB_DIR_PLACEHOLDER = "CALIB_DIR"
+
+
 def rebuild_command(bundle_root: Union[str, Path], precision: str,
-                    cache_dir: Optional[Union[str, Path]] = None) -> str:
-    """The exact shell command that builds the plan for this machine."""
+                    cache_dir: Optional[Union[str, Path]] = None,
+                    calib_dir: Optional[Union[str, Path]] = None) -> str:
+    """The exact shell command that builds the plan for this machine.
+
+    For int8 without `calib_dir` the command says CALIB_DIR: the directory of calibration
+    batches (tensorrt_calibration), which only the person building knows.
+    """
     cmd = ["admlops", "build-engine", str(bundle_root), "--target", "tensorrt"]
     if precision == "fp16":
         cmd.append("--fp16")
+    if precision == "int8":
+        cmd += ["--int8", "--calib-dir", str(calib_dir or CALIB_DIR_PLACEHOLDER)]
     if cache_dir is not None and Path(cache_dir) != Path(bundle_root) / PLAN_DIR:
         cmd += ["--cache-dir", str(cache_dir)]
     return " ".join(shlex.quote(c) for c in cmd)
@@ -315,13 +366,58 @@ def _default_build_fn() -> BuildFn:
     return module.build_engine_from_onnx
 
 
+def _stale_calibration_cache(plan: Path, key: PlanKey) -> Optional[str]:
+    """Why the calibration cache beside `plan` must not be reused for `key` (None: reuse it)."""
+    cache = calibration_cache_path(plan)
+    try:
+        data = json.loads(sidecar_path(plan).read_text())
+        found = PlanKey.from_json(data.get("key", data))
+        recorded = (data.get("calibration") or {}).get("cache_sha256")
+    except (OSError, ValueError, AttributeError, EngineCacheError):
+        return "no readable sidecar of %s says which data it came from" % plan.name
+    if found.calibration_sha256 != key.calibration_sha256:
+        return "it came from other calibration data (sha256 %s...)" % (
+            found.calibration_sha256[:12] or "unknown")
+    if found.onnx_sha256 != key.onnx_sha256:
+        return "it came from another ONNX (sha256 %s...)" % found.onnx_sha256[:12]
+    if recorded != sha256_file(cache):
+        return "its bytes are not the ones the sidecar recorded"
+    return None
+
+
+def _calibration_kwargs(plan: Path, key: PlanKey,
+                        calib_dir: Optional[Union[str, Path]]) -> Tuple[dict, bool]:
+    """build_fn arguments of an int8 build, after deleting a calibration cache not vouched for.
+
+    Returns:
+        (kwargs, whether an existing calibration cache is reused).
+    """
+    if calib_dir is None or not key.calibration_sha256:
+        raise EngineCacheError("an int8 plan is built from calibration data: %s" % (
+            rebuild_command(plan.parent.parent, "int8", plan.parent)))
+    cache = calibration_cache_path(plan)
+    reused = cache.is_file()
+    if reused:
+        reason = _stale_calibration_cache(plan, key)
+        if reason is not None:
+            LOG.info("deleting calibration cache %s (%s): calibrating again", cache.name, reason)
+            cache.unlink()
+            reused = False
+    return {"int8": True, "calib_dir": str(calib_dir), "calib_cache": str(cache),
+            "keep_fp32": list(key.keep_fp32)}, reused
+
+
 def build_plan(cache_dir: Union[str, Path], key: PlanKey, onnx_path: Union[str, Path],
                build_fn: Optional[BuildFn] = None, workspace_bytes: Optional[int] = None,
-               stem: str = PLAN_STEM) -> Path:
+               stem: str = PLAN_STEM, calib_dir: Optional[Union[str, Path]] = None) -> Path:
     """Build the plan for `key` from `onnx_path` (caller holds the lock); sidecar last.
 
+    Args:
+        calib_dir: int8: the calibration batches (`key.calibration_sha256` is their hash).
+
     Raises:
-        EngineCacheError: the builder failed (the half-written plan is removed).
+        EngineCacheError: the builder failed (the half-written plan is removed), or an int8
+            key without calibration data.
     """
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -329,7 +425,11 @@ def build_plan(cache_dir: Union[str, Path], key: PlanKey, onnx_path: Union[str, 
     tmp = plan.with_name(".%s.%d.tmp" % (plan.name, os.getpid()))
     side_tmp = tmp.with_suffix(".json.tmp")
     build = build_fn or _default_build_fn()
-    kwargs = {"fp16": key.precision == "fp16"}
+    kwargs: dict = {"fp16": key.precision == "fp16"}
+    reused = False
+    if key.precision == "int8":
+        calib_kwargs, reused = _calibration_kwargs(plan, key, calib_dir)
+        kwargs.update(calib_kwargs)
     if workspace_bytes is not None:
         kwargs["workspace"] = int(workspace_bytes)
     LOG.info("building TensorRT plan %s (%s) from %s", plan.name, key.describe(), onnx_path)
@@ -338,11 +438,20 @@ def build_plan(cache_dir: Union[str, Path], key: PlanKey, onnx_path: Union[str, 
         build(str(onnx_path), str(tmp), key.profile[0], key.profile[1], key.profile[2], **kwargs)
         if not tmp.is_file() or tmp.stat().st_size == 0:
             raise EngineCacheError("the TensorRT builder wrote no plan to %s" % tmp)
-        side_tmp.write_text(json.dumps({
-            "format": SIDECAR_FORMAT, "key": key.to_json(), "plan": plan.name,
-            "plan_sha256": sha256_file(tmp), "onnx": os.path.basename(str(onnx_path)),
-            "built_at": datetime.datetime.now().isoformat(timespec="seconds"),
-            "built_on": socket.gethostname()}, indent=2) + "\n")
+        side = {"format": SIDECAR_FORMAT, "key": key.to_json(), "plan": plan.name,
+                "plan_sha256": sha256_file(tmp), "onnx": os.path.basename(str(onnx_path)),
+                "built_at": datetime.datetime.now().isoformat(timespec="seconds"),
+                "built_on": socket.gethostname()}
+        if key.precision == "int8":
+            calib_cache = calibration_cache_path(plan)
+            if not calib_cache.is_file():
+                raise EngineCacheError("the int8 build wrote no calibration cache %s"
+                                       % calib_cache)
+            side["calibration"] = {
+                "dir": str(calib_dir), "sha256": key.calibration_sha256,
+                "cache": calib_cache.name, "cache_sha256": sha256_file(calib_cache),
+                "cache_reused": reused}
+        side_tmp.write_text(json.dumps(side, indent=2) + "\n")
         if sidecar_path(plan).exists():  # never pair an old sidecar with the new plan
             sidecar_path(plan).unlink()
         os.replace(str(tmp), str(plan))
@@ -377,6 +486,10 @@ def import_plan(cache_dir: Union[str, Path], key: PlanKey, plan_src: Union[str, 
     src = Path(plan_src)
     if not src.is_file():
         raise EngineCacheError("no TensorRT plan at %s to import" % src)
+    if key.precision == "int8":
+        raise EngineCacheError("int8 plans are not imported (their calibration data is "
+                               "unknown): build one with `%s`"
+                               % rebuild_command(Path(cache_dir).parent, "int8", cache_dir))
 
     def copy(onnx_path: str, plan_path: str, *args: Any, **kwargs: Any) -> None:
         shutil.copyfile(str(src), plan_path)
@@ -401,8 +514,14 @@ def _no_plan_message(decision: CacheDecision, cache_dir: Path, bundle_root: Path
         lines.append("no plans found there")
     if not allow_build:
         lines.append("building from ONNX is not allowed here (parameter allow_build false)")
+    elif key.precision == "int8":
+        lines.append("an int8 plan is built only with calibration data, which was not given")
     lines.append("rebuild on this machine with:  %s" % rebuild_command(bundle_root,
                                                                         key.precision, cache_dir))
+    if key.precision == "int8":
+        lines.append("(%s: a directory of calibration batches NNNN.npz, written by `admlops "
+                     "optimize` or tensorrt_calibration.write_calibration_batches)"
+                     % CALIB_DIR_PLACEHOLDER)
     return "\n".join(lines)
 
 
@@ -410,7 +529,8 @@ def ensure_plan(cache_dir: Union[str, Path], key: PlanKey, onnx_path: Union[str,
                 allow_build: bool, build_fn: Optional[BuildFn] = None,
                 bundle_root: Optional[Union[str, Path]] = None, force: bool = False,
                 strict_gpu_model: bool = False, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-                workspace_bytes: Optional[int] = None) -> Path:
+                workspace_bytes: Optional[int] = None,
+                calib_dir: Optional[Union[str, Path]] = None) -> Path:
     """The plan for `key`: selected from the cache, else built from ONNX when allowed.
 
     Args:
@@ -425,6 +545,8 @@ def ensure_plan(cache_dir: Union[str, Path], key: PlanKey, onnx_path: Union[str,
         strict_gpu_model: reject plans of another GPU model of the same capability.
         lock_timeout_s: how long to wait for another builder, seconds.
         workspace_bytes: TensorRT builder workspace (None = builder default).
+        calib_dir: int8: calibration batches (needed to build; `key.calibration_sha256` is
+            their hash).
 
     Raises:
         EngineCacheError: no plan fits and building is not allowed or failed (names the GPU, the
@@ -438,7 +560,7 @@ def ensure_plan(cache_dir: Union[str, Path], key: PlanKey, onnx_path: Union[str,
             LOG.warning(warning)
         LOG.info("using TensorRT plan %s", decision.plan)
         return decision.plan
-    if not allow_build:
+    if not allow_build or (key.precision == "int8" and calib_dir is None):
         raise EngineCacheError(_no_plan_message(decision, cache, root, allow_build))
     for name, reason in decision.rejected:
         LOG.info("not using %s: %s", name, reason)
@@ -448,12 +570,16 @@ def ensure_plan(cache_dir: Union[str, Path], key: PlanKey, onnx_path: Union[str,
             if decision.plan is not None:
                 LOG.info("another process built %s meanwhile: using it", decision.plan.name)
                 return decision.plan
-        return build_plan(cache, key, onnx_path, build_fn, workspace_bytes)
+        return build_plan(cache, key, onnx_path, build_fn, workspace_bytes, calib_dir=calib_dir)
 
 
 def machine_key(onnx_sha256: str, profile: Tuple[int, int, int], precision: str,
-                device_index: int = 0, bundle_root: Optional[Union[str, Path]] = None) -> PlanKey:
+                device_index: int = 0, bundle_root: Optional[Union[str, Path]] = None,
+                calibration_sha256: str = "", keep_fp32: Tuple[str, ...] = ()) -> PlanKey:
     """This machine's key from the GPU and the importable TensorRT.
+
+    Args:
+        calibration_sha256, keep_fp32: int8 build requests (see PlanKey).
 
     Raises:
         EngineCacheError: no NVIDIA GPU or no TensorRT (TensorRT runs only on NVIDIA machines).
@@ -470,7 +596,8 @@ def machine_key(onnx_sha256: str, profile: Tuple[int, int, int], precision: str,
                                "GPU container (docs/deployment.md)%s" % (
                                    missing, "" if bundle_root is None else
                                    "; bundle %s" % bundle_root))
-    return PlanKey(gpu.compute_capability, trt, precision, onnx_sha256, profile, gpu.name)
+    return PlanKey(gpu.compute_capability, trt, precision, onnx_sha256, profile, gpu.name,
+                   calibration_sha256, keep_fp32)
 
 
 def spec_profile(spec: Any) -> Tuple[int, int, int]:
@@ -507,23 +634,30 @@ def resolve_tensorrt_plan(bundle: Any, precision: str = "fp32", allow_build: boo
                           lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
                           workspace_bytes: Optional[int] = None,
                           build_fn: Optional[BuildFn] = None,
-                          key: Optional[PlanKey] = None) -> Path:
+                          key: Optional[PlanKey] = None,
+                          calib_dir: Optional[Union[str, Path]] = None,
+                          keep_fp32: Optional[Tuple[str, ...]] = None) -> Path:
     """What the node calls at start: the plan for this GPU / TensorRT / precision.
 
     `build_only` provisioning = this with allow_build=True, then exit.
 
     Args:
         bundle: an EngineBundle (spec.load_bundle) or a bundle directory.
-        precision: "fp32" or "fp16".
+        precision: "fp32", "fp16" or "int8".
         allow_build: build from the bundle's ONNX when no plan fits.
         cache_dir: plan directory (default <bundle>/tensorrt; use a writable one when the bundle
             is mounted read-only).
         device_index: CUDA device.
         force, strict_gpu_model, lock_timeout_s, workspace_bytes, build_fn: see ensure_plan.
         key: override the machine key (tests; default from gpu_info).
+        calib_dir: int8: calibration batches; checked and hashed first (before the GPU), and
+            a plan of other calibration data is rebuilt. Without it any int8 plan is taken.
+        keep_fp32: int8: layer-name substrings kept in fp32 (default
+            tensorrt_calibration.DEFAULT_KEEP_FP32).
 
     Raises:
         EngineCacheError: see ensure_plan and machine_key.
+        CalibrationError: calib_dir missing, empty or malformed.
     """
     root, spec = _load_bundle(bundle)
     onnx_path = root / ONNX_FILE
@@ -531,8 +665,15 @@ def resolve_tensorrt_plan(bundle: Any, precision: str = "fp32", allow_build: boo
         raise EngineCacheError("bundle %s has no %s to build TensorRT plans from"
                                % (root, ONNX_FILE))
     cache = Path(cache_dir) if cache_dir is not None else root / PLAN_DIR
+    calibration_sha256 = ""
+    keep: Tuple[str, ...] = ()
+    if calib_dir is not None:
+        if precision != "int8":
+            raise EngineCacheError("calibration data is for int8 plans, not %s" % precision)
+        calibration_sha256 = tensorrt_calibration.open_calibration_dir(calib_dir).sha256
+        keep = tuple(tensorrt_calibration.DEFAULT_KEEP_FP32 if keep_fp32 is None else keep_fp32)
     if key is None:
         key = machine_key(sha256_file(onnx_path), spec_profile(spec), precision, device_index,
-                          root)
+                          root, calibration_sha256, keep)
     return ensure_plan(cache, key, onnx_path, allow_build, build_fn, root, force,
-                       strict_gpu_model, lock_timeout_s, workspace_bytes)
+                       strict_gpu_model, lock_timeout_s, workspace_bytes, calib_dir)

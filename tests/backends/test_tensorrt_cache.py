@@ -35,7 +35,8 @@ def put_plan(cache: Path, k: ec.PlanKey, sidecar: bool = True) -> Path:
 
 
 def fake_build(calls=None, delay_s=0.0, log=None):
-    def build(onnx_path, plan_path, min_v, opt_v, max_v, fp16=False, workspace=None):
+    def build(onnx_path, plan_path, min_v, opt_v, max_v, fp16=False, workspace=None, **int8):
+        assert not int8, "fp32/fp16 builds get no int8 arguments"
         if calls is not None:
             calls.append((onnx_path, plan_path, min_v, opt_v, max_v, fp16))
         if log is not None:
@@ -52,8 +53,8 @@ def test_plan_name_and_key_normalization():
     assert k.plan_name() == "end2end.sm86.trt8.6.1.fp16.plan"
     assert k.trt_version == "8.6.1"
     assert ec.PlanKey.from_json(json.loads(json.dumps(k.to_json()))) == k
-    with pytest.raises(ec.EngineCacheError, match="precision 'int8'"):
-        key(precision="int8")
+    with pytest.raises(ec.EngineCacheError, match="precision 'int4'"):
+        key(precision="int4")
     with pytest.raises(ec.EngineCacheError, match="min <= opt <= max"):
         key(profile=(9000, 5000, 2000))
     with pytest.raises(gpu_info.GpuInfoError, match="compute capability"):
@@ -279,3 +280,140 @@ def test_import_plan_built_elsewhere(tmp_path):
     assert ec.select_plan(tmp_path / "tensorrt", key(precision="fp32")) == plan
     with pytest.raises(ec.EngineCacheError, match="no TensorRT plan"):
         ec.import_plan(tmp_path, key(), tmp_path / "missing.engine")
+
+
+
+# ----------------------------------------------------------------------------- int8
+SHA_CAL = "c" * 64
+KEEP = ("voxel_encoder", "bbox_head")
+
+
+def int8_key(calibration=SHA_CAL, keep=KEEP, sha=SHA_A):
+    """A build request (calibration data given); calibration="" is a running node's key."""
+    return ec.PlanKey("8.6", "8.6.1", "int8", sha, PROFILE, "NVIDIA GeForce RTX 3090",
+                      calibration, keep if calibration else ())
+
+
+def fake_int8_build(calls, cache_bytes=b"TRT-8601-EntropyCalibration2\n"):
+    """Writes the plan, and the calibration cache unless one is there (as TensorRT does)."""
+    def build(onnx_path, plan_path, min_v, opt_v, max_v, fp16=False, workspace=None,
+              int8=False, calib_dir=None, calib_cache=None, keep_fp32=None):
+        cache = Path(calib_cache)
+        calls.append({"int8": int8, "fp16": fp16, "calib_dir": calib_dir, "cache": cache.name,
+                      "keep_fp32": keep_fp32, "cache_there": cache.is_file()})
+        if not cache.is_file():
+            cache.write_bytes(cache_bytes)
+        Path(plan_path).write_bytes(b"int8 plan")
+    return build
+
+
+def test_int8_key_names_and_sidecar_fields():
+    k = int8_key()
+    assert k.plan_name() == "end2end.sm86.trt8.6.1.int8.plan"
+    assert ec.calibration_cache_path(Path("c") / k.plan_name()).name == \
+        "end2end.sm86.trt8.6.1.int8.calib"
+    data = json.loads(json.dumps(k.to_json()))
+    assert data["calibration_sha256"] == SHA_CAL and data["keep_fp32"] == list(KEEP)
+    assert ec.PlanKey.from_json(data) == k
+    assert "calibration data cccccccccccc..., fp32 layers voxel_encoder, bbox_head" in \
+        k.describe()
+    old = key(precision="fp16").to_json()  # a sidecar written before int8 existed
+    del old["calibration_sha256"], old["keep_fp32"]
+    assert ec.PlanKey.from_json(old) == key(precision="fp16")
+    with pytest.raises(ec.EngineCacheError, match="belong to int8 plans, not fp16"):
+        ec.PlanKey("8.6", "8.6.1", "fp16", SHA_A, PROFILE, "", SHA_CAL)
+
+
+def test_int8_build_writes_calibration_cache_beside_plan_and_records_it(tmp_path):
+    calls = []
+    cache = tmp_path / "tensorrt"
+    plan = ec.ensure_plan(cache, int8_key(), tmp_path / "end2end.onnx", allow_build=True,
+                          build_fn=fake_int8_build(calls), calib_dir=tmp_path / "calib")
+    assert plan.name == "end2end.sm86.trt8.6.1.int8.plan"
+    assert calls == [{"int8": True, "fp16": False, "calib_dir": str(tmp_path / "calib"),
+                      "cache": "end2end.sm86.trt8.6.1.int8.calib", "keep_fp32": list(KEEP),
+                      "cache_there": False}]
+    side = json.loads(ec.sidecar_path(plan).read_text())
+    calib_cache = cache / "end2end.sm86.trt8.6.1.int8.calib"
+    assert side["key"]["calibration_sha256"] == SHA_CAL
+    assert side["calibration"] == {"dir": str(tmp_path / "calib"), "sha256": SHA_CAL,
+                                   "cache": calib_cache.name,
+                                   "cache_sha256": ec.sha256_file(calib_cache),
+                                   "cache_reused": False}
+    # a running node has no calibration data: it takes the int8 plan as it is
+    assert ec.select_plan(cache, int8_key(calibration="")) == plan
+
+
+def test_int8_rebuild_reuses_the_calibration_cache_of_the_same_data(tmp_path):
+    calls = []
+    cache = tmp_path / "tensorrt"
+    args = (cache, int8_key(), tmp_path / "end2end.onnx")
+    ec.ensure_plan(*args, allow_build=True, build_fn=fake_int8_build(calls), calib_dir="calib")
+    plan = ec.ensure_plan(*args, allow_build=True, build_fn=fake_int8_build(calls),
+                          calib_dir="calib", force=True)
+    assert [c["cache_there"] for c in calls] == [False, True]  # calibrated once
+    assert json.loads(ec.sidecar_path(plan).read_text())["calibration"]["cache_reused"]
+    # other fp32 layers: another plan, same calibration cache
+    ec.ensure_plan(cache, int8_key(keep=()), tmp_path / "end2end.onnx", allow_build=True,
+                   build_fn=fake_int8_build(calls), calib_dir="calib")
+    assert calls[-1]["cache_there"] and calls[-1]["keep_fp32"] == []
+
+
+def test_int8_plan_of_other_calibration_data_is_rebuilt_and_recalibrated(tmp_path):
+    calls = []
+    cache = tmp_path / "tensorrt"
+    onnx = tmp_path / "end2end.onnx"
+    ec.ensure_plan(cache, int8_key(), onnx, allow_build=True, build_fn=fake_int8_build(calls),
+                   calib_dir="calib")
+    decision = ec.inspect_cache(cache, int8_key(calibration="d" * 64))
+    assert decision.plan is None
+    assert "calibrated with other data (sha256 cccccccccccc..., the calibration directory's " \
+        "is dddddddddddd...)" in decision.rejected[0][1]
+    assert "fp32 layers voxel_encoder, bbox_head, wanted none" in \
+        ec.inspect_cache(cache, int8_key(keep=())).rejected[0][1]
+    ec.ensure_plan(cache, int8_key(calibration="d" * 64), onnx, allow_build=True,
+                   build_fn=fake_int8_build(calls, b"new scales"), calib_dir="calib2")
+    assert calls[-1]["cache_there"] is False  # the old data's cache was deleted first
+    assert (cache / "end2end.sm86.trt8.6.1.int8.calib").read_bytes() == b"new scales"
+
+
+def test_calibration_cache_nobody_vouches_for_is_not_reused(tmp_path):
+    calls = []
+    cache = tmp_path / "tensorrt"
+    cache.mkdir()
+    stray = cache / "end2end.sm86.trt8.6.1.int8.calib"
+    stray.write_bytes(b"left by a crashed build")
+    ec.ensure_plan(cache, int8_key(), tmp_path / "x.onnx", allow_build=True,
+                   build_fn=fake_int8_build(calls), calib_dir="calib")
+    assert calls[-1]["cache_there"] is False
+    stray.write_bytes(b"edited after the build")
+    ec.ensure_plan(cache, int8_key(), tmp_path / "x.onnx", allow_build=True,
+                   build_fn=fake_int8_build(calls), calib_dir="calib", force=True)
+    assert calls[-1]["cache_there"] is False
+
+
+def test_int8_without_calibration_data_names_the_command(tmp_path):
+    root = tmp_path / "bundle"
+    with pytest.raises(ec.EngineCacheError) as info:
+        ec.ensure_plan(root / "tensorrt", int8_key(calibration=""), root / "end2end.onnx",
+                       allow_build=True, build_fn=fake_int8_build([]))
+    msg = str(info.value)
+    assert "built only with calibration data" in msg
+    assert "admlops build-engine %s --target tensorrt --int8 --calib-dir CALIB_DIR" % root in msg
+
+
+def test_int8_build_that_writes_no_calibration_cache_fails(tmp_path):
+    def no_cache(onnx_path, plan_path, *args, **kwargs):
+        Path(plan_path).write_bytes(b"plan")
+
+    with pytest.raises(ec.EngineCacheError, match="wrote no calibration cache"):
+        ec.build_plan(tmp_path, int8_key(), tmp_path / "end2end.onnx", no_cache,
+                      calib_dir="calib")
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_int8_plans_are_not_imported(tmp_path):
+    src = tmp_path / "end2end.engine"
+    src.write_bytes(b"mmdeploy int8 engine")
+    with pytest.raises(ec.EngineCacheError, match="int8 plans are not imported"):
+        ec.import_plan(tmp_path / "tensorrt", int8_key(), src)
