@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from admlops_ros.backends import tensorrt_cache
 from admlops_ros.errors import AdmlopsError
@@ -58,12 +58,20 @@ def build_openvino(bundle_dir: Union[str, Path], fp16: bool = False,
     return xml
 
 
+def _precision(fp16: bool, int8: bool) -> str:
+    if fp16 and int8:
+        raise BuildError("fp16 and int8 both requested: an int8 plan already runs the layers "
+                         "without INT8 kernels in fp16 where the GPU has fast fp16; ask for one")
+    return "int8" if int8 else "fp16" if fp16 else "fp32"
+
+
 def build_tensorrt(bundle_dir: Union[str, Path], fp16: bool = False,
                    cache_dir: Optional[Union[str, Path]] = None, force: bool = False,
                    device_index: int = 0, workspace_bytes: Optional[int] = None,
                    strict_gpu_model: bool = False,
                    lock_timeout_s: float = tensorrt_cache.DEFAULT_LOCK_TIMEOUT_S,
-                   **kwargs: Any) -> Path:
+                   int8: bool = False, calib_dir: Optional[Union[str, Path]] = None,
+                   keep_fp32: Optional[Sequence[str]] = None, **kwargs: Any) -> Path:
     """Build (or find) the TensorRT plan for this GPU, profile min/opt/max from spec.yaml.
 
     Args:
@@ -72,30 +80,44 @@ def build_tensorrt(bundle_dir: Union[str, Path], fp16: bool = False,
         cache_dir: plan directory (default <bundle>/tensorrt).
         force: rebuild even when a fitting plan exists.
         device_index, workspace_bytes, strict_gpu_model, lock_timeout_s: see tensorrt_cache.
+        int8: INT8 plan calibrated on `calib_dir` (fp16 fallback where the GPU has it); the
+            calibration cache beside the plan is reused by rebuilds of the same data.
+        calib_dir: calibration batches (backends.tensorrt_calibration); required with int8.
+        keep_fp32: int8: layer-name substrings kept in fp32 (None:
+            tensorrt_calibration.DEFAULT_KEEP_FP32, the pillar encoder and the head).
         **kwargs: passed to tensorrt_cache.resolve_tensorrt_plan (build_fn, key).
 
     Returns:
         Path of the plan.
 
     Raises:
+        BuildError: no ONNX, fp16 with int8, int8 without calib_dir, or calib_dir without int8.
+        CalibrationError: calib_dir missing, empty or malformed (checked before the GPU).
         EngineCacheError: no GPU / TensorRT, or the build failed.
     """
     _onnx_of(Path(bundle_dir))
+    precision = _precision(fp16, int8)
+    if int8 and calib_dir is None:
+        raise BuildError("an int8 plan needs calibration data: give calib_dir, a directory of "
+                         "calibration batches (tensorrt_calibration.write_calibration_batches)")
+    if not int8 and (calib_dir is not None or keep_fp32 is not None):
+        raise BuildError("calibration data and fp32 layers are for int8 plans only")
     return tensorrt_cache.resolve_tensorrt_plan(
-        Path(bundle_dir), "fp16" if fp16 else "fp32", allow_build=True, cache_dir=cache_dir,
+        Path(bundle_dir), precision, allow_build=True, cache_dir=cache_dir,
         device_index=device_index, force=force, strict_gpu_model=strict_gpu_model,
-        lock_timeout_s=lock_timeout_s, workspace_bytes=workspace_bytes, **kwargs)
+        lock_timeout_s=lock_timeout_s, workspace_bytes=workspace_bytes, calib_dir=calib_dir,
+        keep_fp32=None if keep_fp32 is None else tuple(keep_fp32), **kwargs)
 
 
 def describe_cache(bundle_dir: Union[str, Path], fp16: bool = False,
                    cache_dir: Optional[Union[str, Path]] = None,
-                   device_index: int = 0) -> Dict[str, Any]:
+                   device_index: int = 0, int8: bool = False) -> Dict[str, Any]:
     """What the node would do at start on this machine (for `admlops gpu-info BUNDLE`)."""
     from admlops_ros.bundle.files import load_bundle
 
     root = Path(bundle_dir)
     bundle = load_bundle(root)
-    precision = "fp16" if fp16 else "fp32"
+    precision = _precision(fp16, int8)
     key = tensorrt_cache.machine_key(tensorrt_cache.sha256_file(_onnx_of(root)),
                                      tensorrt_cache.spec_profile(bundle.spec), precision,
                                      device_index, root)

@@ -8,22 +8,48 @@ import sys
 from typing import Any
 
 from admlops_ros.argtypes import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
+from admlops_ros.errors import UsageError
 
 LOG = logging.getLogger(__name__)
 
 
+def _check_int8_args(args: argparse.Namespace) -> None:
+    """--int8 / --calib-dir / --keep-fp32 go together, and only with --target tensorrt."""
+    if args.int8 and args.target != "tensorrt":
+        raise UsageError("--int8 builds TensorRT INT8 plans: use it with --target tensorrt "
+                         "(--target %s takes --fp16 only)" % args.target)
+    if not args.int8:
+        given = [flag for flag, value in (("--calib-dir", args.calib_dir),
+                                          ("--keep-fp32", args.keep_fp32)) if value is not None]
+        if given:
+            raise UsageError("%s is used only with --int8" % " and ".join(given))
+        return
+    if args.fp16:
+        raise UsageError("give one of --fp16 and --int8: an --int8 plan already falls back to "
+                         "fp16 where the GPU has fast fp16")
+    if args.calib_dir is None:
+        raise UsageError("--int8 needs --calib-dir DIR, a directory of calibration batches "
+                         "(NNNN.npz with the engine's inputs; `admlops optimize` writes one)")
+
+
 def _build_engine(args: argparse.Namespace) -> int:
+    from admlops_ros.backends.tensorrt_calibration import CalibrationError
     from admlops_ros.deploy import build
 
+    _check_int8_args(args)
     if args.target == "openvino":
         path = build.build_openvino(args.bundle, fp16=args.fp16)
     else:
         workspace = args.workspace_mb * (1 << 20) if args.workspace_mb else None
-        path = build.build_tensorrt(args.bundle, fp16=args.fp16, cache_dir=args.cache_dir,
-                                    force=args.force, device_index=args.device,
-                                    workspace_bytes=workspace,
-                                    strict_gpu_model=args.strict_gpu_model,
-                                    lock_timeout_s=args.lock_timeout)
+        try:
+            path = build.build_tensorrt(args.bundle, fp16=args.fp16, cache_dir=args.cache_dir,
+                                        force=args.force, device_index=args.device,
+                                        workspace_bytes=workspace,
+                                        strict_gpu_model=args.strict_gpu_model,
+                                        lock_timeout_s=args.lock_timeout, int8=args.int8,
+                                        calib_dir=args.calib_dir, keep_fp32=args.keep_fp32)
+        except CalibrationError as exc:  # the data is checked first, before the GPU
+            raise UsageError("--calib-dir %s: %s" % (args.calib_dir, exc)) from exc
     sys.stdout.write("%s\n" % path)
     return 0
 
@@ -37,8 +63,8 @@ def _gpu_info(args: argparse.Namespace) -> int:
     if args.bundle:
         try:
             out["cache"] = build.describe_cache(args.bundle, args.fp16, args.cache_dir,
-                                                args.device)
-        except tensorrt_cache.EngineCacheError as exc:
+                                                args.device, int8=args.int8)
+        except (tensorrt_cache.EngineCacheError, build.BuildError) as exc:
             out["cache"] = {"error": str(exc)}
     sys.stdout.write(json.dumps(out, indent=2) + "\n")
     return 0
@@ -70,6 +96,16 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("bundle", help="engine bundle directory (spec.yaml + end2end.onnx)")
     p.add_argument("--target", required=True, choices=("tensorrt", "openvino"))
     p.add_argument("--fp16", action="store_true", help="fp16 plan / fp16-compressed IR")
+    p.add_argument("--int8", action="store_true",
+                   help="TensorRT INT8 plan, calibrated on --calib-dir (fp16 fallback where the "
+                        "GPU has fast fp16); tensorrt target only")
+    p.add_argument("--calib-dir", default=None, metavar="DIR",
+                   help="calibration batches NNNN.npz (the engine's input arrays per frame); "
+                        "the calibration cache beside the plan is reused while they are the same")
+    p.add_argument("--keep-fp32", nargs="*", default=None, metavar="SUBSTR",
+                   help="with --int8: keep layers whose name contains SUBSTR in fp32 (default: "
+                        "the pillar encoder and the head, tensorrt_calibration."
+                        "DEFAULT_KEEP_FP32; the option alone: none)")
     p.add_argument("--cache-dir", default=None, help="TensorRT plan dir (default <bundle>/tensorrt)")
     p.add_argument("--force", action="store_true", help="rebuild even if a fitting plan exists")
     p.add_argument("--device", type=NON_NEGATIVE_INT, default=0, help="CUDA device index")
@@ -84,6 +120,7 @@ def add_commands(subparsers: Any) -> None:
                                                "would use here (JSON)")
     p.add_argument("bundle", nargs="?", default=None)
     p.add_argument("--fp16", action="store_true")
+    p.add_argument("--int8", action="store_true")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--device", type=NON_NEGATIVE_INT, default=0)
     p.set_defaults(func=_gpu_info)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from admlops_ros.backends import tensorrt_cache
+from admlops_ros.backends import tensorrt_cache, tensorrt_calibration
 from admlops_ros.backends.tensorrt_backend import build_engine_from_onnx
 from admlops_ros.bundle.files import load_bundle, write_bundle
 from admlops_ros.cli import main
@@ -92,6 +92,82 @@ def test_tensorrt_build_uses_spec_profile_and_workspace(bundle):
 def test_default_builder_accepts_what_the_cache_passes():
     inspect.signature(build_engine_from_onnx).bind("a.onnx", "a.plan", 1, 2, 3, fp16=True,
                                                    workspace=1 << 30)
+    inspect.signature(build_engine_from_onnx).bind(
+        "a.onnx", "a.plan", 1, 2, 3, fp16=False, workspace=1 << 30, int8=True,
+        calib_dir="calib", calib_cache="a.calib", keep_fp32=["voxel_encoder"])
+
+
+@pytest.fixture()
+def calib_dir(tmp_path):
+    feeds = [dict(zip(("voxels", "num_points", "coors"), random_voxels(v, seed=v)))
+             for v in (10, 40, 96)]
+    tensorrt_calibration.write_calibration_batches(feeds, tmp_path / "calib")
+    return tmp_path / "calib"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "tensorrt", "--int8"], "--int8 needs --calib-dir DIR"),
+    (["--target", "openvino", "--int8", "--calib-dir", "c"],
+     "--int8 builds TensorRT INT8 plans: use it with --target tensorrt"),
+    (["--target", "tensorrt", "--int8", "--fp16", "--calib-dir", "c"],
+     "give one of --fp16 and --int8"),
+    (["--target", "tensorrt", "--calib-dir", "c"], "--calib-dir is used only with --int8"),
+    (["--target", "tensorrt", "--keep-fp32", "bbox_head"], "--keep-fp32 is used only with"),
+])
+def test_int8_flags_usage_errors(bundle, capsys, argv, message):
+    assert main(["build-engine", str(bundle)] + argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_int8_missing_or_empty_calib_dir_is_one_line_naming_the_flag(bundle, tmp_path,
+                                                                     capsys):
+    # checked before the GPU: this machine has none, the message is still about the data
+    assert main(["build-engine", str(bundle), "--target", "tensorrt", "--int8", "--calib-dir",
+                 str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("admlops build-engine: error: --calib-dir %s: " % (tmp_path / "nope"))
+    assert "does not exist" in err and len(err.splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    assert main(["build-engine", str(bundle), "--target", "tensorrt", "--int8", "--calib-dir",
+                 str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--calib-dir %s:" % (tmp_path / "empty") in err and "no calibration batches" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_int8_with_good_calib_dir_and_no_gpu_names_what_is_missing(bundle, calib_dir, capsys,
+                                                                   monkeypatch):
+    from admlops_ros.backends import gpu_info
+
+    monkeypatch.setattr(gpu_info, "query_gpu", lambda index=0: None)
+    assert main(["build-engine", str(bundle), "--target", "tensorrt", "--int8", "--calib-dir",
+                 str(calib_dir)]) == 1
+    assert "needs an NVIDIA GPU" in capsys.readouterr().err
+
+
+def test_tensorrt_int8_build_wiring(bundle, calib_dir):
+    calls = []
+
+    def fake(onnx_path, plan_path, min_v, opt_v, max_v, fp16=False, workspace=1 << 30,
+             int8=False, calib_dir=None, calib_cache=None, keep_fp32=None):
+        calls.append((min_v, opt_v, max_v, fp16, int8, calib_dir, Path(calib_cache).name,
+                      keep_fp32))
+        Path(calib_cache).write_bytes(b"calibration cache")
+        Path(plan_path).write_bytes(b"plan")
+
+    sha = tensorrt_cache.sha256_file(bundle / "end2end.onnx")
+    data_sha = tensorrt_calibration.open_calibration_dir(calib_dir).sha256
+    key = tensorrt_cache.PlanKey("8.9", "10.3.0", "int8", sha, (1, 40, 96), "NVIDIA L4",
+                                 data_sha, ("pfn",))
+    plan = build.build_tensorrt(bundle, int8=True, calib_dir=calib_dir, build_fn=fake, key=key)
+    assert plan == bundle / "tensorrt" / "end2end.sm89.trt10.3.0.int8.plan"
+    assert calls == [(1, 40, 96, False, True, str(calib_dir), "end2end.sm89.trt10.3.0.int8.calib",
+                      ["pfn"])]
+    assert tensorrt_cache.read_sidecar(plan) == key
+    load_bundle(bundle)  # plans and calibration caches are machine-local: hashes stay valid
+    with pytest.raises(build.BuildError, match="needs calibration data"):
+        build.build_tensorrt(bundle, int8=True, build_fn=fake, key=key)
 
 
 def _shipped_bundles():
