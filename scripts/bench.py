@@ -66,11 +66,12 @@ def scan_120k(seed: int = 7) -> np.ndarray:
 
 def bench_model(name: str, bundle: Path, config, points: np.ndarray, runs: int,
                 backends: List[str], unfolded: Optional[Path] = None,
-                int8: Optional[Path] = None) -> Dict[str, float]:
+                int8: Optional[Dict[str, Path]] = None) -> Dict[str, float]:
     """All stage medians of one model bundle on one cloud.
 
     ``unfolded``: the same network exported without the pillar-front fold (the graph mmdeploy
-    traces), timed on OpenVINO fp32 as the export's baseline. ``int8``: its int8 bundle.
+    traces), timed on OpenVINO fp32 as the export's baseline. ``int8``: its int8 bundles by
+    label (``int8``, and ``mixed`` where `admlops optimize` wrote one).
     """
     from admlops_ros.training.deploy_graph import deploy_model
     from admlops_ros.training.flops import count_flops
@@ -106,15 +107,16 @@ def bench_model(name: str, bundle: Path, config, points: np.ndarray, runs: int,
             res["inference_openvino_f32_unfolded_graph_ms"] = median_ms(
                 lambda: traced.inference(voxels), runs)
     res["decode_nms_ms"] = median_ms(lambda: first.postprocess(outputs), runs)
-    if int8 is not None:  # int8 bundle of the same network (admlops optimize's quantizer)
-        det["openvino:int8"] = LidarDetector.from_bundle(int8, backend="openvino")
-        q = det["openvino:int8"]
+    for label, path in (int8 or {}).items():  # int8 bundles of the same network
+        q = det[f"openvino:{label}"] = LidarDetector.from_bundle(path, backend="openvino")
         q.warmup()
         ref = det["openvino:f32"].inference(voxels)
         outs = q.inference(voxels)
-        res["inference_openvino_int8_ms"] = median_ms(lambda: q.inference(voxels), runs)
-        res["inference_openvino_int8_gflops"] = gflop / res["inference_openvino_int8_ms"] * 1e3
-        res["int8_raw_rel_rms_error"] = max(
+        res[f"inference_openvino_{label}_ms"] = median_ms(lambda: q.inference(voxels), runs)
+        res[f"inference_openvino_{label}_gflops"] = (
+            gflop / res[f"inference_openvino_{label}_ms"] * 1e3)
+        # largest RMS error of an output, in units of that output's fp32 standard deviation
+        res[f"{label}_raw_rel_rms_error"] = max(
             float(np.sqrt(np.mean((outs[k] - ref[k]) ** 2)) / ref[k].std()) for k in ref)
     for b, d in det.items():
         key = b.replace(":", "_")
@@ -171,9 +173,12 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-full", action="store_true",
                         help="skip the full KITTI-shaped network (about 1 min)")
     parser.add_argument("--out", default=str(REPO / "build" / "bench.json"))
+    parser.add_argument("--optimized", default=str(REPO / "build" / "optimize"),
+                        help="`admlops optimize --out` directory: its _mixed bundle is timed too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
+    from admlops_ros.bundle.files import load_bundle
     from admlops_ros.training.configs import KITTI_3CLASS, SIM_SMALL
     from admlops_ros.training.export import export_bundle
 
@@ -204,7 +209,10 @@ def main(argv=None) -> int:
 
     peak = results["machine"]["gemm_peak_gflops"]
     for title, bundle, config, unfolded in models:
-        int8 = int8_bundle(bundle, REPO / "build" / "bench" / f"{config.name}_int8")
+        int8 = {"int8": int8_bundle(bundle, REPO / "build" / "bench" / f"{config.name}_int8")}
+        mixed = Path(args.optimized) / f"{load_bundle(bundle).spec.name}_mixed"
+        if (mixed / "spec.yaml").exists():
+            int8["mixed"] = mixed
         res = bench_model(title, bundle, config, points, args.runs, backends, unfolded, int8)
         ov = res["inference_openvino_f32_ms"]
         res["ratio_openvino_f32_speedup_vs_torch"] = res["inference_torch_eager_ms"] / ov
@@ -217,9 +225,11 @@ def main(argv=None) -> int:
             res["ratio_openvino_f32_speedup_vs_unfolded_graph"] = (
                 res["inference_openvino_f32_unfolded_graph_ms"] / ov)
         res["ratio_openvino_bf16_speedup_vs_f32"] = ov / res["inference_openvino_bf16_ms"]
-        res["ratio_openvino_int8_speedup_vs_f32"] = ov / res["inference_openvino_int8_ms"]
-        res["ratio_detect_total_openvino_int8_speedup_vs_f32"] = (
-            res["detect_total_openvino_f32_ms"] / res["detect_total_openvino_int8_ms"])
+        for label in int8:
+            res[f"ratio_openvino_{label}_speedup_vs_f32"] = (
+                ov / res[f"inference_openvino_{label}_ms"])
+            res[f"ratio_detect_total_openvino_{label}_speedup_vs_f32"] = (
+                res["detect_total_openvino_f32_ms"] / res[f"detect_total_openvino_{label}_ms"])
         results[config.name] = res
         print_table(title, res)
 

@@ -76,7 +76,8 @@ def _optimize(args: argparse.Namespace) -> int:
     result = optimize(args.bundle, args.calib_bag, args.eval_bag, args.out,
                       calib_frames=args.calib_frames, seed=args.seed,
                       max_map_loss=args.max_map_loss, eval_limit=args.eval_limit,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress,
+                      tensorrt_calib_dir=args.tensorrt_calib_dir)
     lines = [f"{label}: {path}" for label, path in result.bundles.items()]
     lines += [f"accuracy-aware step: fp32 {', '.join(s['float_layers'])}: held-out mAP loss "
               f"{s['validation_map_loss']:.2f}" for s in result.search]
@@ -146,5 +147,8 @@ def add_commands(subparsers: Any) -> None:
                    help="3D mAP loss allowed on held-out frames (default 1.0)")
     p.add_argument("--eval-limit", type=POSITIVE_INT, default=None,
                    help="first N clouds of the eval bag only")
+    p.add_argument("--tensorrt-calib-dir", default=None,
+                   help="also write the calibration clouds' engine inputs here (NNNN.npz), "
+                        "for build-engine --target tensorrt --int8 --calib-dir on a GPU")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_optimize)

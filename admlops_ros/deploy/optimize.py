@@ -98,8 +98,13 @@ def mean_ap_3d(bundle: Union[str, Path], frames, backend: str = "openvino-f32") 
 def optimize(bundle_dir: Union[str, Path], calib_bag: Union[str, Path],
              eval_bag: Union[str, Path], out_dir: Union[str, Path], calib_frames: int = 64,
              seed: int = 0, max_map_loss: float = 1.0, eval_limit: Optional[int] = None,
-             progress: bool = True) -> OptimizeResult:
-    """Write ``<out>/<name>_int8`` (and ``<name>_mixed``) and measure them; see the module."""
+             progress: bool = True,
+             tensorrt_calib_dir: Optional[Union[str, Path]] = None) -> OptimizeResult:
+    """Write ``<out>/<name>_int8`` (and ``<name>_mixed``) and measure them; see the module.
+
+    ``tensorrt_calib_dir``: also write the calibration feeds there, for
+    ``admlops build-engine --target tensorrt --int8 --calib-dir`` on an NVIDIA machine.
+    """
     from admlops_ros.evaluation.cli import write_json
     from admlops_ros.evaluation.compare import Candidate, compare_engines
     from admlops_ros.evaluation.replay import open_detector
@@ -114,6 +119,9 @@ def optimize(bundle_dir: Union[str, Path], calib_bag: Union[str, Path],
     LOG.info("calibrating on %d clouds of %s (seed %d); %d held-out frames for accuracy",
              len(feeds), calib_bag, seed, len(val))
     result = OptimizeResult()
+    if tensorrt_calib_dir is not None:
+        from admlops_ros.backends.tensorrt_calibration import write_calibration_batches
+        write_calibration_batches(feeds, tensorrt_calib_dir, overwrite=True)
 
     def build(label: str, float_layers: Sequence[str]) -> Path:
         path = out / f"{name}_{label}"

@@ -227,16 +227,18 @@ class LidarDetector:
 def _with_tensorrt_plan(bundle: EngineBundle, options: Dict[str, object]) -> Dict[str, object]:
     """Backend options with the plan the engine cache picks (or builds) for this GPU.
 
-    Options consumed here: ``precision`` (f32 | f16), ``tensorrt_allow_build`` (build from ONNX
+    Options consumed here: ``precision`` (f32 | f16 | int8: an int8 plan built by
+    ``build-engine --int8``), ``tensorrt_allow_build`` (build from ONNX
     when no cached plan fits), ``tensorrt_cache_dir`` and ``tensorrt_strict_gpu_model``.
     """
     from admlops_ros.backends.tensorrt_cache import resolve_tensorrt_plan
     options = dict(options)
     precision = str(options.pop("precision", "f32"))
-    if precision not in ("f32", "f16"):
-        raise DetectorError(f"tensorrt precision must be f32 or f16, got {precision!r}")
+    plan_precision = {"f32": "fp32", "f16": "fp16", "int8": "int8"}.get(precision)
+    if plan_precision is None:
+        raise DetectorError(f"tensorrt precision must be f32, f16 or int8, got {precision!r}")
     plan = options.pop("tensorrt_plan", None) or resolve_tensorrt_plan(
-        bundle, precision="fp16" if precision == "f16" else "fp32",
+        bundle, precision=plan_precision,
         allow_build=bool(options.pop("tensorrt_allow_build", False)),
         cache_dir=options.pop("tensorrt_cache_dir", None) or None,
         strict_gpu_model=bool(options.pop("tensorrt_strict_gpu_model", False)))
