@@ -130,7 +130,8 @@ def add_commands(subparsers: Any) -> None:
         "optimize", help="int8 bundles calibrated on a bag; speed vs AP table against fp32",
         description="Writes <out>/<name>_int8 (all int8 but the pillar front) and, when that "
                     "loses more than --max-map-loss 3D mAP on held-out frames of the "
-                    "calibration bag, <out>/<name>_mixed (head, then neck back in fp32); "
+                    "calibration bag, <out>/<name>_mixed (box regression, head, then neck "
+                    "back in fp32); "
                     "then runs fp32, bf16 and the int8 bundles on the eval bag and prints "
                     "speed and AP deltas. Writes <out>/optimize.json.")
     p.add_argument("bundle", help="fp32 engine bundle directory")
