@@ -148,13 +148,9 @@ def int8_bundle(bundle: Path, out: Path, frames: int = 8) -> Path:
     digest = hashlib.sha256(repr(sorted(source.spec.files.items())).encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return out
-
-    class _Frame:
-        def __init__(self, seed: int) -> None:
-            self.points = simulate_frame(seed).points
-
     with LidarDetector.from_bundle(bundle, backend="openvino", precision="f32") as det:
-        feeds = calibration_feeds(det, [_Frame(2_000_000 + i) for i in range(frames)])
+        feeds = calibration_feeds(det, (simulate_frame(2_000_000 + i).points
+                                        for i in range(frames)))
     write_int8_bundle(source, out, feeds, PILLAR_FRONT, "simulated seeds 2,000,000+", 0)
     stamp.write_text(digest)
     return out

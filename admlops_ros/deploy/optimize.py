@@ -75,11 +75,12 @@ def calibration_split(bag: Union[str, Path], count: int, seed: int,
     return calib, val
 
 
-def calibration_feeds(detector, frames) -> List[Dict[str, np.ndarray]]:
-    """Engine inputs of clouds, made by the detector's own preprocessing (empty ones left out)."""
+def calibration_feeds(detector, clouds) -> List[Dict[str, np.ndarray]]:
+    """Engine inputs of clouds ([N, C] point arrays), made by the detector's own preprocessing
+    (clouds without a voxel left out)."""
     feeds = []
-    for frame in frames:
-        voxels = detector.preprocess(frame.points)
+    for points in clouds:
+        voxels = detector.preprocess(points)
         if voxels.num_voxels:
             feeds.append({"voxels": voxels.voxels, "num_points": voxels.num_points,
                           "coors": with_batch_index(voxels.coors)})
@@ -117,7 +118,7 @@ def optimize(bundle_dir: Union[str, Path], calib_bag: Union[str, Path],
     name = source.spec.name
     calib, val = calibration_split(calib_bag, calib_frames, seed)
     with open_detector(str(bundle_dir), "openvino-f32") as det:
-        feeds = calibration_feeds(det, calib)
+        feeds = calibration_feeds(det, (frame.points for frame in calib))
     LOG.info("calibrating on %d clouds of %s (seed %d); %d held-out frames for accuracy",
              len(feeds), calib_bag, seed, len(val))
     result = OptimizeResult()

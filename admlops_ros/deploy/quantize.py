@@ -189,9 +189,11 @@ _AUTO_NAME = re.compile(r"^([A-Za-z]+)_\d+(?=/|$)")
 
 def stable_node_names(model) -> int:
     """Rename nodes OpenVINO named from its process-wide counter (``Constant_126768``, also as
-    the prefix of ``Convolution_7626/fq_weights_1``) by
-    their position in the graph, so the same quantization writes the same IR bytes (and
-    sha256) in every process. Returns the count renamed."""
+    the prefix of ``Convolution_7626/fq_weights_1``) by their position in the graph, so the
+    same quantization writes the same IR bytes (and sha256) in every process.
+
+    Returns the count renamed.
+    """
     count = 0
     for index, op in enumerate(model.get_ordered_ops()):
         name = op.get_friendly_name()
@@ -247,5 +249,6 @@ def _int8_spec(spec: ModelSpec, name: str, quantization: QuantizationSpec) -> Mo
 
 
 __all__: List[str] = ["QuantizationError", "PILLAR_FRONT", "HEAD", "check_feeds",
-                      "rewrite_strided_deconvolutions", "stable_node_names", "quantize_openvino", "quantize_onnx",
-                      "write_int8_bundle", "read_openvino_model"]
+                      "rewrite_strided_deconvolutions", "stable_node_names",
+                      "quantize_openvino", "quantize_onnx", "write_int8_bundle",
+                      "read_openvino_model"]

@@ -7,10 +7,10 @@ import pytest
 
 from admlops_ros.bundle.files import load_bundle, sha256_file
 from admlops_ros.bundle.spec import SpecError
+from admlops_ros.deploy.optimize import calibration_feeds
 from admlops_ros.deploy.quantize import (PILLAR_FRONT, QuantizationError,
                                          rewrite_strided_deconvolutions, write_int8_bundle)
 from admlops_ros.lidar.detector import LidarDetector
-from admlops_ros.lidar.voxelize import with_batch_index
 from admlops_ros.simulation import simulate_frame
 from tests.paths import REPO_ROOT
 
@@ -21,15 +21,6 @@ ENGINE = REPO_ROOT / "engines" / "pointpillars_sim_3class"
 CALIB_SEEDS = range(2_000_000, 2_000_008)  # apart from training (< 400,000) and eval seeds
 
 
-def _feeds(detector):
-    feeds = []
-    for seed in CALIB_SEEDS:
-        v = detector.preprocess(simulate_frame(seed).points)
-        feeds.append({"voxels": v.voxels, "num_points": v.num_points,
-                      "coors": with_batch_index(v.coors)})
-    return feeds
-
-
 @pytest.fixture(scope="module")
 def fp32():
     with LidarDetector.from_bundle(None, backend="openvino", precision="f32") as det:
@@ -38,7 +29,7 @@ def fp32():
 
 @pytest.fixture(scope="module")
 def feeds(fp32):
-    return _feeds(fp32)
+    return calibration_feeds(fp32, (simulate_frame(seed).points for seed in CALIB_SEEDS))
 
 
 @pytest.fixture(scope="module")
