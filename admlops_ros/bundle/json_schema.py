@@ -15,8 +15,8 @@ SCHEMA_ID = "https://admlops.example/admlops_ros/spec.schema.json"
 def spec_json_schema() -> Dict[str, Any]:
     """JSON schema (draft-07) of spec.yaml in the current format.
 
-    It states types, ranges, required keys and each field's meaning; the rules that tie
-    fields together (a feature map that is the voxel grid divided by an integer stride, one
+    It states types, ranges, required keys, each family's sections and each field's meaning;
+    the rules that tie fields together (a feature map that is the voxel grid divided by an integer stride, one
     anchor range per size, min <= opt <= max) are checked by ``ModelSpec`` itself.
     """
     schema = section_json_schema(ModelSpec)
@@ -31,7 +31,16 @@ def spec_json_schema() -> Dict[str, Any]:
     out.update(schema)
     out["properties"] = props
     out["oneOf"] = [{"required": ["version"]}, {"required": ["format_version"]}]
+    out["allOf"] = [_family_rule(family, section, other)
+                    for family, section, other in (("pointpillars", "anchors", "center_head"),
+                                                   ("centerpoint", "center_head", "anchors"))]
     return out
+
+
+def _family_rule(family: str, section: str, other: str) -> Dict[str, Any]:
+    """A model of ``family`` has its ``section`` and not the other family's."""
+    return {"if": {"properties": {"family": {"const": family}}, "required": ["family"]},
+            "then": {"required": [section], "not": {"required": [other]}}}
 
 
 def write_spec_json_schema(path: Union[str, Path]) -> Path:

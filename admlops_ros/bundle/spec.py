@@ -12,7 +12,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from admlops_ros import __version__
 from admlops_ros.bundle.grid import (GridError, feature_map_stride, voxel_grid_size,
@@ -20,21 +20,27 @@ from admlops_ros.bundle.grid import (GridError, feature_map_stride, voxel_grid_s
 from admlops_ros.bundle.schema import (Boolean, Choice, Integer, Kind, ListOf, Names, Nullable,
                                        Number, Numbers, PositiveInts, Section, SpecError, Text,
                                        check_fields, dump_section, invalid, parse_section,
-                                       short_repr, spec_field)
+                                       section_json_schema, short_repr, spec_field)
 
 LOG = logging.getLogger(__name__)
 
 __all__ = ["SpecError", "SPEC_FILE", "SPEC_VERSION", "FAMILIES", "BOX_CODERS", "OUTPUT_LAYOUTS",
            "InputSpec", "VoxelSpec", "AnchorSpec", "BoxCoderSpec", "HeadSpec", "PostprocessSpec",
-           "TensorRTProfile", "QuantizationSpec", "EngineSpec", "ModelSpec", "PRECISIONS"]
+           "CenterHeadSpec", "CenterPointTestSpec", "TensorRTProfile", "QuantizationSpec",
+           "EngineSpec", "ModelSpec", "PRECISIONS", "NMS_TYPES"]
 
 SPEC_FILE = "spec.yaml"
 # The spec.yaml format this runtime writes. 1: the first format (key `format_version: 1`);
-# 2: the key is `version`, test_cfg keeps nms_across_levels / min_bbox_size. A spec of a
+# 2: the key is `version`, test_cfg keeps nms_across_levels / min_bbox_size; 3: family
+# centerpoint (center_head, its test_cfg), anchors of several levels, anchors.custom_values.
+# A spec is written with the lowest version that holds it (a v2 model stays v2). A spec of a
 # version above this was written by a newer admlops_ros and is refused with that message.
-SPEC_VERSION = 2
-FAMILIES = ("pointpillars",)
-BOX_CODERS = ("DeltaXYZWLHRBBoxCoder",)
+SPEC_VERSION = 3
+FAMILIES = ("pointpillars", "centerpoint")
+# box coder of each family (mmdet3d class names)
+BOX_CODERS = ("DeltaXYZWLHRBBoxCoder", "CenterPointBBoxCoder")
+FAMILY_BOX_CODER = {"pointpillars": "DeltaXYZWLHRBBoxCoder", "centerpoint": "CenterPointBBoxCoder"}
+NMS_TYPES = ("circle", "rotate")
 DEFAULT_POINT_FEATURES = ("x", "y", "z", "intensity")
 PRECISIONS = ("int8",)  # engine.precision besides fp32 (absent)
 REHASH_HINT = "re-run `admlops bundle --rehash <bundle dir>` if the change is intended"
@@ -64,6 +70,57 @@ def _warn_once(msg: str, *args: Any) -> None:
 
 def _starts_with_xyz(names: Sequence[str]) -> bool:
     return len(names) >= 3 and tuple(names[:3]) == ("x", "y", "z")
+
+
+def _feature_map_list(value: Tuple[Any, ...]) -> Tuple[Tuple[int, int], ...]:
+    if value and isinstance(value[0], tuple):
+        return tuple(value)
+    return (tuple(value),)
+
+
+class _FeatureMaps(Kind):
+    """[H, W] of one level, or a list of [H, W] (one per level) -> a tuple (of tuples)."""
+
+    expected = "[H, W] positive integers, or a list of [H, W] (one per level)"
+    _one = PositiveInts(2, "[H, W] positive integers")
+
+    def parse(self, value: Any, key: str) -> Tuple[Any, ...]:
+        if isinstance(value, (list, tuple)) and value and \
+                all(isinstance(v, (list, tuple)) for v in value):
+            maps = tuple(self._one.parse(v, f"{key}[{i}]") for i, v in enumerate(value))
+            return maps[0] if len(maps) == 1 else maps
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return self._one.parse(value, key)
+        raise invalid(key, self.expected, value)
+
+    def dump(self, value: Any) -> List[Any]:
+        return [list(v) for v in value] if value and isinstance(value[0], tuple) else list(value)
+
+    def json_schema(self) -> Dict[str, Any]:
+        one = self._one.json_schema()
+        return {"oneOf": [one, {"type": "array", "items": one, "minItems": 1}]}
+
+
+class _NumberPerTask(Kind):
+    """A number, or a list of numbers (one per task head) -> a tuple."""
+
+    def __init__(self, lo: float, hi: float) -> None:
+        self._one = Number(lo=lo, hi=hi)
+        self.expected = f"{self._one.expected}, or a list of them (one per task)"
+
+    def parse(self, value: Any, key: str) -> Tuple[float, ...]:
+        if isinstance(value, (list, tuple)) and value:
+            return tuple(self._one.parse(v, f"{key}[{i}]") for i, v in enumerate(value))
+        if isinstance(value, (list, tuple)):
+            raise invalid(key, self.expected, value)
+        return (self._one.parse(value, key),)
+
+    def dump(self, value: Any) -> Any:
+        return value[0] if len(value) == 1 else list(value)
+
+    def json_schema(self) -> Dict[str, Any]:
+        one = self._one.json_schema()
+        return {"oneOf": [one, {"type": "array", "items": one, "minItems": 1}]}
 
 
 # ----------------------------------------------------------------------------- sections
@@ -150,12 +207,17 @@ class AnchorSpec:
         "anchor sizes (dx, dy, dz), metres (KITTI models: one per class, in class order)")
     rotations: Tuple[float, ...] = spec_field(Numbers(), "anchor yaws, radians")
     align_corner: bool = spec_field(Boolean(), "anchor centres on grid corners", default=False)
-    feature_map_size: Tuple[int, int] = spec_field(
-        PositiveInts(2, "[H, W] positive integers"),
-        "[H, W] of the head outputs: the scatter canvas divided by an integer stride")
+    feature_map_size: Tuple[Any, ...] = spec_field(
+        _FeatureMaps(),
+        "[H, W] of the head outputs (one level), or a list of [H, W], one per level (FPN "
+        "necks); each is the scatter canvas divided by an integer stride")
     scales: Tuple[float, ...] = spec_field(
-        Numbers(1, positive=True), "anchor size scale of the level (mmdet3d scales)",
-        default=(1.0,))
+        Numbers(positive=True), "anchor size scale of each level (mmdet3d scales), one per "
+        "feature map", default=(1.0,))
+    custom_values: Optional[Tuple[float, ...]] = spec_field(
+        Nullable(Numbers()), "extra box-code values of each anchor (nuScenes: velocity [0, 0]); "
+        "mmdet3d fills those anchor columns with zeros whatever the values, so only their "
+        "count matters: box_coder.code_size = 7 + their count", default=None)
 
     def __post_init__(self) -> None:
         check_fields(self, "anchors", names=("sizes",))
@@ -163,11 +225,24 @@ class AnchorSpec:
             raise invalid("anchors.ranges", f"a list of 1 or {len(self.sizes)} (one per size) "
                           "ranges [x0, y0, z0, x1, y1, z1]", self.ranges)
         check_fields(self, "anchors")
+        if len(self.scales) != len(self.feature_map_sizes):
+            raise SpecError(f"anchors.scales {list(self.scales)} must have one scale per "
+                            f"feature map ({len(self.feature_map_sizes)} in "
+                            "anchors.feature_map_size)")
 
     @property
     def num_anchors(self) -> int:
         """Anchors per feature-map cell: len(sizes) * len(rotations)."""
         return len(self.sizes) * len(self.rotations)
+
+    @property
+    def feature_map_sizes(self) -> Tuple[Tuple[int, int], ...]:
+        """[H, W] of every head-output level (one entry for a single-level head)."""
+        return _feature_map_list(self.feature_map_size)
+
+    @property
+    def num_custom_values(self) -> int:
+        return len(self.custom_values or ())
 
     @property
     def ranges_per_size(self) -> Tuple[Tuple[float, ...], ...]:
@@ -181,9 +256,12 @@ class AnchorSpec:
 class BoxCoderSpec:
     """Box coder of the head."""
 
-    type: str = spec_field(Choice(BOX_CODERS), "mmdet3d box coder", default=BOX_CODERS[0])
-    code_size: int = spec_field(Integer(lo=7), "values per box code (7; more add custom "
-                                "values, decoded additively)", default=7)
+    type: str = spec_field(Choice(BOX_CODERS), "mmdet3d box coder: DeltaXYZWLHRBBoxCoder "
+                           "(pointpillars), CenterPointBBoxCoder (centerpoint)",
+                           default=BOX_CODERS[0])
+    code_size: int = spec_field(Integer(lo=7), "values per box: 7 (x, y, z, dx, dy, dz, yaw), "
+                                "9 adds velocity (vx, vy); Delta coders decode the extra values "
+                                "additively", default=7)
 
     def __post_init__(self) -> None:
         check_fields(self, "box_coder")
@@ -223,6 +301,101 @@ class PostprocessSpec:
 
     def __post_init__(self) -> None:
         check_fields(self, "test_cfg")
+
+    @property
+    def score_threshold(self) -> float:
+        """The score a detection must exceed (the family-independent name)."""
+        return self.score_thr
+
+
+@dataclass(frozen=True)
+class CenterHeadSpec:
+    """mmdet3d CenterHead with CenterPointBBoxCoder (CenterPoint); the coder's pc_range and
+    voxel_size are the voxelization's."""
+
+    tasks: Tuple[Tuple[str, ...], ...] = spec_field(
+        ListOf(Names("a non-empty list of distinct class names"),
+               "a non-empty list of task class lists, e.g. [[car], [truck, bus]]"),
+        "class names of each task head, in head order; together they are class_names")
+    out_size_factor: int = spec_field(
+        Integer(lo=1), "voxels per head-map cell along x and y (the map is the scatter "
+        "canvas / out_size_factor)")
+    norm_bbox: bool = spec_field(Boolean(), "the dim output is log(size): exp() it",
+                                 default=True)
+    max_num: int = spec_field(Integer(lo=1), "centres kept per task by score before NMS "
+                              "(bbox_coder.max_num)", default=500)
+    score_threshold: float = spec_field(
+        Number(lo=0.0, hi=1.0), "a centre's heatmap sigmoid must exceed it "
+        "(bbox_coder.score_threshold)", default=0.1)
+    post_center_range: Optional[Tuple[float, ...]] = spec_field(
+        Nullable(Numbers(6)), "[x0, y0, z0, x1, y1, z1] metres, LiDAR frame: decoded box "
+        "centres outside are dropped (bbox_coder.post_center_range)", default=None)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "center_head")
+        names = [n for task in self.tasks for n in task]
+        if len(set(names)) != len(names):
+            raise invalid("center_head.tasks", "tasks whose class names are all distinct",
+                          [list(t) for t in self.tasks])
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def classes_per_task(self) -> Tuple[int, ...]:
+        return tuple(len(t) for t in self.tasks)
+
+
+@dataclass(frozen=True)
+class CenterPointTestSpec:
+    """The spec's ``test_cfg`` of a centerpoint model (mmdet3d model.test_cfg.pts)."""
+
+    nms_type: str = spec_field(Choice(NMS_TYPES), "circle: centre-distance NMS per task; "
+                               "rotate: rotated BEV-IoU NMS per task (class-agnostic in a task)")
+    min_radius: Optional[Tuple[float, ...]] = spec_field(
+        Nullable(Numbers(positive=True)), "circle NMS, one per task: a centre whose squared "
+        "BEV distance (m^2) to a kept one is <= it is suppressed (mmdet3d compares the squared "
+        "distance with min_radius)", default=None)
+    nms_thr: Tuple[float, ...] = spec_field(
+        _NumberPerTask(0.0, 1.0), "rotate NMS: BEV IoU above which a box is suppressed",
+        default=(0.2,))
+    score_threshold: float = spec_field(
+        Number(lo=0.0, hi=1.0), "rotate NMS: scores below are dropped before it (>=, as "
+        "mmdet3d's get_task_detections)", default=0.1)
+    pre_max_size: int = spec_field(Integer(lo=1), "rotate NMS: best boxes per task it sees",
+                                   default=1000)
+    post_max_size: int = spec_field(Integer(lo=1), "boxes per task kept after NMS",
+                                    default=83)
+    post_center_limit_range: Optional[Tuple[float, ...]] = spec_field(
+        Nullable(Numbers(6)), "rotate NMS: [x0, y0, z0, x1, y1, z1] metres, kept boxes with "
+        "centres outside are dropped", default=None)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "test_cfg")
+        if self.nms_type == "circle" and self.min_radius is None:
+            raise SpecError("test_cfg.min_radius is required with nms_type circle (one "
+                            "squared radius per task, e.g. [4, 12, 10, 1, 0.85, 0.175])")
+
+
+class _TestCfg(Kind):
+    """``test_cfg``: PostprocessSpec (pointpillars) or CenterPointTestSpec (keyed nms_type)."""
+
+    expected = "a mapping"
+
+    def parse(self, value: Any, key: str) -> Any:
+        if isinstance(value, (PostprocessSpec, CenterPointTestSpec)):
+            return value
+        cls = CenterPointTestSpec if isinstance(value, Mapping) and "nms_type" in value \
+            else PostprocessSpec
+        return parse_section(cls, value, key)
+
+    def dump(self, value: Any) -> Dict[str, Any]:
+        return dump_section(value)
+
+    def json_schema(self) -> Dict[str, Any]:
+        return {"oneOf": [section_json_schema(PostprocessSpec),
+                          section_json_schema(CenterPointTestSpec)]}
 
 
 @dataclass(frozen=True)
@@ -333,19 +506,28 @@ class ModelSpec:
     """
 
     name: str = spec_field(Text(), "bundle name, e.g. pointpillars_kitti_3class")
-    family: str = spec_field(Choice(FAMILIES), "model family; selects the head decoder")
+    family: str = spec_field(Choice(FAMILIES), "model family; selects the head decoder: "
+                             "pointpillars (Anchor3DHead: anchors, head) or centerpoint "
+                             "(CenterHead: center_head)")
     class_names: Tuple[str, ...] = spec_field(
         Names("a non-empty list of distinct names"), "class name per label index, in the "
         "head's class order")
     input: InputSpec = spec_field(Section(InputSpec), "what the engine takes per point",
                                   default=InputSpec())
     voxelization: VoxelSpec = spec_field(Section(VoxelSpec), "hard voxelization (mmcv)")
-    anchors: AnchorSpec = spec_field(Section(AnchorSpec), "anchor generator (mmdet3d)")
+    anchors: Optional[AnchorSpec] = spec_field(
+        Nullable(Section(AnchorSpec)), "anchor generator (mmdet3d); family pointpillars",
+        default=None)
+    center_head: Optional[CenterHeadSpec] = spec_field(
+        Nullable(Section(CenterHeadSpec)), "CenterHead and its box coder; family centerpoint",
+        default=None)
     box_coder: BoxCoderSpec = spec_field(Section(BoxCoderSpec), "box coder",
                                          default=BoxCoderSpec())
-    head: HeadSpec = spec_field(Section(HeadSpec), "head options", default=HeadSpec())
-    test_cfg: PostprocessSpec = spec_field(Section(PostprocessSpec),
-                                           "decode and NMS (mmdet3d model.test_cfg)")
+    head: HeadSpec = spec_field(Section(HeadSpec), "Anchor3DHead options (family "
+                                "pointpillars)", default=HeadSpec())
+    test_cfg: Any = spec_field(_TestCfg(), "decode and NMS (mmdet3d model.test_cfg, .pts "
+                               "for MVX models): the pointpillars keys, or with nms_type the "
+                               "centerpoint keys")
     engine: EngineSpec = spec_field(Section(EngineSpec), "how the engine was exported",
                                     default=EngineSpec())
     files: Dict[str, str] = spec_field(
@@ -363,13 +545,16 @@ class ModelSpec:
                                       self.input.num_features)
         if problem:
             raise SpecError(f"voxelization: {problem}")
+        self._check_family()
         canvas = self.voxelization.canvas_shape
-        fm = self.anchors.feature_map_size
-        if feature_map_stride(canvas, fm) is None:
-            raise SpecError(
-                f"anchors.feature_map_size {list(fm)} is not the scatter grid {list(canvas)} "
-                "(y, x; from voxel_size and point_cloud_range) divided by an integer stride; "
-                f"e.g. stride 2 gives {[-(-c // 2) for c in canvas]}")
+        if self.anchors is not None:
+            for fm in self.anchors.feature_map_sizes:
+                if feature_map_stride(canvas, fm) is None:
+                    raise SpecError(
+                        f"anchors.feature_map_size {list(fm)} is not the scatter grid "
+                        f"{list(canvas)} (y, x; from voxel_size and point_cloud_range) divided "
+                        f"by an integer stride; e.g. stride 2 gives "
+                        f"{[-(-c // 2) for c in canvas]}")
         profile = self.engine.tensorrt_profile
         if profile is not None and self.voxelization.max_voxels > profile.max:
             _warn_once("voxelization.max_voxels %d exceeds engine.tensorrt_profile.max %d: "
@@ -377,13 +562,80 @@ class ModelSpec:
                        "the engine with max >= %d", self.voxelization.max_voxels, profile.max,
                        self.voxelization.max_voxels)
 
+    def _check_family(self) -> None:
+        """The sections of the family are there, the other family's are not, and agree."""
+        family, coder = self.family, self.box_coder
+        section, other = ("anchors", "center_head") if family == "pointpillars" else \
+            ("center_head", "anchors")
+        if getattr(self, section) is None:
+            raise SpecError(f"missing section `{section}` (family {family}){DOCS_HINT}")
+        if getattr(self, other) is not None:
+            raise SpecError(f"{other} is a section of the other family; family {family} takes "
+                            f"{section}")
+        if coder.type != FAMILY_BOX_CODER[family]:
+            raise invalid("box_coder.type", f"{FAMILY_BOX_CODER[family]!r} for family {family}",
+                          coder.type)
+        if family == "pointpillars":
+            if not isinstance(self.test_cfg, PostprocessSpec):
+                raise SpecError("test_cfg of family pointpillars takes nms_thr, score_thr, "
+                                "max_num, ...; nms_type is a centerpoint key")
+            extra = self.anchors.num_custom_values
+            if extra and coder.code_size != 7 + extra:
+                raise invalid("box_coder.code_size", f"7 + {extra} (anchors.custom_values "
+                              f"{list(self.anchors.custom_values)})", coder.code_size)
+            return
+        head = self.center_head
+        if not isinstance(self.test_cfg, CenterPointTestSpec):
+            raise SpecError("test_cfg of family centerpoint needs nms_type (circle or rotate) "
+                            "and its keys (min_radius, nms_thr, pre_max_size, post_max_size)")
+        if coder.code_size not in (7, 9):
+            raise invalid("box_coder.code_size", "7, or 9 with velocity (CenterPointBBoxCoder)",
+                          coder.code_size)
+        names = tuple(n for task in head.tasks for n in task)
+        if names != tuple(self.class_names):
+            raise SpecError(f"center_head.tasks {[list(t) for t in head.tasks]} together must "
+                            f"be class_names {list(self.class_names)} in order")
+        cfg, tasks = self.test_cfg, head.num_tasks
+        for key in ("min_radius", "nms_thr"):
+            values = getattr(cfg, key)
+            if values is not None and len(values) not in ((1, tasks) if key == "nms_thr"
+                                                          else (tasks,)):
+                raise invalid(f"test_cfg.{key}", f"one value per task ({tasks})", list(values))
+        if feature_map_stride(self.voxelization.canvas_shape,
+                              self.head_feature_map_sizes[0]) is None:
+            raise SpecError(f"center_head.out_size_factor {head.out_size_factor} does not "
+                            f"divide the scatter grid {list(self.voxelization.canvas_shape)}")
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     @property
+    def score_threshold(self) -> float:
+        """The score a detection must exceed, whatever the family."""
+        if self.center_head is not None:
+            return self.center_head.score_threshold
+        return self.test_cfg.score_thr
+
+    @property
+    def head_feature_map_sizes(self) -> Tuple[Tuple[int, int], ...]:
+        """[H, W] of each head-output level the engine must give."""
+        if self.center_head is not None:
+            f = self.center_head.out_size_factor
+            return (tuple(-(-c // f) for c in self.voxelization.canvas_shape),)
+        return self.anchors.feature_map_sizes
+
+    @property
     def head_channels(self) -> Tuple[int, int, int]:
-        """Expected (cls, bbox, dir) channels of the raw head outputs."""
+        """Expected (cls, bbox, dir) channels of each raw head output level.
+
+        pointpillars: anchors per cell * (classes, code size, 2); centerpoint (mmdeploy's
+        concatenation over tasks): classes, tasks * (reg 2 + height 1 + dim 3 [+ vel 2]),
+        tasks * (sin, cos).
+        """
+        if self.center_head is not None:
+            tasks = self.center_head.num_tasks
+            return self.num_classes, tasks * (self.box_coder.code_size - 1), tasks * 2
         a = self.anchors.num_anchors
         return a * self.num_classes, a * self.box_coder.code_size, a * 2
 
@@ -408,10 +660,21 @@ class ModelSpec:
         except SpecError as exc:
             raise SpecError(f"{source}: {exc}") from None
 
+    @property
+    def format_version(self) -> int:
+        """The lowest spec.yaml version that holds this spec (2 unless it needs 3)."""
+        anchors = self.anchors
+        if self.family != "pointpillars" or anchors.custom_values is not None or \
+                len(anchors.feature_map_sizes) > 1:
+            return 3
+        return 2
+
     def to_dict(self) -> Dict[str, Any]:
-        """The spec as YAML-ready data in the current format (``version`` first)."""
-        out: Dict[str, Any] = {"version": SPEC_VERSION}
+        """The spec as YAML-ready data (``version`` first: :attr:`format_version`)."""
+        out: Dict[str, Any] = {"version": self.format_version}
         out.update(dump_section(self))
+        if self.family == "centerpoint":
+            out.pop("head", None)  # Anchor3DHead options
         return out
 
 

@@ -248,7 +248,7 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
     spec = _bundle_spec(engine)
     pcr = spec.voxelization.point_cloud_range
     if score_threshold is None:  # the node's operating default is higher; AP wants the spec's
-        score_threshold = spec.test_cfg.score_thr
+        score_threshold = spec.score_threshold
     for frame in frames_list:
         if frame.gt is not None:
             frame.gt = restrict_to_range(frame.gt, pcr)

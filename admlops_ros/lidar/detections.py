@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,6 +19,8 @@ class Detections:
         class_names: class name per label index.
         timings_ms: wall time per stage in milliseconds (preprocess, inference, postprocess,
             total and finer keys).
+        velocities: [N, 2] float32 (vx, vy) in m/s in the LiDAR frame (the box code's
+            custom values of nuScenes-style models), or None when the model gives none.
     """
 
     boxes: np.ndarray
@@ -26,6 +28,7 @@ class Detections:
     labels: np.ndarray
     class_names: Tuple[str, ...] = ()
     timings_ms: Dict[str, float] = field(default_factory=dict)
+    velocities: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 7)
@@ -37,20 +40,28 @@ class Detections:
             raise ValueError(
                 "Detections: boxes, scores and labels must have the same length, got "
                 f"{n}, {len(self.scores)}, {len(self.labels)}")
+        if self.velocities is not None:
+            self.velocities = np.asarray(self.velocities, dtype=np.float32).reshape(-1, 2)
+            if len(self.velocities) != n:
+                raise ValueError(f"Detections: velocities must be [N, 2] with N = {n} boxes, "
+                                 f"got {len(self.velocities)} rows")
 
     def __len__(self) -> int:
         return len(self.boxes)
 
     @classmethod
-    def empty(cls, class_names: Sequence[str] = ()) -> "Detections":
-        """Detections with no boxes."""
+    def empty(cls, class_names: Sequence[str] = (), with_velocity: bool = False
+              ) -> "Detections":
+        """Detections with no boxes (``velocities`` [0, 2] when ``with_velocity``)."""
         return cls(np.zeros((0, 7), np.float32), np.zeros(0, np.float32),
-                   np.zeros(0, np.int64), tuple(class_names))
+                   np.zeros(0, np.int64), tuple(class_names),
+                   velocities=np.zeros((0, 2), np.float32) if with_velocity else None)
 
     def select(self, mask: np.ndarray) -> "Detections":
         """Subset by boolean mask or index array; boxes, scores and labels stay aligned."""
         return Detections(self.boxes[mask], self.scores[mask], self.labels[mask],
-                          self.class_names, dict(self.timings_ms))
+                          self.class_names, dict(self.timings_ms),
+                          None if self.velocities is None else self.velocities[mask])
 
     def label_names(self) -> Tuple[str, ...]:
         """Class name of each detection."""

@@ -13,7 +13,7 @@ from admlops_ros.bundle.files import EngineBundle, load_bundle
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.lidar.engine import VoxelEngine, open_voxel_engine
-from admlops_ros.lidar.heads.anchor3d import Anchor3DDecoder
+from admlops_ros.lidar.heads import decoder_from_spec
 from admlops_ros.lidar.layout import DecodedOutputs, to_head_outputs
 from admlops_ros.lidar.voxelize import PointShuffler, Voxelizer, Voxels, with_batch_index
 from admlops_ros.paths import default_bundle_path
@@ -60,7 +60,8 @@ class LidarDetector:
         self.voxelizer = Voxelizer(vox.voxel_size, vox.point_cloud_range, vox.max_points,
                                    vox.max_voxels)
         self.shuffler = PointShuffler() if spec.input.shuffle_points else None
-        self.decoder = Anchor3DDecoder.from_spec(spec)
+        self.decoder = decoder_from_spec(spec)
+        self._with_velocity = spec.box_coder.code_size >= 9
         if score_threshold is not None:
             if not 0.0 <= float(score_threshold) <= 1.0:
                 raise DetectorError(
@@ -204,7 +205,7 @@ class LidarDetector:
         self.last_voxels = voxels
         t1 = time.perf_counter()
         if len(voxels.num_points) == 0:
-            detections = Detections.empty(self.class_names)
+            detections = Detections.empty(self.class_names, self._with_velocity)
             t2 = t3 = t1
         else:
             outputs = self.inference(voxels)

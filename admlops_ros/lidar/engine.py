@@ -224,38 +224,58 @@ def check_engine_against_spec(spec: ModelSpec, input_shapes: Mapping[str, Sequen
             problems.append(f"{layout.decoded_names[0]} last dim is {code} but spec "
                             f"box_coder.code_size is {spec.box_coder.code_size}")
     else:
-        if layout.num_levels != 1:
-            problems.append(f"engine has {layout.num_levels} output levels but the spec "
-                            "describes one (anchors.feature_map_size)")
-        n_cls, n_bbox, n_dir = spec.head_channels
-        a, k = spec.anchors.num_anchors, spec.num_classes
-        fm = tuple(spec.anchors.feature_map_size)
-        checks = [(layout.cls_names, n_cls, f"anchors per cell ({a}) * num_classes ({k})"),
-                  (layout.bbox_names, n_bbox,
-                   f"anchors per cell ({a}) * box_coder.code_size ({spec.box_coder.code_size})")]
-        if spec.head.use_direction_classifier:
-            if not layout.dir_names:
-                problems.append("spec head.use_direction_classifier is true but the engine has "
-                                "no direction output")
-            checks.append((layout.dir_names, n_dir, f"anchors per cell ({a}) * 2"))
-        elif layout.dir_names:
-            problems.append(f"engine has direction output {layout.dir_names[0]} but spec "
-                            "head.use_direction_classifier is false")
-        for names, want, why in checks:
-            if not names:
-                continue
-            shape = tuple(output_shapes.get(names[0], ()))
-            ch = _dims(shape, 1)
-            if ch is not None and ch != want:
-                problems.append(f"{names[0]} has {ch} channels but the spec implies {want} = {why}")
-            hw = (_dims(shape, 2), _dims(shape, 3))
-            if None not in hw and hw != fm:
-                problems.append(f"{names[0]} map is {list(hw)} (H, W) but spec "
-                                f"anchors.feature_map_size is {list(fm)}")
+        problems += _head_output_problems(spec, output_shapes, layout)
     if problems:
         raise BackendError(f"{engine} does not match spec {spec.name!r}: " + "; ".join(problems)
                            + ". Use the spec.yaml written for this engine (admlops "
                            "spec-from-config with the model config it was exported from).")
+
+
+def _head_output_problems(spec: ModelSpec, output_shapes: Mapping[str, Sequence],
+                          layout: OutputLayout) -> List[str]:
+    """What in the raw head outputs (levels, channels, maps) does not fit the spec."""
+    problems: List[str] = []
+    maps = spec.head_feature_map_sizes
+    where = ("center_head.out_size_factor" if spec.family == "centerpoint"
+             else "anchors.feature_map_size")
+    if layout.num_levels != len(maps):
+        problems.append(f"engine has {layout.num_levels} output levels but the spec "
+                        f"describes {len(maps)} ({where})")
+    n_cls, n_bbox, n_dir = spec.head_channels
+    k, code = spec.num_classes, spec.box_coder.code_size
+    if spec.family == "centerpoint":
+        tasks = spec.center_head.num_tasks
+        why = (f"num_classes ({k}) over {tasks} tasks",
+               f"{tasks} tasks * (reg 2, height 1, dim 3{', vel 2' if code == 9 else ''})",
+               f"{tasks} tasks * (sin, cos)")
+        use_dir = True
+    else:
+        a = spec.anchors.num_anchors
+        why = (f"anchors per cell ({a}) * num_classes ({k})",
+               f"anchors per cell ({a}) * box_coder.code_size ({code})",
+               f"anchors per cell ({a}) * 2")
+        use_dir = spec.head.use_direction_classifier
+    checks = [(layout.cls_names, n_cls, why[0]), (layout.bbox_names, n_bbox, why[1])]
+    if use_dir:
+        if not layout.dir_names:
+            problems.append("the spec needs a direction output (head.use_direction_classifier "
+                            "or CenterHead rot) but the engine has none")
+        checks.append((layout.dir_names, n_dir, why[2]))
+    elif layout.dir_names:
+        problems.append(f"engine has direction output {layout.dir_names[0]} but spec "
+                        "head.use_direction_classifier is false")
+    for names, want, reason in checks:
+        for level, name in enumerate(names[:len(maps)]):
+            shape = tuple(output_shapes.get(name, ()))
+            ch = _dims(shape, 1)
+            if ch is not None and ch != want:
+                problems.append(f"{name} has {ch} channels but the spec implies {want} = "
+                                f"{reason}")
+            hw = (_dims(shape, 2), _dims(shape, 3))
+            if None not in hw and hw != tuple(maps[level]):
+                problems.append(f"{name} map is {list(hw)} (H, W) but the spec's {where} "
+                                f"gives {list(maps[level])}")
+    return problems
 
 
 def _pillar(spec: ModelSpec, y: int, x: int, points: np.ndarray):

@@ -41,7 +41,7 @@ def test_schema_validates_the_shipped_spec_and_a_version_1_spec():
     (("input", "shuffle_points"), "yes"),
     (("engine", "output_layout"), "mmdeploy-2.0"),
     (("family",), "centerpoint"),
-    (("version",), 3),
+    (("version",), 4),
 ])
 def test_schema_rejects_what_the_spec_rejects(path, value):
     data = ModelSpec.from_dict(KITTI).to_dict()

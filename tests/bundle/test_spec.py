@@ -63,8 +63,11 @@ def _with(section, key, value):
     ("engine", "output_layout", "mmdeploy-2.0", "engine.output_layout must be 'auto' or one of"),
     ("engine", "tensorrt_profile", {"min": 9000, "opt": 5000, "max": 2000},
      "engine.tensorrt_profile must be"),
-    ("box_coder", "type", "CenterPointBBoxCoder", "box_coder.type must be one of"),
-    (None, "family", "centerpoint", "family must be one of ['pointpillars']"),
+    ("box_coder", "type", "CenterPointBBoxCoder",
+     "box_coder.type must be 'DeltaXYZWLHRBBoxCoder' for family pointpillars"),
+    ("box_coder", "type", "Delta", "box_coder.type must be one of"),
+    (None, "family", "centerpoint", "missing section `center_head` (family centerpoint)"),
+    (None, "family", "voxelnet", "family must be one of ['pointpillars', 'centerpoint']"),
     (None, "format_version", 2, "format_version must be 1"),
     (None, "class_names", ["Car", "Car"], "class_names must be a non-empty list of distinct"),
     (None, "voxelisation", {}, "unknown top-level key(s) voxelisation"),
@@ -98,16 +101,16 @@ def test_version_written_and_legacy_format_version_read():
 
 def test_spec_from_a_newer_version_is_refused_with_a_message():
     data = ModelSpec.from_dict(KITTI).to_dict()
-    data["version"] = 3
+    data["version"] = 4
     with pytest.raises(SpecError) as err:
         ModelSpec.from_dict(data, source="engines/x/spec.yaml")
     msg = str(err.value)
-    assert msg.startswith("engines/x/spec.yaml: version 3 is newer than this admlops_ros")
+    assert msg.startswith("engines/x/spec.yaml: version 4 is newer than this admlops_ros")
     assert "written by a newer admlops_ros" in msg and "upgrade admlops_ros" in msg
     assert "\n" not in msg
     for bad in ("2", 0, True):
         data["version"] = bad
-        with pytest.raises(SpecError, match="version must be an integer from 1 to 2"):
+        with pytest.raises(SpecError, match="version must be an integer from 1 to 3"):
             ModelSpec.from_dict(data)
 
 

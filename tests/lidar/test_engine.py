@@ -85,8 +85,8 @@ def test_wrong_output_names_fail_at_load_listing_layouts(tmp_path):
     ({"num_features": 5}, {}, "voxels last dim (C) is 5 but spec input.point_features has 4"),
     ({"max_points": 6}, {}, "voxels dim 1 (max points per voxel) is 6 but spec "
                             "voxelization.max_points is 5"),
-    ({"canvas": (8, 10)}, {}, "cls_score0 map is [4, 5] (H, W) but spec "
-                              "anchors.feature_map_size is [4, 6]"),
+    ({"canvas": (8, 10)}, {}, "cls_score0 map is [4, 5] (H, W) but the spec's "
+                              "anchors.feature_map_size gives [4, 6]"),
     ({"num_classes": 3}, {}, "cls_score0 has 12 channels but the spec implies 8 = anchors per "
                              "cell (4) * num_classes (2)"),
     ({"code_size": 9}, {}, "bbox_pred0 has 36 channels but the spec implies 28"),

@@ -177,7 +177,7 @@ class Anchor3DDecoder:
         ``box_coder`` and ``class_names``."""
         a, head, t = spec.anchors, spec.head, spec.test_cfg
         return cls(ranges=a.ranges, sizes=a.sizes, rotations=a.rotations,
-                   align_corner=a.align_corner, feature_map_size=a.feature_map_size,
+                   align_corner=a.align_corner, feature_map_size=a.feature_map_sizes,
                    scales=a.scales, nms_thr=t.nms_thr, max_num=t.max_num,
                    use_rotate_nms=t.use_rotate_nms, nms_pre=t.nms_pre, score_thr=t.score_thr,
                    dir_offset=head.dir_offset, dir_limit_offset=head.dir_limit_offset,
@@ -343,6 +343,7 @@ class Anchor3DDecoder:
         boxes, scores, labels, dir_labels = multiclass_nms(
             boxes, scores, self.score_thr, self.nms_thr, self.max_num, self.use_rotate_nms,
             dir_labels)
+        velocities = boxes[:, 7:9].astype(np.float32) if self.code_size >= 9 else None
         boxes = boxes[:, :7].astype(np.float32, copy=True)
         if self.use_direction_classifier and len(boxes):
             pi = np.float32(np.pi)
@@ -353,4 +354,4 @@ class Anchor3DDecoder:
         names = self.class_names or tuple(str(i) for i in range(self.num_classes))
         return Detections(boxes, scores, labels, names,
                           {"postprocess_select": (t1 - t0) * 1e3,
-                           "postprocess_nms": (t2 - t1) * 1e3})
+                           "postprocess_nms": (t2 - t1) * 1e3}, velocities)
