@@ -32,7 +32,8 @@ __all__ = ["SpecError", "SPEC_FILE", "SPEC_VERSION", "FAMILIES", "BOX_CODERS", "
 SPEC_FILE = "spec.yaml"
 # The spec.yaml format this runtime writes. 1: the first format (key `format_version: 1`);
 # 2: the key is `version`, test_cfg keeps nms_across_levels / min_bbox_size; 3: family
-# centerpoint (center_head, its test_cfg), anchors of several levels, anchors.custom_values.
+# centerpoint (center_head, its test_cfg), anchors of several levels, anchors.custom_values,
+# input.sweeps / sweeps_remove_close.
 # A spec is written with the lowest version that holds it (a v2 model stays v2). A spec of a
 # version above this was written by a newer admlops_ros and is refused with that message.
 SPEC_VERSION = 3
@@ -139,9 +140,20 @@ class InputSpec:
         Boolean(), "shuffle the points (a fixed pseudo-random order) before voxelization, for "
         "models trained on shuffled scans; false keeps mmdet3d's test-time scan order",
         default=False)
+    sweeps: int = spec_field(
+        Integer(lo=1, hi=100), "clouds per detection, the newest included (mmdet3d "
+        "LoadPointsFromMultiSweeps sweeps_num + 1): older ones are moved into the newest "
+        "cloud's frame and their time lag (s) fills the point feature `time`", default=1)
+    sweeps_remove_close: bool = spec_field(
+        Boolean(), "drop points within 1 m (x, y) of the sensor from the older sweeps "
+        "(LoadPointsFromMultiSweeps remove_close)", default=False)
 
     def __post_init__(self) -> None:
         check_fields(self, "input")
+        if self.sweeps > 1 and "time" not in self.point_features:
+            raise SpecError(f"input.sweeps {self.sweeps} needs a point feature `time` (the time "
+                            f"lag of each sweep) in input.point_features "
+                            f"{list(self.point_features)}")
 
     @property
     def num_features(self) -> int:
@@ -665,7 +677,8 @@ class ModelSpec:
         """The lowest spec.yaml version that holds this spec (2 unless it needs 3)."""
         anchors = self.anchors
         if self.family != "pointpillars" or anchors.custom_values is not None or \
-                len(anchors.feature_map_sizes) > 1:
+                len(anchors.feature_map_sizes) > 1 or self.input.sweeps > 1 or \
+                self.input.sweeps_remove_close:
             return 3
         return 2
 
@@ -673,6 +686,9 @@ class ModelSpec:
         """The spec as YAML-ready data (``version`` first: :attr:`format_version`)."""
         out: Dict[str, Any] = {"version": self.format_version}
         out.update(dump_section(self))
+        if out["version"] < 3:  # v3 keys at their defaults: a v2 reader knows none of them
+            for key in ("sweeps", "sweeps_remove_close"):
+                out["input"].pop(key)
         if self.family == "centerpoint":
             out.pop("head", None)  # Anchor3DHead options
         return out
