@@ -87,11 +87,16 @@ def detections_to_msg(detections: Detections, header: Any, msgs: Optional[Module
         msgs: the generated message module (default :func:`import_messages`).
 
     Returns:
-        admlops_ros.msg.DetectedObjectArray; pose.position is the box centre.
+        admlops_ros.msg.DetectedObjectArray; pose.position is the box centre; ``velocity``
+        (vx, vy, 0) m/s in the header frame with ``has_velocity`` when the detections have
+        velocities.
     """
     msgs = msgs or import_messages()
     from geometry_msgs.msg import Point, Pose, Quaternion, Vector3  # noqa: WPS433
 
+    has_velocity = detections.velocities is not None
+    velocities = (detections.velocities.astype(np.float64).tolist() if has_velocity
+                  else [(0.0, 0.0)] * len(detections))
     centers = box_centers(detections.boxes).tolist()
     quats = yaw_to_quaternion(detections.boxes[:, 6]).tolist()
     dims = detections.boxes[:, 3:6].astype(np.float64).tolist()
@@ -99,26 +104,39 @@ def detections_to_msg(detections: Detections, header: Any, msgs: Optional[Module
     labels = detections.labels.tolist()
     names = detections.class_names
     objects = []
-    for i, (center, quat, dim, score, label) in enumerate(zip(centers, quats, dims, scores, labels)):
+    rows = zip(centers, quats, dims, scores, labels, velocities)
+    for i, (center, quat, dim, score, label, (vx, vy)) in enumerate(rows):
         objects.append(msgs.DetectedObject(
             header=header, id=i, label=int(label),
             label_name=names[label] if 0 <= label < len(names) else str(label),
             score=float(score),
             pose=Pose(position=Point(*center), orientation=Quaternion(*quat)),
-            dimensions=Vector3(*dim)))
+            dimensions=Vector3(*dim), has_velocity=has_velocity,
+            velocity=Vector3(vx, vy, 0.0)))
     return msgs.DetectedObjectArray(header=header, objects=objects)
 
 
 def msg_to_detections(msg: Any, class_names: tuple = ()) -> Detections:
-    """Inverse of :func:`detections_to_msg` (bottom-centre boxes), for tools and tests."""
-    rows = []
+    """Inverse of :func:`detections_to_msg` (bottom-centre boxes), for tools and tests.
+
+    ``velocities`` is [N, 2] when any object has ``has_velocity`` (objects without it get 0),
+    else None; objects of bags recorded before the velocity fields existed have none.
+    """
+    rows, vel, any_velocity = [], [], False
     for obj in msg.objects:
         p, q, d = obj.pose.position, obj.pose.orientation, obj.dimensions
         rows.append((p.x, p.y, p.z - 0.5 * d.z, d.x, d.y, d.z,
                      quaternion_to_yaw(q.x, q.y, q.z, q.w)))
+        if getattr(obj, "has_velocity", False):
+            any_velocity = True
+            vel.append((obj.velocity.x, obj.velocity.y))
+        else:
+            vel.append((0.0, 0.0))
     names = tuple(class_names) or tuple(sorted({o.label_name for o in msg.objects}))
     return Detections(np.array(rows, np.float32).reshape(-1, 7),
-                      [o.score for o in msg.objects], [o.label for o in msg.objects], names)
+                      [o.score for o in msg.objects], [o.label for o in msg.objects], names,
+                      velocities=np.array(vel, np.float32).reshape(-1, 2) if any_velocity
+                      else None)
 
 
 def stats_to_msg(header: Any, values: Dict[str, float], msgs: Optional[ModuleType] = None) -> Any:

@@ -1,4 +1,4 @@
-"""Detections -> visualization_msgs/MarkerArray for RViz: box edges, heading arrow, class/score text."""
+"""Detections -> visualization_msgs/MarkerArray for RViz: box edges, heading, class/score, velocity."""
 from __future__ import annotations
 
 from typing import Any, List, Sequence, Tuple
@@ -18,7 +18,11 @@ EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4]
                   [0, 4], [1, 5], [2, 6], [3, 7]], dtype=np.int64)
 LINE_WIDTH_M = 0.05
 TEXT_HEIGHT_M = 0.6
-NAMESPACES = ("boxes", "heading", "labels")
+NAMESPACES = ("boxes", "heading", "labels", "velocity")
+#: A velocity arrow is the distance covered in this time: length = speed * 1 s (m).
+VELOCITY_ARROW_S = 1.0
+#: Slower boxes get no velocity arrow (a zero-length arrow renders as a stray head).
+MIN_ARROW_SPEED_MPS = 0.1
 
 
 def class_color(label: int) -> Tuple[float, float, float]:
@@ -65,6 +69,14 @@ def heading_segments(boxes: np.ndarray) -> np.ndarray:
     return np.stack([start, end], axis=1)
 
 
+def velocity_segments(boxes: np.ndarray, velocities: np.ndarray) -> np.ndarray:
+    """Arrow start/end per box: [N, 2, 3] from the box centre to centre + (vx, vy, 0) * 1 s."""
+    start = box_centers(boxes)
+    end = start.copy()
+    end[:, :2] += VELOCITY_ARROW_S * np.asarray(velocities, np.float64).reshape(-1, 2)
+    return np.stack([start, end], axis=1)
+
+
 def label_texts(detections: Detections) -> List[str]:
     """"<class> <score>" per detection, e.g. "Car 0.87"."""
     names = detections.class_names
@@ -73,7 +85,9 @@ def label_texts(detections: Detections) -> List[str]:
 
 
 def detections_to_markers(detections: Detections, header: Any) -> Any:
-    """MarkerArray: DELETEALL, then per box a LINE_LIST, an ARROW and a TEXT_VIEW_FACING.
+    """MarkerArray: DELETEALL, then per box a LINE_LIST, an ARROW and a TEXT_VIEW_FACING, and
+    with velocities an ARROW in namespace "velocity" (centre to centre + velocity * 1 s, in
+    the header frame) for every box faster than MIN_ARROW_SPEED_MPS.
 
     The leading DELETEALL removes the previous frame's markers (no stale boxes); every marker
     carries the input header (stamp and frame_id), ids are the detection index per namespace.
@@ -83,7 +97,7 @@ def detections_to_markers(detections: Detections, header: Any) -> Any:
         header: std_msgs/Header of the input cloud.
 
     Returns:
-        visualization_msgs.msg.MarkerArray with 1 + 3 * N markers.
+        visualization_msgs.msg.MarkerArray with 1 + 3 * N (+ moving boxes) markers.
     """
     from geometry_msgs.msg import Point, Vector3  # noqa: WPS433
     from std_msgs.msg import ColorRGBA  # noqa: WPS433
@@ -112,6 +126,14 @@ def detections_to_markers(detections: Detections, header: Any) -> Any:
             action=Marker.ADD, pose=_pose(quats[i], tops[i]),
             scale=Vector3(0.0, 0.0, TEXT_HEIGHT_M), color=ColorRGBA(1.0, 1.0, 1.0, 1.0),
             text=texts[i]))
+    if detections.velocities is not None:
+        moving = np.hypot(detections.velocities[:, 0], detections.velocities[:, 1])
+        segments = velocity_segments(detections.boxes, detections.velocities).tolist()
+        for i in np.flatnonzero(moving >= MIN_ARROW_SPEED_MPS).tolist():
+            markers.append(Marker(
+                header=header, ns=NAMESPACES[3], id=i, type=Marker.ARROW, action=Marker.ADD,
+                pose=_pose(quats[i], (0.0, 0.0, 0.0)), scale=Vector3(0.15, 0.35, 0.4),
+                color=ColorRGBA(1.0, 1.0, 1.0, 1.0), points=[Point(*p) for p in segments[i]]))
     return MarkerArray(markers=markers)
 
 

@@ -62,3 +62,55 @@ def test_stats_msg_fills_missing_with_nan_and_zero():
     stats = stats_to_msg(header(), {"inference_ms": 5.0, "num_points": 7, "frames_in": 3}, msgs)
     assert stats.inference_ms == 5.0 and stats.num_points == 7 and stats.frames_in == 3
     assert math.isnan(stats.latency_ms) and stats.frames_dropped == 0
+
+
+def test_velocity_round_trip_in_the_sensor_frame():
+    msgs = messages_or_skip()
+    det = Detections(BOXES, [0.9, 0.4], [2, 0], ("Pedestrian", "Cyclist", "Car"),
+                     velocities=[[3.5, -1.25], [0.0, 0.5]])
+    car, ped = detections_to_msg(det, header(), msgs).objects
+    assert car.has_velocity and ped.has_velocity
+    assert (car.velocity.x, car.velocity.y, car.velocity.z) == (3.5, -1.25, 0.0)
+    back = msg_to_detections(detections_to_msg(det, header(), msgs), det.class_names)
+    np.testing.assert_allclose(back.velocities, det.velocities)
+
+
+def test_no_velocity_gives_zeros_and_false_and_none_back():
+    msgs = messages_or_skip()
+    out = detections_to_msg(Detections(BOXES, [0.9, 0.4], [2, 0], ("P", "C", "Car")),
+                            header(), msgs)
+    assert [o.has_velocity for o in out.objects] == [False, False]
+    assert out.objects[0].velocity.x == 0.0 and out.objects[0].velocity.y == 0.0
+    assert msg_to_detections(out).velocities is None
+
+
+def _old_classes(msgs):
+    """DetectedObjectArray/DetectedObject as generated before the velocity fields existed."""
+    import genpy.dynamic
+
+    text = "\n".join(line for line in msgs.DetectedObjectArray._full_text.splitlines()
+                     if not line.startswith(("bool has_velocity", "geometry_msgs/Vector3 velocity")))
+    classes = genpy.dynamic.generate_dynamic("admlops_ros/DetectedObjectArray", text)
+    return classes["admlops_ros/DetectedObjectArray"], classes["admlops_ros/DetectedObject"]
+
+
+def test_bags_recorded_before_the_velocity_fields_still_read(tmp_path):
+    import rosbag
+
+    msgs = messages_or_skip()
+    old_array, old_object = _old_classes(msgs)
+    assert old_array._md5sum != msgs.DetectedObjectArray._md5sum
+    new = detections_to_msg(Detections(BOXES, [0.9, 0.4], [2, 0], ("P", "C", "Car")),
+                            header(), msgs)
+    old = old_array(header=new.header, objects=[
+        old_object(header=o.header, id=o.id, label=o.label, label_name=o.label_name,
+                   score=o.score, pose=o.pose, dimensions=o.dimensions) for o in new.objects])
+    path = tmp_path / "old.bag"
+    with rosbag.Bag(str(path), "w") as bag:
+        bag.write("/ground_truth/objects", old, t=new.header.stamp)
+    with rosbag.Bag(str(path)) as bag:
+        (_, msg, _), = list(bag.read_messages())
+    assert msg._md5sum == old_array._md5sum and not hasattr(msg.objects[0], "has_velocity")
+    back = msg_to_detections(msg, ("P", "C", "Car"))
+    np.testing.assert_allclose(back.boxes, BOXES, atol=1e-5)
+    assert back.velocities is None and back.labels.tolist() == [2, 0]

@@ -59,3 +59,22 @@ def test_marker_array_contents():
 def test_no_detections_only_clears():
     markers = detections_to_markers(Detections.empty(("Car",)), header()).markers
     assert [m.action for m in markers] == [Marker.DELETEALL]
+
+
+def test_velocity_arrows_from_the_centre_one_second_long():
+    boxes = np.repeat(BOX, 3, 0)
+    det = Detections(boxes, [0.9, 0.8, 0.7], [2, 2, 0], ("Pedestrian", "Cyclist", "Car"),
+                     velocities=[[3.0, -4.0], [0.0, 0.0], [0.0, 0.5]])
+    markers = detections_to_markers(det, header(3.0, "lidar_top")).markers
+    assert len(markers) == 1 + 3 * 3 + 2  # the box at rest gets no arrow
+    arrows = [m for m in markers if m.ns == "velocity"]
+    assert [m.id for m in arrows] == [0, 2] and all(m.type == Marker.ARROW for m in arrows)
+    start, end = arrows[0].points
+    assert (start.x, start.y, start.z) == (10.0, 2.0, -0.25)
+    assert (end.x, end.y, end.z) == (13.0, -2.0, -0.25)  # 5 m/s -> 5 m
+    assert all(m.header.frame_id == "lidar_top" for m in arrows)
+
+
+def test_no_velocity_arrows_without_velocities():
+    det = Detections(BOX, [0.9], [2], ("Pedestrian", "Cyclist", "Car"))
+    assert not [m for m in detections_to_markers(det, header()).markers if m.ns == "velocity"]
