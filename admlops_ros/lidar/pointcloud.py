@@ -153,6 +153,7 @@ def convert_pointcloud2(
     msg: Any,
     fields: Sequence[str] = DEFAULT_FIELDS,
     missing: str = "error",
+    generated: Sequence[str] = (),
 ) -> CloudConversion:
     """Convert a PointCloud2 message to an (N, C) float32 array plus conversion counters.
 
@@ -165,6 +166,9 @@ def convert_pointcloud2(
             fields[name, offset, datatype, count], is_bigendian, point_step, row_step, data).
         fields: names of the output columns, in order.
         missing: "error" raises on a requested field the cloud lacks; "zeros" fills it with 0.
+        generated: requested fields the caller fills itself (e.g. the multi-sweep "time" lag):
+            their columns are 0, never read from the message (a driver's per-point "time" is
+            another quantity) and not reported in ``zero_filled``.
 
     Returns:
         CloudConversion with points (N, len(fields)) float32 (C-contiguous) and counters.
@@ -186,8 +190,10 @@ def convert_pointcloud2(
         raise PointCloudError("cloud has negative width %d or height %d" % (width, height))
     num = width * height
     by_name = _validate_layout(msg, point_step)
+    generated = tuple(str(name) for name in generated)
+    by_name = {name: f for name, f in by_name.items() if name not in generated}
 
-    missing_names = [name for name in fields if name not in by_name]
+    missing_names = [name for name in fields if name not in by_name and name not in generated]
     if missing_names and missing == "error":
         name = missing_names[0]
         present = ", ".join(str(f.name) for f in msg.fields) or "none"

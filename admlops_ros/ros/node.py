@@ -11,11 +11,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.lidar.pointcloud import PointCloudError, convert_pointcloud2
+from admlops_ros.lidar.sweeps import TIME_FEATURE, SensorPose, SweepAccumulator, SweepError
 from admlops_ros.ros.conversions import detections_to_msg, import_messages, stats_to_msg
 from admlops_ros.ros.diagnostics import LEVEL_NAMES, DiagnosticsState, to_diagnostic_array
 from admlops_ros.ros.markers import detections_to_markers
@@ -23,6 +24,7 @@ from admlops_ros.ros.master_watch import (EXIT_MASTER_LOST, MASTER_OK, MASTER_WA
                                           MasterClient, MasterVerdict, MasterWatch,
                                           MasterWatchdog)
 from admlops_ros.ros.params import NodeParams, validate_params
+from admlops_ros.ros.poses import PoseError
 
 LOG = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ BUFF_SIZE = 2 ** 24
 EXIT_BAD_PARAMS = 2
 EXIT_ENGINE = 3
 ZERO_FILLABLE = ("intensity",)
+#: ``poses(frame_id, stamp) -> SensorPose`` (raises PoseError): ros/poses.TfPoses or a fake.
+PoseSource = Callable[[str, Any], SensorPose]
 
 
 class CloudError(PointCloudError):
@@ -60,18 +64,29 @@ class FrameResult:
 
 
 class FrameProcessor:
-    """ROS-master-free work per cloud: check, convert, detect, build the output messages."""
+    """ROS-master-free work per cloud: check, convert, accumulate sweeps, detect, build messages.
 
-    def __init__(self, detector: Any, params: NodeParams, msgs: Any = None) -> None:
+    The model's "time" point feature is never read from the cloud: it is the multi-sweep time
+    lag (0 for the newest cloud, and for every point with ``sweeps`` 1).
+    """
+
+    def __init__(self, detector: Any, params: NodeParams, msgs: Any = None,
+                 poses: Optional[PoseSource] = None) -> None:
         """Args:
             detector: a LidarDetector (``point_features``, ``detect(points)``).
             params: validated node parameters.
             msgs: the generated admlops_ros.msg module (default: imported from the devel space).
+            poses: with ``params.sweeps`` > 1, the pose of each cloud in the fixed frame
+                (looked up once per cloud, when it arrives).
         """
         self.detector = detector
         self.params = params
         self.msgs = msgs or import_messages()
         self.fields = tuple(detector.point_features)
+        self.generated = (TIME_FEATURE,) if TIME_FEATURE in self.fields else ()
+        self.poses = poses
+        self.sweeps = (SweepAccumulator.for_features(params.sweeps, self.fields)
+                       if params.sweeps > 1 else None)
 
     def check(self, cloud: Any) -> None:
         """Reject clouds the detector must not see.
@@ -94,7 +109,8 @@ class FrameProcessor:
         """
         t0 = time.perf_counter()
         self.check(cloud)
-        conv = convert_pointcloud2(cloud, fields=self.fields, missing="zeros")
+        conv = convert_pointcloud2(cloud, fields=self.fields, missing="zeros",
+                                   generated=self.generated)
         if conv.zero_filled:
             present = ", ".join(f.name for f in cloud.fields) or "none"
             unfillable = [name for name in conv.zero_filled if name not in ZERO_FILLABLE]
@@ -106,26 +122,60 @@ class FrameProcessor:
                                  f"{present}); publish it, or fill it with zeros: "
                                  "~intensity_mode:=zeros")
         t1 = time.perf_counter()
-        warning = ""
+        warnings = []
         if conv.num_input and not len(conv.points):
-            warning = (f"all {conv.num_input} points are NaN/inf in {list(self.fields)}; "
-                       "published no objects; check the driver's output")
-        detections = self.detector.detect(conv.points)
+            warnings.append(f"all {conv.num_input} points are NaN/inf in {list(self.fields)}; "
+                            "published no objects; check the driver's output")
+        points, num_sweeps = conv.points, 1
+        if self.sweeps is not None:
+            points, num_sweeps, problem = self._accumulate(cloud, points)
+            if problem:
+                warnings.append(problem)
+        t2 = time.perf_counter()
+        detections = self.detector.detect(points)
         objects = detections_to_msg(detections, cloud.header, self.msgs)
         markers = detections_to_markers(detections, cloud.header) if want_markers else None
         timings = detections.timings_ms
         voxels = getattr(self.detector, "last_voxels", None)
         stats = {
             "conversion_ms": (t1 - t0) * 1e3,
+            "sweeps_ms": (t2 - t1) * 1e3 if self.sweeps is not None else float("nan"),
             "preprocess_ms": timings.get("preprocess", float("nan")),
             "inference_ms": timings.get("inference", float("nan")),
             "postprocess_ms": timings.get("postprocess", float("nan")),
             "detect_ms": timings.get("total", float("nan")),
-            "num_points": len(conv.points),
+            "num_points": len(points),
+            "num_sweeps": num_sweeps,
             "num_voxels": len(voxels.num_points) if voxels is not None else 0,
             "num_detections": len(detections),
         }
-        return FrameResult(objects, markers, stats, detections, warning)
+        return FrameResult(objects, markers, stats, detections, "; ".join(warnings))
+
+    def _accumulate(self, cloud: Any, points: Any):
+        """(points of the last sweeps in this cloud's frame, sweeps used, problem or "")."""
+        header = cloud.header
+        frame_id = str(header.frame_id)
+        pose, problems = None, []
+        if self.poses is None:
+            problems.append("no pose source")
+        else:
+            try:
+                pose = self.poses(frame_id, header.stamp)
+                pose.matrix()  # a non-finite pose is a missing one, named in the warning
+            except (PoseError, SweepError) as exc:
+                pose = None
+                problems.append(str(exc))
+        acc = self.sweeps.add(points, header.stamp.to_sec(), pose, frame_id)
+        if acc.reset:
+            problems.append(f"sweeps reset: {acc.reset}")
+        lost = [s for s in acc.skipped if s.reason == "no pose"]
+        if lost:
+            where = ", ".join(f"{s.frame_id or '?'} at {s.stamp_s:.3f}" for s in lost)
+            problems.append(f"sweeps: {len(lost)} past clouds without a pose in "
+                            f"{self.params.sweeps_fixed_frame!r} left out ({where})")
+        if problems:
+            problems.append(f"detected on {acc.num_sweeps} of {self.params.sweeps} sweeps")
+        return acc.points, acc.num_sweeps, "; ".join(problems)
 
 
 def _release(exc: BaseException) -> str:
@@ -159,7 +209,16 @@ class LidarDetectionNode:
 
         self.rospy = rospy
         self.params = params
-        self.processor = FrameProcessor(detector, params)
+        poses = None
+        if params.sweeps > 1:
+            from admlops_ros.ros.poses import TfPoses  # noqa: WPS433 (tf2 only with sweeps)
+
+            poses = TfPoses(params.sweeps_fixed_frame)
+            time_note = ("time lag in its 'time' feature" if TIME_FEATURE in
+                         tuple(detector.point_features) else "no 'time' feature in this model")
+            rospy.loginfo(f"multi-sweep input: {params.sweeps} clouds per detection, poses from "
+                          f"tf in {params.sweeps_fixed_frame!r}, {time_note}")
+        self.processor = FrameProcessor(detector, params, poses=poses)
         self.diag = DiagnosticsState(params.max_processing_ms, params.error_after_failures)
         self.summary = dict(summary or {})
         self._diag_lock = threading.Lock()
@@ -323,6 +382,8 @@ def _summary(detector: Any, params: NodeParams) -> Dict[str, str]:
     except Exception:  # a detector without bundle/backend attributes
         info = {}
     info.setdefault("bundle", str(params.engine))
+    if params.sweeps > 1:
+        info["sweeps"] = f"{params.sweeps} (poses in {params.sweeps_fixed_frame})"
     return {k: str(v) for k, v in info.items()}
 
 

@@ -45,6 +45,12 @@ class NodeParams:
         tensorrt_cache_dir: TensorRT plan cache directory; "" for <engine>/tensorrt.
         master_check_period_s: how often (wall-clock s) the node asks the ROS master whether it
             still knows it; a restarted master makes the node exit (code 4); 0 disables.
+        sweeps: clouds merged per detection, the newest included (1 = off); past clouds are
+            moved into the newest cloud's frame with tf and get the time lag in the model's
+            "time" point feature (mmdet3d's ``sweeps_num`` + 1, e.g. 11 for its nuScenes
+            PointPillars, 10 for CenterPoint).
+        sweeps_fixed_frame: the frame in which each cloud's sensor pose is looked up with tf
+            (ego-motion compensation), e.g. odom.
     """
 
     engine: Path
@@ -66,6 +72,8 @@ class NodeParams:
     tensorrt_build_only: bool = False
     tensorrt_cache_dir: str = ""
     master_check_period_s: float = 2.0
+    sweeps: int = 1
+    sweeps_fixed_frame: str = "odom"
 
 
 def load_defaults(path: Optional[Path] = None) -> Dict[str, Any]:
@@ -204,5 +212,7 @@ def validate_params(values: Mapping[str, Any], defaults: Optional[Mapping[str, A
         tensorrt_build_only=bool(merged["tensorrt_build_only"]),
         tensorrt_cache_dir=str(merged["tensorrt_cache_dir"]),
         master_check_period_s=float(merged["master_check_period_s"]),
+        sweeps=int(merged["sweeps"]),
+        sweeps_fixed_frame=str(merged["sweeps_fixed_frame"]),
     )
 

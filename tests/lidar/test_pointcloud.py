@@ -332,3 +332,16 @@ def test_zero_points_with_data_is_a_header_error():
         pointcloud2_to_array(msg)
     msg.data = b""
     assert pointcloud2_to_array(msg).shape == (0, 4)
+
+
+def test_generated_fields_are_zero_never_read_and_not_reported():
+    pts = np.array([[1, 2, 3, 4, 0.07], [5, 6, 7, 8, np.nan]], np.float32)
+    msg = array_to_pointcloud2(pts, fields=("x", "y", "z", "intensity", "time"))
+    # a driver's per-point "time" (here NaN in one row) is not the multi-sweep lag
+    conv = convert_pointcloud2(msg, ("x", "y", "z", "intensity", "time"), generated=("time",))
+    np.testing.assert_array_equal(conv.points, [[1, 2, 3, 4, 0], [5, 6, 7, 8, 0]])
+    assert conv.zero_filled == () and conv.num_dropped == 0
+    no_time = array_to_pointcloud2(pts[:, :4])
+    conv = convert_pointcloud2(no_time, ("x", "y", "z", "intensity", "time"), missing="error",
+                               generated=("time",))
+    assert conv.points.shape == (2, 5) and not conv.points[:, 4].any()

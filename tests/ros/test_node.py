@@ -93,3 +93,90 @@ def test_nan_only_and_empty_publish_empty_arrays():
 def test_detector_failure_propagates():
     with pytest.raises(RuntimeError, match="engine exploded"):
         processor(FakeDetector(fail=True)).process(cloud(np.ones((3, 4))))
+
+
+class TimeDetector(FakeDetector):
+    """A model with a time-lag feature; keeps a copy of each input (the sweep buffer is reused)."""
+
+    point_features = ("x", "y", "z", "intensity", "time")
+
+    def detect(self, points):
+        det = super().detect(points)
+        self.calls[-1] = np.array(points, copy=True)
+        return det
+
+
+def fake_poses(table):
+    """poses(frame_id, stamp) from {(frame_id, stamp_s): (x, y)}; missing -> PoseError."""
+    from admlops_ros.lidar.sweeps import SensorPose
+    from admlops_ros.ros.poses import PoseError
+
+    def poses(frame_id, stamp):
+        key = (frame_id, round(stamp.to_sec(), 3))
+        if key not in table:
+            raise PoseError(f"no tf 'odom' <- {frame_id!r} at {stamp.to_sec():.3f}")
+        x, y = table[key]
+        return SensorPose((x, y, 0.0))
+    return poses
+
+
+def sweep_processor(table, sweeps=3, detector=None):
+    msgs = messages_or_skip()
+    params = validate_params({"sweeps": sweeps}, check_engine=False)
+    return FrameProcessor(detector or TimeDetector(), params, msgs, poses=fake_poses(table))
+
+
+def test_time_feature_is_zero_with_one_sweep_even_if_the_driver_publishes_time():
+    det = TimeDetector()
+    msg = cloud(np.array([[5, 0, 0, 1, 0.3]]), fields=("x", "y", "z", "intensity", "time"))
+    result = processor(det).process(msg)
+    assert det.calls[0].tolist() == [[5, 0, 0, 1, 0]] and result.stats["num_sweeps"] == 1
+    processor(det).process(cloud(np.array([[5, 0, 0, 1]])))  # no time field: filled, not refused
+    assert det.calls[1].tolist() == [[5, 0, 0, 1, 0]]
+
+
+def test_sweeps_are_moved_by_ego_motion_and_get_the_time_lag():
+    table = {("velodyne", 1.0): (0.0, 0.0), ("velodyne", 1.1): (1.0, 0.0), ("velodyne", 1.2): (2.5, 0.0)}
+    proc = sweep_processor(table)
+    for stamp, k in ((1.0, 1), (1.1, 2), (1.2, 3)):
+        result = proc.process(cloud(np.array([[10.0, 3.0, 0.0, k]]), stamp=stamp))
+    det = proc.detector
+    np.testing.assert_allclose(det.calls[-1], [[10, 3, 0, 3, 0], [8.5, 3, 0, 2, 0.1],
+                                               [7.5, 3, 0, 1, 0.2]], atol=1e-5)
+    assert result.stats["num_sweeps"] == 3 and result.stats["num_points"] == 3
+    assert result.warning == "" and result.stats["sweeps_ms"] >= 0
+
+
+def test_missing_tf_is_a_warning_naming_frames_and_the_frame_is_still_detected():
+    table = {("velodyne", 1.0): (0.0, 0.0), ("velodyne", 1.2): (2.0, 0.0)}
+    proc = sweep_processor(table)
+    proc.process(cloud(np.array([[10.0, 3.0, 0.0, 1]]), stamp=1.0))
+    result = proc.process(cloud(np.array([[10.0, 3.0, 0.0, 2]]), stamp=1.1))
+    assert "no tf 'odom' <- 'velodyne' at 1.100" in result.warning
+    assert "detected on 1 of 3 sweeps" in result.warning and result.objects is not None
+    result = proc.process(cloud(np.array([[10.0, 3.0, 0.0, 3]]), stamp=1.2))
+    assert "1 past clouds without a pose in 'odom' left out (velodyne at 1.100)" in \
+        result.warning
+    assert result.stats["num_sweeps"] == 2
+    np.testing.assert_allclose(proc.detector.calls[-1][:, [0, 3, 4]],
+                               [[10, 3, 0], [8, 1, 0.2]], atol=1e-5)
+
+
+def test_bag_loop_resets_the_sweeps_with_a_warning():
+    table = {("velodyne", 5.0): (0.0, 0.0), ("velodyne", 5.1): (0.0, 0.0), ("velodyne", 1.0): (0.0, 0.0)}
+    proc = sweep_processor(table)
+    proc.process(cloud(np.array([[10.0, 3.0, 0.0, 1]]), stamp=5.0))
+    proc.process(cloud(np.array([[10.0, 3.0, 0.0, 1]]), stamp=5.1))
+    result = proc.process(cloud(np.array([[10.0, 3.0, 0.0, 1]]), stamp=1.0))
+    assert "sweeps reset: cloud stamp 1.000000 is older than the previous 5.100000" in \
+        result.warning
+    assert result.stats["num_sweeps"] == 1
+
+
+def test_sweeps_with_a_model_without_time_feature_merge_clouds():
+    table = {("velodyne", 1.0): (0.0, 0.0), ("velodyne", 1.1): (1.0, 0.0)}
+    det = FakeDetector()
+    proc = sweep_processor(table, sweeps=2, detector=det)
+    proc.process(cloud(np.array([[10.0, 3.0, 0.0, 1]]), stamp=1.0))
+    result = proc.process(cloud(np.array([[10.0, 3.0, 0.0, 2]]), stamp=1.1))
+    assert result.stats["num_points"] == 2 and det.calls[-1].shape == (2, 4)

@@ -72,3 +72,23 @@ def test_engine_path_resolution(tmp_path):
     (tmp_path / "engines" / "mine").mkdir(parents=True)
     (tmp_path / "engines" / "mine" / "spec.yaml").write_text("x: 1\n")
     assert resolve_engine("engines/mine", root=tmp_path) == (tmp_path / "engines" / "mine").resolve()
+
+
+def test_sweeps_default_off_and_overrides():
+    p = validate_params({}, check_engine=False)
+    assert p.sweeps == 1 and p.sweeps_fixed_frame == "odom"
+    p = validate_params({"sweeps": 10, "sweeps_fixed_frame": "map"}, check_engine=False)
+    assert p.sweeps == 10 and p.sweeps_fixed_frame == "map"
+
+
+@pytest.mark.parametrize("name, value, expect", [
+    ("sweeps", 0, "integer in [1, 64]"),
+    ("sweeps", 2.5, "not of type 'integer'"),
+    ("sweeps", 65, "integer in [1, 64]"),
+    ("sweeps_fixed_frame", "", "ROS name"),
+    ("sweeps_fixed_frame", "my frame", "ROS name"),
+])
+def test_bad_sweep_parameters_are_named(name, value, expect):
+    with pytest.raises(ParamError) as err:
+        validate_params({name: value}, check_engine=False)
+    assert f"~{name} = {value!r}" in str(err.value) and expect in str(err.value)
