@@ -11,12 +11,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.lidar.pointcloud import PointCloudError, convert_pointcloud2
-from admlops_ros.lidar.sweeps import TIME_FEATURE, SensorPose, SweepAccumulator, SweepError
+from admlops_ros.lidar.sweeps import (REMOVE_CLOSE_M, TIME_FEATURE, SensorPose, SweepAccumulator,
+                                      SweepError)
 from admlops_ros.ros.conversions import detections_to_msg, import_messages, stats_to_msg
 from admlops_ros.ros.diagnostics import LEVEL_NAMES, DiagnosticsState, to_diagnostic_array
 from admlops_ros.ros.markers import detections_to_markers
@@ -63,6 +64,18 @@ class FrameResult:
     warning: str = ""
 
 
+def model_sweeps(detector: Any, params: NodeParams) -> Tuple[int, bool]:
+    """(clouds per detection, remove-close on past sweeps) from ~sweeps and the model's spec.
+
+    ``~sweeps`` 0 takes the spec's ``input.sweeps`` (1 for a detector without a bundle spec);
+    remove-close always follows the spec's ``input.sweeps_remove_close``.
+    """
+    spec_input = getattr(getattr(getattr(detector, "bundle", None), "spec", None), "input", None)
+    spec_sweeps = int(getattr(spec_input, "sweeps", 1))
+    remove_close = bool(getattr(spec_input, "sweeps_remove_close", False))
+    return (params.sweeps or spec_sweeps), remove_close
+
+
 class FrameProcessor:
     """ROS-master-free work per cloud: check, convert, accumulate sweeps, detect, build messages.
 
@@ -76,8 +89,8 @@ class FrameProcessor:
             detector: a LidarDetector (``point_features``, ``detect(points)``).
             params: validated node parameters.
             msgs: the generated admlops_ros.msg module (default: imported from the devel space).
-            poses: with ``params.sweeps`` > 1, the pose of each cloud in the fixed frame
-                (looked up once per cloud, when it arrives).
+            poses: with multi-sweep input (:func:`model_sweeps` > 1), the pose of each cloud
+                in the fixed frame (looked up once per cloud, when it arrives).
         """
         self.detector = detector
         self.params = params
@@ -85,8 +98,10 @@ class FrameProcessor:
         self.fields = tuple(detector.point_features)
         self.generated = (TIME_FEATURE,) if TIME_FEATURE in self.fields else ()
         self.poses = poses
-        self.sweeps = (SweepAccumulator.for_features(params.sweeps, self.fields)
-                       if params.sweeps > 1 else None)
+        self.num_sweeps, remove_close = model_sweeps(detector, params)
+        self.sweeps = (SweepAccumulator.for_features(self.num_sweeps, self.fields,
+                                                     REMOVE_CLOSE_M if remove_close else 0.0)
+                       if self.num_sweeps > 1 else None)
 
     def check(self, cloud: Any) -> None:
         """Reject clouds the detector must not see.
@@ -174,7 +189,7 @@ class FrameProcessor:
             problems.append(f"sweeps: {len(lost)} past clouds without a pose in "
                             f"{self.params.sweeps_fixed_frame!r} left out ({where})")
         if problems:
-            problems.append(f"detected on {acc.num_sweeps} of {self.params.sweeps} sweeps")
+            problems.append(f"detected on {acc.num_sweeps} of {self.num_sweeps} sweeps")
         return acc.points, acc.num_sweeps, "; ".join(problems)
 
 
@@ -210,14 +225,17 @@ class LidarDetectionNode:
         self.rospy = rospy
         self.params = params
         poses = None
-        if params.sweeps > 1:
+        sweeps, remove_close = model_sweeps(detector, params)
+        if sweeps > 1:
             from admlops_ros.ros.poses import TfPoses  # noqa: WPS433 (tf2 only with sweeps)
 
             poses = TfPoses(params.sweeps_fixed_frame)
             time_note = ("time lag in its 'time' feature" if TIME_FEATURE in
                          tuple(detector.point_features) else "no 'time' feature in this model")
-            rospy.loginfo(f"multi-sweep input: {params.sweeps} clouds per detection, poses from "
-                          f"tf in {params.sweeps_fixed_frame!r}, {time_note}")
+            rospy.loginfo(f"multi-sweep input: {sweeps} clouds per detection "
+                          f"({'~sweeps' if params.sweeps else 'spec input.sweeps'}), poses from "
+                          f"tf in {params.sweeps_fixed_frame!r}, {time_note}, remove-close "
+                          f"{'on' if remove_close else 'off'}")
         self.processor = FrameProcessor(detector, params, poses=poses)
         self.diag = DiagnosticsState(params.max_processing_ms, params.error_after_failures)
         self.summary = dict(summary or {})
@@ -382,8 +400,9 @@ def _summary(detector: Any, params: NodeParams) -> Dict[str, str]:
     except Exception:  # a detector without bundle/backend attributes
         info = {}
     info.setdefault("bundle", str(params.engine))
-    if params.sweeps > 1:
-        info["sweeps"] = f"{params.sweeps} (poses in {params.sweeps_fixed_frame})"
+    sweeps = model_sweeps(detector, params)[0]
+    if sweeps > 1:
+        info["sweeps"] = f"{sweeps} (poses in {params.sweeps_fixed_frame})"
     return {k: str(v) for k, v in info.items()}
 
 

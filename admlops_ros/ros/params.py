@@ -45,10 +45,11 @@ class NodeParams:
         tensorrt_cache_dir: TensorRT plan cache directory; "" for <engine>/tensorrt.
         master_check_period_s: how often (wall-clock s) the node asks the ROS master whether it
             still knows it; a restarted master makes the node exit (code 4); 0 disables.
-        sweeps: clouds merged per detection, the newest included (1 = off); past clouds are
-            moved into the newest cloud's frame with tf and get the time lag in the model's
-            "time" point feature (mmdet3d's ``sweeps_num`` + 1, e.g. 11 for its nuScenes
-            PointPillars, 10 for CenterPoint).
+        sweeps: clouds merged per detection, the newest included; 0 = the engine spec's
+            ``input.sweeps`` (mmdet3d's ``sweeps_num`` + 1: 11 for its nuScenes PointPillars,
+            10 for CenterPoint; 1 for single-cloud models), 1 = off, N > 1 overrides the spec.
+            Past clouds are moved into the newest cloud's frame with tf and their time lag
+            fills the model's "time" point feature.
         sweeps_fixed_frame: the frame in which each cloud's sensor pose is looked up with tf
             (ego-motion compensation), e.g. odom.
     """
@@ -72,7 +73,7 @@ class NodeParams:
     tensorrt_build_only: bool = False
     tensorrt_cache_dir: str = ""
     master_check_period_s: float = 2.0
-    sweeps: int = 1
+    sweeps: int = 0
     sweeps_fixed_frame: str = "odom"
 
 

@@ -180,3 +180,20 @@ def test_sweeps_with_a_model_without_time_feature_merge_clouds():
     proc.process(cloud(np.array([[10.0, 3.0, 0.0, 1]]), stamp=1.0))
     result = proc.process(cloud(np.array([[10.0, 3.0, 0.0, 2]]), stamp=1.1))
     assert result.stats["num_points"] == 2 and det.calls[-1].shape == (2, 4)
+
+
+def test_sweep_count_from_the_spec_unless_the_parameter_overrides_it():
+    from types import SimpleNamespace
+
+    from admlops_ros.ros.node import model_sweeps
+
+    det = TimeDetector()
+    det.bundle = SimpleNamespace(spec=SimpleNamespace(input=SimpleNamespace(
+        sweeps=10, sweeps_remove_close=True)))
+    assert model_sweeps(det, validate_params({}, check_engine=False)) == (10, True)
+    assert model_sweeps(det, validate_params({"sweeps": 1}, check_engine=False)) == (1, True)
+    assert model_sweeps(det, validate_params({"sweeps": 3}, check_engine=False)) == (3, True)
+    assert model_sweeps(FakeDetector(), validate_params({}, check_engine=False)) == (1, False)
+    proc = sweep_processor({}, sweeps=0, detector=det)
+    assert proc.sweeps is not None and proc.sweeps.num_sweeps == 10
+    assert proc.sweeps.remove_close_m == 1.0

@@ -76,15 +76,15 @@ def test_engine_path_resolution(tmp_path):
 
 def test_sweeps_default_off_and_overrides():
     p = validate_params({}, check_engine=False)
-    assert p.sweeps == 1 and p.sweeps_fixed_frame == "odom"
+    assert p.sweeps == 0 and p.sweeps_fixed_frame == "odom"  # 0: the spec's input.sweeps
     p = validate_params({"sweeps": 10, "sweeps_fixed_frame": "map"}, check_engine=False)
     assert p.sweeps == 10 and p.sweeps_fixed_frame == "map"
 
 
 @pytest.mark.parametrize("name, value, expect", [
-    ("sweeps", 0, "integer in [1, 64]"),
+    ("sweeps", -1, "integer in [0, 100]"),
     ("sweeps", 2.5, "not of type 'integer'"),
-    ("sweeps", 65, "integer in [1, 64]"),
+    ("sweeps", 101, "integer in [0, 100]"),
     ("sweeps_fixed_frame", "", "ROS name"),
     ("sweeps_fixed_frame", "my frame", "ROS name"),
 ])
