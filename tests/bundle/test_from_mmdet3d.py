@@ -1,6 +1,8 @@
 """mmdet3d 1.x config -> spec: the KITTI 3-class PointPillars numbers and mmengine merge rules."""
 from __future__ import annotations
 
+import logging
+
 import math
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from admlops_ros.bundle import cli as bundle_cli
 from admlops_ros.bundle.from_mmdet3d import (head_feature_map_size, spec_from_config_dict,
                                              spec_from_mmdet3d_config)
 from admlops_ros.bundle.mmdet3d_config import Mmdet3dConfigError, load_config
+from admlops_ros.bundle.spec import ModelSpec
 from tests.paths import FIXTURES
 
 CONFIGS = FIXTURES / "mmdet3d_configs" / "configs"
@@ -144,31 +147,130 @@ def test_kitti_car_config_one_class_one_range():
 
 
 def test_mvx_pts_keys_are_read():
-    """MVXFasterRCNN: voxel layer in data_preprocessor, pts_* parts, test_cfg.pts. The
-    nuScenes SECFPN model needs velocity decoding; without its custom values it converts."""
-    cfg = load_config(PP / "pointpillars_hv_secfpn_sbn-all_8xb4-2x_nus-3d.py")
-    assert cfg["model"]["type"] == "MVXFasterRCNN"
-    with pytest.raises(Mmdet3dConfigError, match="custom_values .*code_size 9"):
-        spec_from_config_dict(cfg, "nus")
-    head = cfg["model"]["pts_bbox_head"]
-    del head["anchor_generator"]["custom_values"]
-    head["bbox_coder"]["code_size"] = 7
-    spec = spec_from_config_dict(cfg, "nus")
+    """MVXFasterRCNN: voxel layer in data_preprocessor, pts_* parts, test_cfg.pts; seven
+    anchor ranges and sizes for ten classes, velocity as two custom values."""
+    spec = spec_from_mmdet3d_config(PP / "pointpillars_hv_secfpn_sbn-all_8xb4-2x_nus-3d.py")
     assert len(spec.class_names) == 10 and spec.class_names[0] == "car"
     assert len(spec.anchors.sizes) == len(spec.anchors.ranges) == 7  # not one per class
-    assert spec.head_channels == (140, 98, 28)
+    assert spec.anchors.custom_values == (0.0, 0.0) and spec.box_coder.code_size == 9
+    assert spec.head_channels == (140, 126, 28)
     assert spec.voxelization.canvas_shape == (400, 400)
     assert spec.anchors.feature_map_size == (200, 200)
     t = spec.test_cfg
     assert (t.nms_pre, t.nms_thr, t.score_thr, t.max_num) == (1000, 0.2, 0.05, 500)
+    # LoadPointsFromMultiSweeps keeps use_dim [0, 1, 2, 4]: x, y, z and the time lag
+    assert spec.input.point_features == ("x", "y", "z", "time")
+    assert (spec.input.sweeps, spec.input.sweeps_remove_close) == (11, False)
+
+
+CP = CONFIGS / "centerpoint"
+NUS_TASKS = (("car",), ("truck", "construction_vehicle"), ("bus", "trailer"), ("barrier",),
+             ("motorcycle", "bicycle"), ("pedestrian", "traffic_cone"))
+
+
+@pytest.mark.parametrize("config,family,features,maps,channels", [
+    (PP / "pointpillars_hv_fpn_sbn-all_8xb4-2x_nus-3d.py", "pointpillars", "xyzt",
+     ((200, 200), (100, 100), (50, 50)), (80, 72, 16)),
+    (PP / "pointpillars_hv_fpn_sbn-all_8xb2-2x_lyft-3d.py", "pointpillars", "xyzt",
+     ((320, 320), (160, 160), (80, 80)), (72, 56, 16)),
+    (PP / "pointpillars_hv_secfpn_sbn-all_16xb2-2x_waymoD5-3d-3class.py", "pointpillars",
+     "xyzie", ((468, 468),), (18, 42, 12)),
+    (CP / "centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py", "centerpoint",
+     "xyzit", ((128, 128),), (10, 48, 12)),
+    (CP / "centerpoint_pillar02_second_secfpn_head-circlenms_8xb4-cyclic-20e_nus-3d.py",
+     "centerpoint", "xyzit", ((128, 128),), (10, 48, 12)),
+    (CP / "centerpoint_voxel01_second_secfpn_8xb4-cyclic-20e_nus-3d.py", "centerpoint",
+     "xyzit", ((128, 128),), (10, 48, 12)),
+    (CP / "centerpoint_voxel0075_second_secfpn_head-circlenms_8xb4-cyclic-20e_nus-3d.py",
+     "centerpoint", "xyzit", ((180, 180),), (10, 48, 12)),
+])
+def test_every_supported_family_converts(tmp_path, config, family, features, maps, channels):
+    """Each mmdeploy-converted config form gives a spec that round-trips through spec.yaml
+    and the JSON schema, with the head maps and channels its engine has."""
+    import jsonschema
+
+    from admlops_ros.bundle.json_schema import spec_json_schema
+    letters = {"x": "x", "y": "y", "z": "z", "i": "intensity", "t": "time",
+               "e": "elongation"}
+    spec = spec_from_mmdet3d_config(config)
+    assert spec.family == family
+    assert spec.input.point_features == tuple(letters[c] for c in features)
+    assert spec.head_feature_map_sizes == maps and spec.head_channels == channels
+    data = spec.to_dict()
+    jsonschema.validate(data, spec_json_schema())
+    assert ModelSpec.from_dict(yaml.safe_load(yaml.safe_dump(data))) == spec
+    if family == "centerpoint":
+        assert spec.center_head.tasks == NUS_TASKS
+        assert spec.test_cfg.nms_type == ("circle" if "circlenms" in config.name else "rotate")
+        assert spec.test_cfg.min_radius == (4.0, 12.0, 10.0, 1.0, 0.85, 0.175)
+        assert (spec.input.sweeps, spec.input.sweeps_remove_close) == (10, True)
+        assert spec.box_coder.code_size == 9 and spec.center_head.max_num == 500
+
+
+def test_centerpoint_numbers_and_consistency_checks():
+    spec = spec_from_mmdet3d_config(
+        CP / "centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py")
+    head, t = spec.center_head, spec.test_cfg
+    assert (head.out_size_factor, head.score_threshold, head.norm_bbox) == (4, 0.1, True)
+    assert head.post_center_range == (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0)
+    assert (t.pre_max_size, t.post_max_size, t.nms_thr, t.score_threshold) == \
+        (1000, 83, (0.2,), 0.1)
+    assert spec.voxelization.canvas_shape == (512, 512) and spec.format_version == 3
+    cfg = load_config(CP / "centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py")
+    cfg["model"]["pts_bbox_head"]["bbox_coder"]["pc_range"] = [-50.0, -50.0]
+    with pytest.raises(Mmdet3dConfigError, match=r"bbox_coder.pc_range \[-50.0, -50.0\] != the "
+                                                 r"voxel layer's point_cloud_range\[:2\]"):
+        spec_from_config_dict(cfg, "cp")
+    cfg = load_config(CP / "centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py")
+    cfg["model"]["pts_bbox_head"]["bbox_coder"]["out_size_factor"] = 2
+    with pytest.raises(Mmdet3dConfigError, match="test_cfg.out_size_factor 4 != bbox_coder"):
+        spec_from_config_dict(cfg, "cp")
+    cfg = load_config(CP / "centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py")
+    del cfg["model"]["pts_bbox_head"]["common_heads"]["vel"]
+    with pytest.raises(Mmdet3dConfigError, match="code_size 9 but common_heads lacks vel"):
+        spec_from_config_dict(cfg, "cp")
+    cfg["model"]["pts_bbox_head"]["bbox_coder"]["code_size"] = 7
+    assert spec_from_config_dict(cfg, "cp").head_channels == (10, 36, 12)
+
+
+def test_sparse_centerpoint_is_written_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        spec = spec_from_mmdet3d_config(
+            CP / "centerpoint_voxel0075_second_secfpn_8xb4-cyclic-20e_nus-3d.py")
+    assert "spconv" in caplog.text and "TensorRT plugin" in caplog.text
+    assert spec.voxelization.grid_size == (1440, 1440, 40)
+    cfg = load_config(CP / "centerpoint_voxel0075_second_secfpn_8xb4-cyclic-20e_nus-3d.py")
+    cfg["model"]["pts_middle_encoder"]["sparse_shape"] = [41, 1024, 1024]
+    with pytest.raises(Mmdet3dConfigError, match=r"sparse_shape \[41, 1024, 1024\]"):
+        spec_from_config_dict(cfg, "cp")
+
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda m: m["pts_bbox_head"].update(type="ShapeAwareHead"), "ShapeAwareHead (SSN"),
+    (lambda m: m["pts_bbox_head"]["anchor_generator"].update(scales=[1, 2]),
+     "scales [1, 2] (2 levels) but the neck gives 3"),
+    (lambda m: m["pts_bbox_head"]["bbox_coder"].update(code_size=7),
+     "code_size 7 != 7 + 2 anchor_generator.custom_values"),
+    (lambda m: m.update(pts_middle_encoder={"type": "SparseEncoder"}),
+     "SparseEncoder (sparse convolutions need spconv ops"),
+    (lambda m: m["pts_voxel_encoder"].update(type="DynamicVFE"), "DynamicVFE (supported"),
+    (lambda m: m["pts_neck"].update(add_extra_convs="on_output"), "add_extra_convs"),
+])
+def test_pointpillars_outside_the_families_end_in_one_line(change, needle):
+    cfg = load_config(PP / "pointpillars_hv_fpn_sbn-all_8xb4-2x_nus-3d.py")
+    change(cfg["model"])
+    with pytest.raises(Mmdet3dConfigError) as err:
+        spec_from_config_dict(cfg, "nus")
+    assert needle in str(err.value) and "\n" not in str(err.value)
 
 
 def test_unsupported_parts_are_listed_together():
-    cfg = load_config(PP / "pointpillars_hv_fpn_sbn-all_8xb4-2x_nus-3d.py")
+    cfg = load_config(CP / "centerpoint_voxel0075_second_secfpn_head-dcn_8xb4-cyclic-20e_nus-3d.py")
+    cfg["model"]["test_cfg"]["pts"]["max_pool_nms"] = True
     with pytest.raises(Mmdet3dConfigError) as err:
-        spec_from_config_dict(cfg, "nus")
+        spec_from_config_dict(cfg, "cp")
     msg = str(err.value)
-    for part in ("pts_neck mmdet.FPN", "scales [1, 2, 4]", "custom_values", "code_size 9"):
+    for part in ("dcn) need a TensorRT plugin", "DCNSeparateHead", "max_pool_nms"):
         assert part in msg
     cfg = load_config(KITTI_3CLASS)
     cfg["model"]["middle_encoder"] = {"type": "SparseEncoder"}
