@@ -1,4 +1,5 @@
-"""BEV non-maximum suppression with mmcv / mmdet3d semantics (rotated, axis-aligned, multi-class).
+"""BEV non-maximum suppression with mmcv / mmdet3d semantics (rotated, axis-aligned, multi-class,
+and CenterPoint's centre-distance ``circle_nms``).
 
 Order on score ties: boxes are visited by score descending with ties in input order (a stable
 sort, as ``torch.sort(stable=True)``); torch's default unstable sort may order exact ties
@@ -22,7 +23,8 @@ from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.geometry import (MIN_AREA, _nb_pair_intersection, _njit, bev_aabb,
                                         rotated_intersection_bev_aligned, use_numba)
 
-__all__ = ["NMSError", "rotated_nms", "aligned_nms", "multiclass_nms", "score_order"]
+__all__ = ["NMSError", "rotated_nms", "aligned_nms", "multiclass_nms", "circle_nms",
+           "score_order"]
 
 
 class NMSError(AdmlopsError, ValueError):
@@ -264,3 +266,71 @@ def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_thr: float, nms_
         inds, out_scores, labels = inds[cut], out_scores[cut], labels[cut]
     out_dir = None if dir_labels is None else dir_labels[inds]
     return b[inds], out_scores, labels, out_dir
+
+
+@_njit
+def _nb_circle_nms_sorted(x, y, thr):
+    """Greedy centre-distance NMS on score-sorted float32 centres; kept positions (numba)."""
+    n = x.shape[0]
+    suppressed = np.zeros(n, dtype=np.bool_)
+    keep = np.empty(n, dtype=np.int64)
+    nk = 0
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        keep[nk] = i
+        nk += 1
+        for j in range(i + 1, n):
+            if not suppressed[j]:
+                dx = x[i] - x[j]
+                dy = y[i] - y[j]
+                if dx * dx + dy * dy <= thr:
+                    suppressed[j] = True
+    return keep[:nk]
+
+
+def circle_nms(centres: np.ndarray, scores: np.ndarray, min_radius: float,
+               post_max_size: Optional[int] = None, backend: str = "auto") -> np.ndarray:
+    """CenterPoint's circle NMS (mmdet3d ``models.layers.circle_nms``).
+
+    Visits centres by score descending and suppresses every later centre whose SQUARED BEV
+    distance to a kept one is ``<= min_radius`` (mmdet3d compares the squared distance with
+    the configured ``min_radius`` itself, so ``min_radius`` is in m^2). The distance is
+    computed in float32 like mmdet3d's numba kernel on its float32 detections.
+
+    Args:
+        centres: [N, 2] (x, y) box centres, LiDAR frame, metres.
+        scores: [N] scores.
+        min_radius: squared suppression distance, m^2.
+        post_max_size: return at most this many indices (mmdet3d's default is 83).
+        backend: "auto" (numba when installed), "numba" or "numpy".
+
+    Returns:
+        [K] int64 indices into the input, by score descending (ties in input order; mmdet3d
+        reverses an unstable ascending argsort, so exact ties may be visited differently).
+    """
+    c = np.asarray(centres)
+    s = np.asarray(scores).reshape(-1)
+    if c.ndim == 1 and c.size == 0:
+        c = c.reshape(0, 2)
+    if c.ndim != 2 or c.shape[1] != 2 or len(c) != len(s):
+        raise NMSError(f"circle_nms: expected centres [N, 2] (x, y) and scores [N], got "
+                       f"{c.shape} and {np.asarray(scores).shape}")
+    order = score_order(s)
+    xs = np.ascontiguousarray(c[order, 0], dtype=np.float32)
+    ys = np.ascontiguousarray(c[order, 1], dtype=np.float32)
+    thr = float(min_radius)
+    if len(order) == 0:
+        kept = np.zeros(0, np.int64)
+    elif use_numba(backend):
+        kept = _nb_circle_nms_sorted(xs, ys, thr)
+    else:
+        dx = xs[:, None] - xs[None, :]
+        dy = ys[:, None] - ys[None, :]
+        close = (dx * dx + dy * dy).astype(np.float64) <= thr     # float32 distance, as mmdet3d
+        ii, jj = np.nonzero(np.triu(close, k=1))
+        kept = _greedy(len(order), ii, jj)
+    keep = order[kept].astype(np.int64)
+    if post_max_size is not None:
+        keep = keep[:int(post_max_size)]
+    return keep
