@@ -25,6 +25,14 @@ def test_bench_postprocess():
     assert "ours: decode + NMS (Anchor3DDecoder.decode)" in out and "full: baseline / ours" in out
 
 
+def test_bench_sweeps(tmp_path):
+    out = run_script("bench_sweeps.py", "--runs", "1", "--points", "2000", "--json",
+                     str(tmp_path / "sweeps.json"))
+    assert "ours: 10 sweeps (SweepAccumulator.add)" in out and "baseline / ours" in out
+    result = json.loads((tmp_path / "sweeps.json").read_text())
+    assert result["points_out"]["10"] > 9 * 2000 * 0.9
+
+
 def test_bench_preprocess(tmp_path):
     run_script("bench_preprocess.py", "--runs", "1", "--json", str(tmp_path / "pre.json"))
     result = json.loads((tmp_path / "pre.json").read_text())

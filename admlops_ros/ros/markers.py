@@ -1,4 +1,4 @@
-"""Detections -> visualization_msgs/MarkerArray for RViz: box edges, heading, class/score, velocity."""
+"""Detections -> visualization_msgs/MarkerArray for RViz: boxes, heading, class/score, velocity."""
 from __future__ import annotations
 
 from typing import Any, List, Sequence, Tuple

@@ -88,8 +88,9 @@ def _old_classes(msgs):
     """DetectedObjectArray/DetectedObject as generated before the velocity fields existed."""
     import genpy.dynamic
 
+    new_fields = ("bool has_velocity", "geometry_msgs/Vector3 velocity")
     text = "\n".join(line for line in msgs.DetectedObjectArray._full_text.splitlines()
-                     if not line.startswith(("bool has_velocity", "geometry_msgs/Vector3 velocity")))
+                     if not line.startswith(new_fields))
     classes = genpy.dynamic.generate_dynamic("admlops_ros/DetectedObjectArray", text)
     return classes["admlops_ros/DetectedObjectArray"], classes["admlops_ros/DetectedObject"]
 

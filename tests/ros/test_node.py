@@ -136,7 +136,8 @@ def test_time_feature_is_zero_with_one_sweep_even_if_the_driver_publishes_time()
 
 
 def test_sweeps_are_moved_by_ego_motion_and_get_the_time_lag():
-    table = {("velodyne", 1.0): (0.0, 0.0), ("velodyne", 1.1): (1.0, 0.0), ("velodyne", 1.2): (2.5, 0.0)}
+    table = {("velodyne", 1.0): (0.0, 0.0), ("velodyne", 1.1): (1.0, 0.0),
+             ("velodyne", 1.2): (2.5, 0.0)}
     proc = sweep_processor(table)
     for stamp, k in ((1.0, 1), (1.1, 2), (1.2, 3)):
         result = proc.process(cloud(np.array([[10.0, 3.0, 0.0, k]]), stamp=stamp))
@@ -163,7 +164,8 @@ def test_missing_tf_is_a_warning_naming_frames_and_the_frame_is_still_detected()
 
 
 def test_bag_loop_resets_the_sweeps_with_a_warning():
-    table = {("velodyne", 5.0): (0.0, 0.0), ("velodyne", 5.1): (0.0, 0.0), ("velodyne", 1.0): (0.0, 0.0)}
+    table = {("velodyne", 5.0): (0.0, 0.0), ("velodyne", 5.1): (0.0, 0.0),
+             ("velodyne", 1.0): (0.0, 0.0)}
     proc = sweep_processor(table)
     proc.process(cloud(np.array([[10.0, 3.0, 0.0, 1]]), stamp=5.0))
     proc.process(cloud(np.array([[10.0, 3.0, 0.0, 1]]), stamp=5.1))
