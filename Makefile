@@ -19,6 +19,7 @@ test: build       ## every test: unit, backends, rostest with a real master
 bench: setup      ## benchmark tables (medians, ratios vs in-process baselines) + build/bench*.json
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_preprocess.py --json build/bench_preprocess.json
+	$(PY) scripts/bench_sweeps.py --json build/bench_sweeps.json
 	$(PY) scripts/bench_postprocess.py
 	NUMBA_NUM_THREADS=1 $(PY) scripts/bench_simulation.py --json build/bench_simulation.json
 	$(PY) scripts/bench_eval.py
