@@ -223,6 +223,20 @@ class CenterPointDecoder:
                             f"center_head.out_size_factor give {list(self.feature_map_size)}: "
                             "fix the spec or the engine")
 
+    def _logit_superset(self, flat: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Of many candidates, those whose logit is within a margin of the max_num-th largest:
+        every other one has a float32 sigmoid strictly below the max_num-th score, so the top-K
+        by score is among these (checked; when the sigmoid saturates all are kept)."""
+        k = self.max_num
+        if len(ids) <= 4 * k:
+            return ids
+        logits = flat[ids]
+        kth = np.partition(logits, len(logits) - k)[len(logits) - k]
+        cut = np.float32(kth - max(_LOGIT_MARGIN, abs(float(kth)) * 1e-5))
+        if not _sigmoid(np.array([cut]))[0] < _sigmoid(np.array([kth]))[0]:
+            return ids
+        return ids[logits >= cut]
+
     def _coder_task(self, task: int, heat: np.ndarray, bbox: np.ndarray, rot: np.ndarray,
                     w: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CenterPointBBoxCoder.decode of one task: (boxes [n, code_size] float32 with z at
@@ -231,6 +245,7 @@ class CenterPointDecoder:
         flat = heat.reshape(-1)                                    # id = class * HW + cell
         cand_thr = self._candidate_threshold()
         ids = np.flatnonzero(flat > cand_thr) if cand_thr > -math.inf else np.arange(flat.size)
+        ids = self._logit_superset(flat, ids)
         scores = _sigmoid(flat[ids])
         if self._score_threshold > 0.0:                            # mmdet3d: `if thr:` then >
             passing = scores > np.float32(self._score_threshold)
@@ -250,7 +265,8 @@ class CenterPointDecoder:
         boxes[:, 1] = (ys + b[1]) * osf * vy + y0
         boxes[:, 2] = b[2]
         dims = b[3:6].T
-        boxes[:, 3:6] = np.exp(dims) if self.norm_bbox else dims
+        with np.errstate(over="ignore"):                           # inf, as torch.exp
+            boxes[:, 3:6] = np.exp(dims) if self.norm_bbox else dims
         boxes[:, 6] = np.arctan2(rot[0, cell], rot[1, cell])
         if self.code_size == 9:
             boxes[:, 7:9] = b[6:8].T

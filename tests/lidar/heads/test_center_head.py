@@ -274,3 +274,20 @@ def test_circle_nms_squared_distance_inclusive_ties_and_empty(backend):
     assert circle_nms(np.zeros((0, 2)), np.zeros(0), 1.0, backend=backend).tolist() == []
     with pytest.raises(NMSError, match=r"centres \[N, 2\]"):
         circle_nms(np.zeros((3, 3)), np.zeros(3), 1.0)
+
+
+def test_saturated_sigmoid_keeps_the_first_cells_in_position_order():
+    """Logits so large that every float32 sigmoid is 1.0: the top-K are ties, taken in
+    (class, cell) order, not by the (larger) logit."""
+    data = spec_dict("rotate", max_num=6, nms_thr=1.0, post_max_size=500, pre_max_size=1000,
+                     post_center_limit_range=None)
+    data["center_head"]["post_center_range"] = [-50.0, -50.0, -10.0, 50.0, 50.0, 10.0]
+    spec = ModelSpec.from_dict(data)
+    cls, bbox, rot = head_maps(9)
+    cls[:] = -30.0
+    cls[0, 0] = 40.0 + np.arange(24 * 32, dtype=np.float32).reshape(24, 32) * 0.01
+    det = decoder_from_spec(spec).decode(cls, bbox, rot)
+    assert np.all(det.scores == 1.0) and len(det) == 6
+    cells = np.arange(6)
+    expect_x = (cells + bbox[0, 0, 0, :6]) * 2 * 0.4 - 12.8
+    np.testing.assert_allclose(det.boxes[:, 0], expect_x, atol=1e-5)
