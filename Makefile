@@ -21,6 +21,8 @@ bench: setup      ## benchmark tables (medians, ratios vs in-process baselines) 
 	$(PY) scripts/bench_preprocess.py --json build/bench_preprocess.json
 	$(PY) scripts/bench_sweeps.py --json build/bench_sweeps.json
 	$(PY) scripts/bench_postprocess.py
+	$(PY) scripts/bench_centerpoint.py --json build/bench_centerpoint.json
+	$(PY) scripts/bench_nus_pointpillars.py
 	NUMBA_NUM_THREADS=1 $(PY) scripts/bench_simulation.py --json build/bench_simulation.json
 	$(PY) scripts/bench_eval.py
 
