@@ -72,6 +72,9 @@ def limit_period(val, offset: float = 0.5, period: float = np.pi):
     Returns:
         ``val - floor(val / period + offset) * period``.
     """
+    dtype = np.asarray(val).dtype
+    if dtype.kind == "f":  # numpy 1.x promotes float32 scalars with Python floats to float64
+        offset, period = dtype.type(offset), dtype.type(period)
     return val - np.floor(val / period + offset) * period
 
 
