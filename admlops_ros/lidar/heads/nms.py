@@ -90,9 +90,15 @@ def rotated_iou_pairs_sorted(sorted_bev: np.ndarray, iou_threshold: float
     return ii[sel], jj[sel]
 
 
+def _max_keep(post_max_size: Optional[int], n: int) -> int:
+    """How many kept boxes a greedy NMS must find: all, or the ``post_max_size`` first."""
+    return n if post_max_size is None else max(0, min(int(post_max_size), n))
+
+
 @_njit
-def _nb_rotated_nms_sorted(bev, thr):
-    """Greedy rotated NMS on score-sorted [N, 5] float64 boxes; kept positions (numba)."""
+def _nb_rotated_nms_sorted(bev, thr, max_keep):
+    """Greedy rotated NMS on score-sorted [N, 5] float64 boxes; the first ``max_keep`` kept
+    positions (numba). Stopping there is exact: a kept box depends only on earlier ones."""
     n = bev.shape[0]
     x0 = np.empty(n)
     y0 = np.empty(n)
@@ -114,6 +120,8 @@ def _nb_rotated_nms_sorted(bev, thr):
     pa = np.empty((4, 2))
     pb = np.empty((4, 2))
     for i in range(n):
+        if nk >= max_keep:
+            break
         if suppressed[i]:
             continue
         keep[nk] = i
@@ -159,7 +167,8 @@ def rotated_nms(boxes_bev: np.ndarray, scores: np.ndarray, iou_threshold: float,
     if len(order) == 0:
         kept = np.zeros(0, np.int64)
     elif use_numba(backend):
-        kept = _nb_rotated_nms_sorted(sorted_bev, float(iou_threshold))
+        kept = _nb_rotated_nms_sorted(sorted_bev, float(iou_threshold),
+                                      _max_keep(post_max_size, len(order)))
     else:
         ii, jj = rotated_iou_pairs_sorted(sorted_bev, float(iou_threshold))
         kept = _greedy(len(order), ii, jj)
@@ -269,13 +278,16 @@ def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_thr: float, nms_
 
 
 @_njit
-def _nb_circle_nms_sorted(x, y, thr):
-    """Greedy centre-distance NMS on score-sorted float32 centres; kept positions (numba)."""
+def _nb_circle_nms_sorted(x, y, thr, max_keep):
+    """Greedy centre-distance NMS on score-sorted float32 centres; the first ``max_keep`` kept
+    positions (numba; exact, as in ``_nb_rotated_nms_sorted``)."""
     n = x.shape[0]
     suppressed = np.zeros(n, dtype=np.bool_)
     keep = np.empty(n, dtype=np.int64)
     nk = 0
     for i in range(n):
+        if nk >= max_keep:
+            break
         if suppressed[i]:
             continue
         keep[nk] = i
@@ -323,7 +335,7 @@ def circle_nms(centres: np.ndarray, scores: np.ndarray, min_radius: float,
     if len(order) == 0:
         kept = np.zeros(0, np.int64)
     elif use_numba(backend):
-        kept = _nb_circle_nms_sorted(xs, ys, thr)
+        kept = _nb_circle_nms_sorted(xs, ys, thr, _max_keep(post_max_size, len(order)))
     else:
         dx = xs[:, None] - xs[None, :]
         dy = ys[:, None] - ys[None, :]

@@ -94,3 +94,20 @@ def test_multiclass_nms_semantics(backend):
     # axis-aligned variant runs through the same path
     a_b, _, a_l, _ = multiclass_nms(boxes, scores, 0.2, 0.1, 1000, False, None)
     assert len(a_b) == len(a_l) > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("post", [0, 1, 5, 40, 1000])
+def test_post_max_size_stops_early_with_the_full_greedy_prefix(backend, post):
+    """The NMS kernels stop once post_max_size boxes are kept: the result must be the first
+    post_max_size of the full greedy result (rotated and circle NMS)."""
+    from admlops_ros.lidar.heads.nms import circle_nms
+    rng = np.random.default_rng(post + 3)
+    bev = _clustered_bev(rng, 300)
+    scores = rng.uniform(0, 1, 300)
+    full = rotated_nms(bev, scores, 0.1, backend=backend).tolist()
+    assert rotated_nms(bev, scores, 0.1, post_max_size=post, backend=backend).tolist() == \
+        full[:post]
+    full_c = circle_nms(bev[:, :2], scores, 0.5, backend=backend).tolist()
+    assert circle_nms(bev[:, :2], scores, 0.5, post_max_size=post, backend=backend).tolist() \
+        == full_c[:post]
