@@ -280,13 +280,15 @@ def _point_features(cfg: Mapping[str, Any], in_channels: int) -> List[str]:
     return names
 
 
-def _sweeps(cfg: Mapping[str, Any]) -> Tuple[int, bool]:
-    """(clouds per detection, remove_close) from the test pipeline's LoadPointsFromMultiSweeps
-    (sweeps_num older sweeps + the key frame); (1, False) without one."""
+def _sweeps(cfg: Mapping[str, Any]) -> Tuple[int, bool, bool]:
+    """(clouds per detection, remove_close, pad_empty_sweeps) from the test pipeline's
+    LoadPointsFromMultiSweeps (sweeps_num older sweeps + the key frame); (1, False, False)
+    without one."""
     step = _step(cfg, "LoadPointsFromMultiSweeps")
     if step is None:
-        return 1, False
-    return int(step.get("sweeps_num", 10)) + 1, bool(step.get("remove_close", False))
+        return 1, False, False
+    return (int(step.get("sweeps_num", 10)) + 1, bool(step.get("remove_close", False)),
+            bool(step.get("pad_empty_sweeps", False)))
 
 
 def _in_channels(parts: _ModelParts) -> int:
@@ -321,10 +323,10 @@ def spec_from_config_dict(cfg: Mapping[str, Any], name: str,
     test_cfg = parts.test_cfg
     if not test_cfg:
         raise Mmdet3dConfigError("config has no model.test_cfg")
-    sweeps, remove_close = _sweeps(cfg)
+    sweeps, remove_close, pad_empty = _sweeps(cfg)
     features = _point_features(cfg, _in_channels(parts))
     if "time" not in features:
-        sweeps, remove_close = 1, False  # the model does not take the sweeps' time lag
+        sweeps, remove_close, pad_empty = 1, False, False  # the model does not take the sweeps' time lag
     try:
         voxelization = VoxelSpec(_need(vl, "voxel_size", "voxel_layer"),
                                  _need(vl, "point_cloud_range", "voxel_layer"),
@@ -349,7 +351,8 @@ def spec_from_config_dict(cfg: Mapping[str, Any], name: str,
         common = dict(
             name=name, class_names=classes,
             input=InputSpec(features, float(intensity_scale), sweeps=sweeps,
-                            sweeps_remove_close=remove_close),
+                            sweeps_remove_close=remove_close,
+                            sweeps_pad_empty=pad_empty),
             voxelization=voxelization, engine=EngineSpec(output_layout, profile))
         if head.get("type") == "CenterHead":
             return _centerpoint_spec(parts, classes, voxelization, common)

@@ -147,6 +147,10 @@ class InputSpec:
     sweeps_remove_close: bool = spec_field(
         Boolean(), "drop points within 1 m (x, y) of the sensor from the older sweeps "
         "(LoadPointsFromMultiSweeps remove_close)", default=False)
+    sweeps_pad_empty: bool = spec_field(
+        Boolean(), "with no older sweep at all (the first cloud, or none placeable), repeat "
+        "the newest cloud as the sweeps_num older ones, time lag 0, remove-close applied "
+        "(LoadPointsFromMultiSweeps pad_empty_sweeps)", default=False)
 
     def __post_init__(self) -> None:
         check_fields(self, "input")
@@ -678,7 +682,7 @@ class ModelSpec:
         anchors = self.anchors
         if self.family != "pointpillars" or anchors.custom_values is not None or \
                 len(anchors.feature_map_sizes) > 1 or self.input.sweeps > 1 or \
-                self.input.sweeps_remove_close:
+                self.input.sweeps_remove_close or self.input.sweeps_pad_empty:
             return 3
         return 2
 
@@ -687,7 +691,7 @@ class ModelSpec:
         out: Dict[str, Any] = {"version": self.format_version}
         out.update(dump_section(self))
         if out["version"] < 3:  # v3 keys at their defaults: a v2 reader knows none of them
-            for key in ("sweeps", "sweeps_remove_close"):
+            for key in ("sweeps", "sweeps_remove_close", "sweeps_pad_empty"):
                 out["input"].pop(key)
         if self.family == "centerpoint":
             out.pop("head", None)  # Anchor3DHead options

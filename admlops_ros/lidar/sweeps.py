@@ -136,7 +136,7 @@ class SweepAccumulator:
     """The last ``num_sweeps`` clouds merged into the newest cloud's frame (see module doc)."""
 
     def __init__(self, num_sweeps: int, num_columns: int, time_column: Optional[int] = None,
-                 remove_close_m: float = REMOVE_CLOSE_M) -> None:
+                 remove_close_m: float = REMOVE_CLOSE_M, pad_empty: bool = False) -> None:
         """Args:
             num_sweeps: clouds per frame including the newest (mmdet3d's ``sweeps_num`` + 1;
                 1 passes the cloud through with its time column zeroed).
@@ -144,6 +144,9 @@ class SweepAccumulator:
             time_column: index of the time-lag column, or None when the model has none.
             remove_close_m: half side (m) of the square around a past sweep's sensor whose
                 points are dropped; 0 keeps all.
+            pad_empty: when no past sweep can be used (the first cloud, or none with a pose),
+                the newest cloud, remove-close applied, stands in for each of the
+                ``num_sweeps - 1`` past ones with time lag 0 (mmdet3d ``pad_empty_sweeps``).
 
         Raises:
             SweepError: num_sweeps < 1, fewer than 3 columns, time_column outside 3..C-1.
@@ -161,6 +164,7 @@ class SweepAccumulator:
         self.num_columns = int(num_columns)
         self.time_column = None if time_column is None else int(time_column)
         self.remove_close_m = float(remove_close_m)
+        self.pad_empty = bool(pad_empty)
         self._slots = [_Slot(self.num_columns) for _ in range(self.num_sweeps - 1)]
         self._head = 0          # index of the most recent past sweep
         self._stored = 0        # valid slots
@@ -174,12 +178,13 @@ class SweepAccumulator:
 
     @classmethod
     def for_features(cls, num_sweeps: int, point_features: Sequence[str],
-                     remove_close_m: float = REMOVE_CLOSE_M) -> "SweepAccumulator":
+                     remove_close_m: float = REMOVE_CLOSE_M,
+                     pad_empty: bool = False) -> "SweepAccumulator":
         """An accumulator for a model's point columns; the time lag goes to ``"time"``."""
         names = list(point_features)
         return cls(num_sweeps, len(names),
                    names.index(TIME_FEATURE) if TIME_FEATURE in names else None,
-                   remove_close_m)
+                   remove_close_m, pad_empty)
 
     def __len__(self) -> int:
         """Stored past sweeps (at most num_sweeps - 1)."""
@@ -225,13 +230,21 @@ class SweepAccumulator:
             LOG.warning("sweeps reset: %s", reset)
             self.clear()
         used, skipped = self._place(current, stamp_s)
-        total = len(points) + sum(slot.count for slot, _ in used)
-        out = self._output(total)
         n = len(points)
+        pads = self.num_sweeps - 1 if self.pad_empty and not used else 0
+        close = self._close(points) if pads else None
+        pad_rows = 0 if close is None else int(n - np.count_nonzero(close))
+        total = n + pads * pad_rows + sum(slot.count for slot, _ in used)
+        out = self._output(total)
         out[:n] = points
         if self.time_column is not None:
             out[:n, self.time_column] = 0.0
         row = n
+        if pads:  # the newest cloud (lag 0, remove-close applied) as each missing past sweep
+            pad = out[:n][~close] if close.any() else out[:n]
+            for _ in range(pads):
+                out[row:row + pad_rows] = pad
+                row += pad_rows
         mixer = self._mixer
         chunk = max(256, _CHUNK_MACS // mixer.size)
         for slot, relative in used:
@@ -245,7 +258,7 @@ class SweepAccumulator:
                 np.matmul(rows[start:stop], mixer, out=out[row + start:row + stop])
             row += slot.count
         self._store(points, stamp_s, current, frame_id)
-        return Accumulated(out[:total], 1 + len(used), tuple(skipped), reset)
+        return Accumulated(out[:total], 1 + max(len(used), pads), tuple(skipped), reset)
 
     def _place(self, current: Optional[np.ndarray], stamp_s: float
                ) -> Tuple[List[Tuple[_Slot, np.ndarray]], List[SkippedSweep]]:
@@ -268,6 +281,13 @@ class SweepAccumulator:
                 used.append((slot, inverse @ slot.pose))
         return used, skipped
 
+    def _close(self, points: np.ndarray) -> np.ndarray:
+        """[N] bool: inside the remove-close square (|x| < r and |y| < r; none when r = 0)."""
+        r = self.remove_close_m
+        if r <= 0 or not len(points):
+            return np.zeros(len(points), bool)
+        return (np.abs(points[:, 0]) < r) & (np.abs(points[:, 1]) < r)
+
     def _output(self, rows: int) -> np.ndarray:
         if len(self._buffer) < rows:
             self._buffer = np.empty((int(rows * _GROWTH) + 1, self.num_columns), np.float32)
@@ -284,11 +304,8 @@ class SweepAccumulator:
         # whole rows move as opaque records (one copy each way, not one per column)
         c = self.num_columns
         records = np.ascontiguousarray(points).view(f"V{4 * c}").reshape(-1)
-        if self.remove_close_m > 0 and len(points):
-            r = self.remove_close_m
-            kept = records[~((np.abs(points[:, 0]) < r) & (np.abs(points[:, 1]) < r))]
-        else:
-            kept = records
+        close = self._close(points)
+        kept = records[~close] if close.any() else records
         if len(slot.storage) < len(kept):
             slot.storage = np.ones((int(len(kept) * _GROWTH) + 1, c + 1), np.float32)
         storage = slot.storage

@@ -64,16 +64,19 @@ class FrameResult:
     warning: str = ""
 
 
-def model_sweeps(detector: Any, params: NodeParams) -> Tuple[int, bool]:
-    """(clouds per detection, remove-close on past sweeps) from ~sweeps and the model's spec.
+def model_sweeps(detector: Any, params: NodeParams) -> Tuple[int, bool, bool]:
+    """(clouds per detection, remove-close on past sweeps, pad empty sweeps) from ~sweeps and
+    the model's spec.
 
     ``~sweeps`` 0 takes the spec's ``input.sweeps`` (1 for a detector without a bundle spec);
-    remove-close always follows the spec's ``input.sweeps_remove_close``.
+    remove-close and padding always follow the spec's ``input.sweeps_remove_close`` and
+    ``input.sweeps_pad_empty``.
     """
     spec_input = getattr(getattr(getattr(detector, "bundle", None), "spec", None), "input", None)
     spec_sweeps = int(getattr(spec_input, "sweeps", 1))
     remove_close = bool(getattr(spec_input, "sweeps_remove_close", False))
-    return (params.sweeps or spec_sweeps), remove_close
+    pad_empty = bool(getattr(spec_input, "sweeps_pad_empty", False))
+    return (params.sweeps or spec_sweeps), remove_close, pad_empty
 
 
 class FrameProcessor:
@@ -98,9 +101,10 @@ class FrameProcessor:
         self.fields = tuple(detector.point_features)
         self.generated = (TIME_FEATURE,) if TIME_FEATURE in self.fields else ()
         self.poses = poses
-        self.num_sweeps, remove_close = model_sweeps(detector, params)
+        self.num_sweeps, remove_close, pad_empty = model_sweeps(detector, params)
         self.sweeps = (SweepAccumulator.for_features(self.num_sweeps, self.fields,
-                                                     REMOVE_CLOSE_M if remove_close else 0.0)
+                                                     REMOVE_CLOSE_M if remove_close else 0.0,
+                                                     pad_empty)
                        if self.num_sweeps > 1 else None)
 
     def check(self, cloud: Any) -> None:
@@ -225,7 +229,7 @@ class LidarDetectionNode:
         self.rospy = rospy
         self.params = params
         poses = None
-        sweeps, remove_close = model_sweeps(detector, params)
+        sweeps, remove_close, pad_empty = model_sweeps(detector, params)
         if sweeps > 1:
             from admlops_ros.ros.poses import TfPoses  # noqa: WPS433 (tf2 only with sweeps)
 
@@ -235,7 +239,8 @@ class LidarDetectionNode:
             rospy.loginfo(f"multi-sweep input: {sweeps} clouds per detection "
                           f"({'~sweeps' if params.sweeps else 'spec input.sweeps'}), poses from "
                           f"tf in {params.sweeps_fixed_frame!r}, {time_note}, remove-close "
-                          f"{'on' if remove_close else 'off'}")
+                          f"{'on' if remove_close else 'off'}, empty sweeps "
+                          f"{'padded with the newest cloud' if pad_empty else 'left empty'}")
         self.processor = FrameProcessor(detector, params, poses=poses)
         self.diag = DiagnosticsState(params.max_processing_ms, params.error_after_failures)
         self.summary = dict(summary or {})

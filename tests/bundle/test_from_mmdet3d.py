@@ -161,6 +161,7 @@ def test_mvx_pts_keys_are_read():
     # LoadPointsFromMultiSweeps keeps use_dim [0, 1, 2, 4]: x, y, z and the time lag
     assert spec.input.point_features == ("x", "y", "z", "time")
     assert (spec.input.sweeps, spec.input.sweeps_remove_close) == (11, False)
+    assert not spec.input.sweeps_pad_empty
 
 
 CP = CONFIGS / "centerpoint"
@@ -204,6 +205,7 @@ def test_every_supported_family_converts(tmp_path, config, family, features, map
         assert spec.test_cfg.nms_type == ("circle" if "circlenms" in config.name else "rotate")
         assert spec.test_cfg.min_radius == (4.0, 12.0, 10.0, 1.0, 0.85, 0.175)
         assert (spec.input.sweeps, spec.input.sweeps_remove_close) == (10, True)
+        assert spec.input.sweeps_pad_empty  # CenterPoint's test pipeline pads empty sweeps
         assert spec.box_coder.code_size == 9 and spec.center_head.max_num == 500
 
 

@@ -144,3 +144,24 @@ def test_single_sweep_passes_through_with_time_zero_and_no_time_column_models():
     acc4.add(np.array([[5, 0, 0, 9]], np.float32), 1.0, yaw_pose(0, 0, 0, 0))
     out = acc4.add(np.array([[1, 0, 0, 2]], np.float32), 1.1, yaw_pose(2, 0, 0, 0))
     np.testing.assert_allclose(out.points, [[1, 0, 0, 2], [3, 0, 0, 9]], atol=1e-6)
+
+
+def test_pad_empty_repeats_the_newest_cloud_only_when_no_past_sweep_is_usable():
+    # mmdet3d pad_empty_sweeps: no sweep at all -> sweeps_num copies of the key frame,
+    # remove-close applied to the copies, their time 0; a partial window is not padded.
+    pts = cloud([0.5, 0.5, 0, 1, 9.0], [3.0, 0.0, 0, 2, 9.0])
+    acc = SweepAccumulator.for_features(4, FEATURES, pad_empty=True)
+    first = acc.add(pts, 1.0, yaw_pose(0, 0, 0, 0))
+    assert first.num_sweeps == 4
+    np.testing.assert_allclose(first.points[:, [0, 3, 4]],
+                               [[0.5, 1, 0], [3.0, 2, 0], [3.0, 2, 0], [3.0, 2, 0], [3.0, 2, 0]])
+    second = acc.add(cloud([7.0, 0, 0, 3, 0]), 1.1, yaw_pose(0, 0, 0, 0))
+    assert second.num_sweeps == 2
+    np.testing.assert_allclose(second.points[:, 3], [3, 2])
+    # the newest without a pose: the past sweeps cannot be placed, so it pads again
+    third = acc.add(cloud([8.0, 0, 0, 4, 0]), 1.2, None)
+    assert third.num_sweeps == 4 and len(third.skipped) == 2
+    np.testing.assert_allclose(third.points[:, 3], [4, 4, 4, 4])
+    # without pad_empty the first cloud stays alone
+    plain = SweepAccumulator.for_features(4, FEATURES).add(pts, 1.0, yaw_pose(0, 0, 0, 0))
+    assert plain.num_sweeps == 1 and len(plain.points) == 2

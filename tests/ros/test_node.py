@@ -191,11 +191,15 @@ def test_sweep_count_from_the_spec_unless_the_parameter_overrides_it():
 
     det = TimeDetector()
     det.bundle = SimpleNamespace(spec=SimpleNamespace(input=SimpleNamespace(
-        sweeps=10, sweeps_remove_close=True)))
-    assert model_sweeps(det, validate_params({}, check_engine=False)) == (10, True)
-    assert model_sweeps(det, validate_params({"sweeps": 1}, check_engine=False)) == (1, True)
-    assert model_sweeps(det, validate_params({"sweeps": 3}, check_engine=False)) == (3, True)
-    assert model_sweeps(FakeDetector(), validate_params({}, check_engine=False)) == (1, False)
+        sweeps=10, sweeps_remove_close=True, sweeps_pad_empty=True)))
+    assert model_sweeps(det, validate_params({}, check_engine=False)) == (10, True, True)
+    assert model_sweeps(det, validate_params({"sweeps": 1}, check_engine=False)) == \
+        (1, True, True)
+    assert model_sweeps(det, validate_params({"sweeps": 3}, check_engine=False)) == \
+        (3, True, True)
+    assert model_sweeps(FakeDetector(), validate_params({}, check_engine=False)) == \
+        (1, False, False)
     proc = sweep_processor({}, sweeps=0, detector=det)
     assert proc.sweeps is not None and proc.sweeps.num_sweeps == 10
+    assert proc.sweeps.pad_empty
     assert proc.sweeps.remove_close_m == 1.0
