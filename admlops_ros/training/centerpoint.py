@@ -60,7 +60,11 @@ class CenterPointConfig:
     point_cloud_range: Tuple[float, float, float, float, float, float]
     max_points: int
     max_voxels: Tuple[int, int]  # (train, test)
-    sweeps: int = 1  # clouds per detection (LoadPointsFromMultiSweeps sweeps_num + 1)
+    # LoadPointsFromMultiSweeps of the test pipeline: clouds per detection (sweeps_num + 1),
+    # remove_close, pad_empty_sweeps
+    sweeps: int = 1
+    sweeps_remove_close: bool = False
+    sweeps_pad_empty: bool = False
     # PillarFeatureNet
     feat_channels: Tuple[int, ...] = (64,)
     with_distance: bool = False
@@ -147,6 +151,8 @@ PILLAR02_NUS = CenterPointConfig(
     max_points=20,
     max_voxels=(30000, 40000),
     sweeps=10,
+    sweeps_remove_close=True,
+    sweeps_pad_empty=True,
 )
 
 
@@ -283,7 +289,8 @@ def centerpoint_model_spec(config: CenterPointConfig, intensity_scale: float = 1
         TensorRTProfile(*(int(v) for v in config.tensorrt_profile))
     return ModelSpec(
         name=config.name, family="centerpoint", class_names=config.class_names,
-        input=InputSpec(config.point_features, float(intensity_scale), False, config.sweeps),
+        input=InputSpec(config.point_features, float(intensity_scale), False, config.sweeps,
+                        config.sweeps_remove_close, config.sweeps_pad_empty),
         voxelization=VoxelSpec(config.voxel_size, config.point_cloud_range, config.max_points,
                                config.max_voxels[1]),
         center_head=CenterHeadSpec(tasks=config.tasks, out_size_factor=config.out_size_factor,

@@ -104,6 +104,9 @@ class NusPointPillarsConfig:
     norm_eps: float = 1e-3
     norm_momentum: float = 0.01
     tensorrt_profile: Optional[Tuple[int, int, int]] = None
+    # LoadPointsFromMultiSweeps of the test pipeline: sweeps_num + 1, remove_close
+    sweeps: int = 1
+    sweeps_remove_close: bool = False
 
     @property
     def in_channels(self) -> int:
@@ -209,7 +212,7 @@ _NUS_TEST_CFG = {"use_rotate_nms": True, "nms_across_levels": False, "nms_pre": 
 NUS_FPN = NusPointPillarsConfig(
     name="pointpillars_nus_fpn", class_names=NUS_CLASSES,
     point_features=("x", "y", "z", "time"), voxel_size=(0.25, 0.25, 8.0),
-    point_cloud_range=_NUS_RANGE, max_points=64, max_voxels=(30000, 40000),
+    point_cloud_range=_NUS_RANGE, max_points=64, max_voxels=(30000, 40000), sweeps=11,
     feat_channels=(64, 64), with_distance=False, with_cluster_center=True,
     with_voxel_center=True, layer_nums=(3, 5, 5), layer_strides=(2, 2, 2),
     out_channels=(64, 128, 256), neck="fpn", fpn_out_channels=256, fpn_num_outs=3,
@@ -479,7 +482,8 @@ def to_nus_model_spec(config: NusPointPillarsConfig, notes: Optional[str] = None
         TensorRTProfile(*(int(v) for v in config.tensorrt_profile))
     return ModelSpec(
         name=config.name, family="pointpillars", class_names=config.class_names,
-        input=InputSpec(config.point_features, 1.0, False),
+        input=InputSpec(config.point_features, 1.0, False, config.sweeps,
+                        config.sweeps_remove_close),
         voxelization=VoxelSpec(config.voxel_size, config.point_cloud_range, config.max_points,
                                config.max_voxels[1]),
         anchors=AnchorSpec(ranges=config.anchor_ranges, sizes=config.anchor_sizes,

@@ -190,3 +190,20 @@ def test_detector_on_bundle_equals_reference_decode(bundle):
     np.testing.assert_allclose(a.boxes, np.array([r[0] for r in ref]), atol=2e-4)
     np.testing.assert_allclose(a.velocities, np.array([r[1] for r in ref]), atol=2e-4)
     assert len(set(a.labels.tolist())) > 1 and a.class_names == cfg.class_names
+
+
+def test_training_spec_input_matches_spec_from_config_of_the_same_config():
+    """The exporters' specs and spec-from-config agree on the multi-sweep input (sweeps,
+    remove-close, padding) and the point columns of mmdet3d's own configs."""
+    from admlops_ros.bundle.from_mmdet3d import spec_from_mmdet3d_config
+    from admlops_ros.training.centerpoint import PILLAR02_NUS, centerpoint_model_spec
+    from admlops_ros.training.pointpillars_nus import NUS_FPN, to_nus_model_spec
+    from tests.paths import FIXTURES
+
+    configs = FIXTURES / "mmdet3d_configs" / "configs"
+    pairs = [(to_nus_model_spec(NUS_FPN),
+              configs / "pointpillars" / "pointpillars_hv_fpn_sbn-all_8xb4-2x_nus-3d.py"),
+             (centerpoint_model_spec(PILLAR02_NUS), configs / "centerpoint" /
+              "centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py")]
+    for ours, path in pairs:
+        assert ours.input == spec_from_mmdet3d_config(path).input, path.name
