@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from admlops_ros.bundle.grid import voxel_grid_size
+from admlops_ros.training.configs import PillarInputMixin
 from admlops_ros.bundle.spec import (BoxCoderSpec, CenterHeadSpec, CenterPointTestSpec,
                                      EngineSpec, InputSpec, ModelSpec, TensorRTProfile,
                                      VoxelSpec)
@@ -46,7 +46,7 @@ NUS_TASKS = (("car",), ("truck", "construction_vehicle"), ("bus", "trailer"), ("
 
 
 @dataclass(frozen=True)
-class CenterPointConfig:
+class CenterPointConfig(PillarInputMixin):
     """Every number of an mmdet3d pillar CenterPoint (model config + test_cfg.pts).
 
     Lengths in metres, LiDAR frame. It carries the fields the shared PointPillars modules of
@@ -103,26 +103,6 @@ class CenterPointConfig:
     @property
     def class_names(self) -> Tuple[str, ...]:
         return tuple(n for task in self.tasks for n in task)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def in_channels(self) -> int:
-        return len(self.point_features)
-
-    @property
-    def pfn_in_channels(self) -> int:
-        """Channels after the PillarFeatureNet decorations (C + 3 + 3 [+ 1])."""
-        return (self.in_channels + 3 * self.with_cluster_center + 3 * self.with_voxel_center
-                + int(self.with_distance))
-
-    @property
-    def grid_size(self) -> Tuple[int, int]:
-        """(nx, ny) of the scatter canvas (mmcv's rounding)."""
-        nx, ny, _ = voxel_grid_size(self.voxel_size, self.point_cloud_range)
-        return nx, ny
 
     @property
     def code_size(self) -> int:

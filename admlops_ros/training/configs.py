@@ -36,8 +36,37 @@ class AssignerConfig:
     min_pos_iou: float
 
 
+class PillarInputMixin:
+    """Numbers every pillar model config derives the same way from its fields
+    ``point_features``, ``voxel_size``, ``point_cloud_range``, ``class_names`` and the
+    PillarFeatureNet/HardVFE decorations ``with_cluster_center``, ``with_voxel_center``,
+    ``with_distance`` (KITTI PointPillars, nuScenes PointPillars, CenterPoint)."""
+
+    @property
+    def in_channels(self) -> int:
+        """C: point features per point slot."""
+        return len(self.point_features)  # type: ignore[attr-defined]
+
+    @property
+    def pfn_in_channels(self) -> int:
+        """Channels after the PillarFeatureNet / HardVFE decorations (C + 3 + 3 [+ 1])."""
+        return (self.in_channels + 3 * self.with_cluster_center  # type: ignore[attr-defined]
+                + 3 * self.with_voxel_center + int(self.with_distance))  # type: ignore
+
+    @property
+    def grid_size(self) -> Tuple[int, int]:
+        """(nx, ny): the scatter canvas width and height (mmcv's rounding)."""
+        nx, ny, _ = voxel_grid_size(self.voxel_size,  # type: ignore[attr-defined]
+                                    self.point_cloud_range)  # type: ignore[attr-defined]
+        return nx, ny
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class PointPillarsConfig:
+class PointPillarsConfig(PillarInputMixin):
     """Every number of an mmdet3d PointPillars model (model config + train/test cfg).
 
     Lengths in metres, angles in radians, LiDAR frame. Field names follow the mmdet3d config
@@ -79,27 +108,6 @@ class PointPillarsConfig:
     # time too), so a pillar's max_points slots sample its whole height. Off: the first
     # points in scan order fill the slots, as mmdet3d's test pipeline does.
     shuffle_points: bool = False
-
-    @property
-    def in_channels(self) -> int:
-        """C: point features per point slot."""
-        return len(self.point_features)
-
-    @property
-    def pfn_in_channels(self) -> int:
-        """Channels after PillarFeatureNet decorations (C + 3 + 3 [+ 1])."""
-        return (self.in_channels + 3 * self.with_cluster_center + 3 * self.with_voxel_center
-                + int(self.with_distance))
-
-    @property
-    def grid_size(self) -> Tuple[int, int]:
-        """(nx, ny): PointPillarsScatter canvas width and height (mmcv's rounding)."""
-        nx, ny, _ = voxel_grid_size(self.voxel_size, self.point_cloud_range)
-        return nx, ny
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     @property
     def num_anchors(self) -> int:

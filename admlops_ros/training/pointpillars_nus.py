@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from admlops_ros.bundle.grid import voxel_grid_size
+from admlops_ros.training.configs import PillarInputMixin
 from admlops_ros.bundle.spec import (AnchorSpec, BoxCoderSpec, EngineSpec, HeadSpec, InputSpec,
                                      ModelSpec, PostprocessSpec, TensorRTProfile, VoxelSpec)
 from admlops_ros.errors import AdmlopsError
@@ -62,7 +62,7 @@ class NusConfigError(AdmlopsError, ValueError):
 
 
 @dataclass(frozen=True)
-class NusPointPillarsConfig:
+class NusPointPillarsConfig(PillarInputMixin):
     """Every number of an mmdet3d MVXFasterRCNN PointPillars (model + test_cfg.pts).
 
     Lengths in metres, angles in radians, LiDAR frame. Field names follow mmdet3d's
@@ -107,26 +107,6 @@ class NusPointPillarsConfig:
     # LoadPointsFromMultiSweeps of the test pipeline: sweeps_num + 1, remove_close
     sweeps: int = 1
     sweeps_remove_close: bool = False
-
-    @property
-    def in_channels(self) -> int:
-        return len(self.point_features)
-
-    @property
-    def vfe_in_channels(self) -> int:
-        """Channels after the HardVFE decorations (C + 3 + 3 [+ 1])."""
-        return (self.in_channels + 3 * self.with_cluster_center + 3 * self.with_voxel_center
-                + int(self.with_distance))
-
-    @property
-    def grid_size(self) -> Tuple[int, int]:
-        """(nx, ny) of the scatter canvas (mmcv's rounding)."""
-        nx, ny, _ = voxel_grid_size(self.voxel_size, self.point_cloud_range)
-        return nx, ny
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     @property
     def num_anchors(self) -> int:
@@ -281,7 +261,7 @@ class HardVFE(nn.Module):
         self.x_offset = self.vx / 2 + r[0]
         self.y_offset = self.vy / 2 + r[1]
         self.z_offset = self.vz / 2 + r[2]
-        chans = [config.vfe_in_channels] + list(config.feat_channels)
+        chans = [config.pfn_in_channels] + list(config.feat_channels)
         last = len(chans) - 2
         self.vfe_layers = nn.ModuleList([
             VFELayer(chans[i] * (2 if i > 0 else 1), chans[i + 1], config.norm_eps,
@@ -461,7 +441,7 @@ def count_nus_flops(config: NusPointPillarsConfig, num_voxels: int = 0) -> float
     head_out = config.num_anchors * (config.num_classes + config.code_size + 2)
     for h, w in config.feature_map_sizes:
         total += 2.0 * h * w * config.head_in_channels * head_out
-    c = config.vfe_in_channels
+    c = config.pfn_in_channels
     for i, f in enumerate(config.feat_channels):
         total += 2.0 * num_voxels * config.max_points * c * f
         c = 2 * f
