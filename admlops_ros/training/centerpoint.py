@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -17,9 +16,8 @@ from admlops_ros.training.configs import PillarInputMixin
 from admlops_ros.bundle.spec import (BoxCoderSpec, CenterHeadSpec, CenterPointTestSpec,
                                      EngineSpec, InputSpec, ModelSpec, TensorRTProfile,
                                      VoxelSpec)
-from admlops_ros.training.export import (OUTPUT_NAMES, ExportError, export_onnx,
-                                         export_openvino, load_checkpoint, random_voxels,
-                                         run_onnxruntime, run_openvino, run_torch)
+from admlops_ros.training.export import (export_onnx, load_checkpoint, run_torch,
+                                         write_checked_bundle)
 from admlops_ros.training.network import (SECOND, SECONDFPN, PillarFeatureNet,
                                           PointPillarsScatter)
 
@@ -315,27 +313,14 @@ def export_centerpoint_bundle(config: CenterPointConfig, bundle_dir: PathLike,
     Raises:
         ExportError: a backend's outputs differ from PyTorch's.
     """
-    from admlops_ros.bundle.files import write_bundle
     if model is None or checkpoint is not None:
         model = build_centerpoint(config)
         if checkpoint is not None:
             load_checkpoint(model, checkpoint)  # type: ignore[arg-type]
     model.eval()
     spec = centerpoint_model_spec(config, intensity_scale, notes)
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(model, Path(tmp) / "end2end.onnx",  # type: ignore[arg-type]
-                                num_voxels=min(check_voxels), fold=False)
-        xml_path = export_openvino(onnx_path, Path(tmp) / "openvino" / "end2end.xml")
-        for v in check_voxels:
-            inputs = random_voxels(config, v, seed=v)  # type: ignore[arg-type]
-            ref = run_torch(model, inputs)  # type: ignore[arg-type]
-            for backend, outs in (("onnxruntime", run_onnxruntime(onnx_path, inputs)),
-                                  ("openvino", run_openvino(xml_path, inputs))):
-                diff = max(float(np.abs(outs[k] - ref[k]).max()) for k in OUTPUT_NAMES)
-                LOG.info("check V=%d %s: max abs diff vs torch %.2e", v, backend, diff)
-                if diff > 1e-3:
-                    raise ExportError(f"{backend} output differs from PyTorch by {diff:.3g} "
-                                      f"at V={v}; the export is broken")
-        write_bundle(bundle_dir, spec, onnx_path, openvino_xml=xml_path)
-    LOG.info("bundle written to %s", bundle_dir)
-    return Path(bundle_dir)
+    return write_checked_bundle(
+        bundle_dir, spec,
+        lambda path: export_onnx(model, path, num_voxels=min(check_voxels),  # type: ignore
+                                 fold=False),
+        config, lambda inputs: run_torch(model, inputs), check_voxels)  # type: ignore

@@ -5,7 +5,7 @@ import logging
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -221,25 +221,39 @@ def export_bundle(config: PointPillarsConfig, bundle_dir: PathLike,
     Returns:
         The bundle directory.
     """
-    from admlops_ros.bundle.files import write_bundle
     model = build_model(config)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     model.eval()
+    return write_checked_bundle(bundle_dir, to_model_spec(config, intensity_scale, notes=notes),
+                                lambda path: export_onnx(model, path, fold=fold), config,
+                                lambda inputs: run_torch(model, inputs), check_voxels)
+
+
+def write_checked_bundle(bundle_dir: PathLike, spec: Any, export: Callable[[Path], Path],
+                         config: Any, reference: Callable[[Inputs], Dict[str, np.ndarray]],
+                         check_voxels: Sequence[int], tolerance: float = 1e-3) -> Path:
+    """Export the ONNX (``export(path)``) and its OpenVINO IR, check both against the PyTorch
+    ``reference`` on random voxels of each count in ``check_voxels`` (of ``config``'s
+    shapes), and write the bundle with ``spec``.
+
+    Raises:
+        ExportError: a backend's outputs differ from the reference by more than ``tolerance``.
+    """
+    from admlops_ros.bundle.files import write_bundle
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(model, Path(tmp) / "end2end.onnx", fold=fold)
+        onnx_path = export(Path(tmp) / "end2end.onnx")
         xml_path = export_openvino(onnx_path, Path(tmp) / "openvino" / "end2end.xml")
         for v in check_voxels:
             inputs = random_voxels(config, v, seed=v)
-            ref = run_torch(model, inputs)
+            ref = reference(inputs)
             for backend, outs in (("onnxruntime", run_onnxruntime(onnx_path, inputs)),
                                   ("openvino", run_openvino(xml_path, inputs))):
-                diff = max(float(np.abs(outs[k] - ref[k]).max()) for k in OUTPUT_NAMES)
+                diff = max(float(np.abs(outs[k] - ref[k]).max()) for k in ref)
                 LOG.info("check V=%d %s: max abs diff vs torch %.2e", v, backend, diff)
-                if diff > 1e-3:
+                if diff > tolerance:
                     raise ExportError(f"{backend} output differs from PyTorch by {diff:.3g} at "
                                       f"V={v}; the export is broken")
-        write_bundle(bundle_dir, to_model_spec(config, intensity_scale, notes=notes), onnx_path,
-                     openvino_xml=xml_path)
+        write_bundle(bundle_dir, spec, onnx_path, openvino_xml=xml_path)
     LOG.info("bundle written to %s", bundle_dir)
     return Path(bundle_dir)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -541,25 +540,11 @@ def export_nus_bundle(config: NusPointPillarsConfig, bundle_dir: PathLike,
         notes: free text stored in spec.yaml.
 
     Raises:
-        NusConfigError: a backend's outputs differ from PyTorch by more than ``tolerance``.
+        ExportError: a backend's outputs differ from PyTorch by more than ``tolerance``.
     """
-    from admlops_ros.bundle.files import write_bundle
-    from admlops_ros.training.export import (export_openvino, random_voxels, run_onnxruntime,
-                                             run_openvino)
+    from admlops_ros.training.export import write_checked_bundle
     model = build_nus_model(config) if model is None else model.eval()
-    spec = to_nus_model_spec(config, notes)
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_nus_onnx(model, Path(tmp) / "end2end.onnx")
-        xml_path = export_openvino(onnx_path, Path(tmp) / "openvino" / "end2end.xml")
-        for v in check_voxels:
-            inputs = random_voxels(config, v, seed=v)
-            ref = run_nus_torch(model, inputs)
-            for backend, outs in (("onnxruntime", run_onnxruntime(onnx_path, inputs)),
-                                  ("openvino", run_openvino(xml_path, inputs))):
-                diff = max(float(np.abs(outs[k] - ref[k]).max()) for k in ref)
-                LOG.info("check V=%d %s: max abs diff vs torch %.2e", v, backend, diff)
-                if diff > tolerance:
-                    raise NusConfigError(f"{backend} output differs from PyTorch by {diff:.3g} "
-                                         f"at V={v}; the export is broken")
-        write_bundle(bundle_dir, spec, onnx_path, openvino_xml=xml_path)
-    return Path(bundle_dir)
+    return write_checked_bundle(bundle_dir, to_nus_model_spec(config, notes),
+                                lambda path: export_nus_onnx(model, path), config,
+                                lambda inputs: run_nus_torch(model, inputs), check_voxels,
+                                tolerance)
