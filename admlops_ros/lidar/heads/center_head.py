@@ -9,41 +9,15 @@ import numpy as np
 
 from admlops_ros.bundle.spec import ModelSpec
 from admlops_ros.lidar.detections import Detections
-from admlops_ros.lidar.heads.anchor3d import HeadError, _as_levels, _sigmoid
+from admlops_ros.lidar.heads.anchor3d import HeadError, _as_levels, _sigmoid, select_topk
 from admlops_ros.lidar.heads.nms import circle_nms, rotated_nms
 
-__all__ = ["CenterPointDecoder", "topk_flat"]
+__all__ = ["CenterPointDecoder"]
 
 # Logit margin of the score-threshold prefilter: centres whose logit is below
 # logit(score_threshold) - margin cannot pass the threshold after a float32 sigmoid.
 _LOGIT_MARGIN = 1e-3
 _PREFILTER_MAX_THR = 0.999
-
-
-def topk_flat(scores: np.ndarray, flat_ids: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k largest scores, by score descending then flat id ascending.
-
-    The flat id of a heatmap entry is ``class * H * W + y * W + x``: the order mmdet3d's two
-    ``torch.topk`` calls give when ties are broken by position (torch leaves them unspecified).
-
-    Args:
-        scores: [N] scores.
-        flat_ids: [N] distinct int ids.
-        k: how many to keep (all when k >= N).
-
-    Returns:
-        [min(k, N)] int64 positions into ``scores``.
-    """
-    n = len(scores)
-    if k < n:
-        kth = np.partition(scores, n - k)[n - k]
-        above = np.flatnonzero(scores > kth)
-        ties = np.flatnonzero(scores == kth)
-        ties = ties[np.argsort(flat_ids[ties], kind="stable")][:k - len(above)]
-        pos = np.concatenate([above, ties])
-    else:
-        pos = np.arange(n)
-    return pos[np.lexsort((flat_ids[pos], -scores[pos]))].astype(np.int64)
 
 
 class CenterPointDecoder:
@@ -250,7 +224,9 @@ class CenterPointDecoder:
         if self._score_threshold > 0.0:                            # mmdet3d: `if thr:` then >
             passing = scores > np.float32(self._score_threshold)
             ids, scores = ids[passing], scores[passing]
-        sel = topk_flat(scores, ids, self.max_num)
+        # flat id = class * H * W + y * W + x: the order mmdet3d's two torch.topk calls give
+        # when ties are broken by position (torch leaves them unspecified)
+        sel = select_topk(scores, ids, self.max_num)
         ids, scores = ids[sel], scores[sel]
         labels = ids // hw
         cell = ids % hw

@@ -9,7 +9,8 @@ import pytest
 from admlops_ros.bundle.spec import ModelSpec
 from admlops_ros.lidar.geometry import HAVE_NUMBA
 from admlops_ros.lidar.heads import HeadError, decoder_from_spec
-from admlops_ros.lidar.heads.center_head import CenterPointDecoder, topk_flat
+from admlops_ros.lidar.heads import select_topk
+from admlops_ros.lidar.heads.center_head import CenterPointDecoder
 from admlops_ros.lidar.heads.nms import NMSError, circle_nms
 from tests.lidar.heads.reference import loop_nms
 
@@ -233,11 +234,11 @@ def test_shape_mismatches_name_the_numbers():
         dec.decode([cls, cls], [bbox, bbox], [rot, rot])
 
 
-def test_topk_flat_orders_ties_by_id():
+def test_heatmap_topk_orders_ties_by_flat_id():
     scores = np.array([0.5, 0.9, 0.5, 0.7, 0.5], np.float32)
     ids = np.array([40, 3, 10, 7, 2])
-    assert topk_flat(scores, ids, 3).tolist() == [1, 3, 4]
-    assert topk_flat(scores, ids, 10).tolist() == [1, 3, 4, 2, 0]
+    assert select_topk(scores, ids, 3).tolist() == [1, 3, 4]
+    assert select_topk(scores, ids, 10).tolist() == [1, 3, 4, 2, 0]
 
 
 # ----------------------------------------------------------------------------- circle NMS
