@@ -6,6 +6,9 @@ Python handler inside that callback; a KeyboardInterrupt raised there is returne
 code that does not expect it: ``SystemError ... returned a result with an exception set``, or a
 segfault (numba issue #2324). The handler here raises only outside numba's own frames and
 otherwise delivers the same signal again a moment later, when the compiled call has returned.
+Once ``restore`` starts, a signal still on its way (a redelivery, or one CPython runs inside
+``signal.signal`` itself, which handles pending signals first) is dropped: the command has
+already ended and is exiting with its own code.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from types import FrameType
 from typing import Callable, Dict, Iterable, Optional
 
 REDELIVER_AFTER_S = 0.05
+_ACTIVE = threading.Event()     # set from install() until restore()
 
 
 def _package_dir(name: str) -> Optional[str]:
@@ -36,14 +40,21 @@ def in_numba(frame: Optional[FrameType]) -> bool:
 
 def raise_keyboard_interrupt(signum: int, frame: Optional[FrameType]) -> None:
     """Signal handler: KeyboardInterrupt, postponed while the signal landed in numba's code."""
+    if not _ACTIVE.is_set():
+        return  # restore() has begun: the command is exiting already
     if in_numba(frame):
-        timer = threading.Timer(REDELIVER_AFTER_S, os.kill, (os.getpid(), signum))
+        timer = threading.Timer(REDELIVER_AFTER_S, _redeliver, (signum,))
         timer.daemon = True
         timer.start()
         return
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _redeliver(signum: int) -> None:
+    if _ACTIVE.is_set():
+        os.kill(os.getpid(), signum)
 
 
 def install(signals: Iterable[int] = (signal.SIGINT,)) -> Dict[int, Callable]:
@@ -53,11 +64,14 @@ def install(signals: Iterable[int] = (signal.SIGINT,)) -> Dict[int, Callable]:
     """
     if threading.current_thread() is not threading.main_thread():
         return {}
+    _ACTIVE.set()
     return {sig: signal.signal(sig, raise_keyboard_interrupt) for sig in signals}
 
 
 def restore(previous: Dict[int, Callable]) -> None:
     """Put back the handlers `install` returned (those Python knows; C-installed ones stay)."""
+    if previous:
+        _ACTIVE.clear()
     for sig, handler in previous.items():
         if handler is not None:
             signal.signal(sig, handler)
