@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -37,6 +37,7 @@ START_STAMP_S = 1_600_000_000.0  # a fixed, non-zero start so stamps are determi
 POINT_FIELDS: Tuple[str, ...] = ("x", "y", "z", "intensity")
 CLOUD_TYPE = "sensor_msgs/PointCloud2"
 GT_TYPE = "admlops_ros/DetectedObjectArray"
+TF_TYPES = ("tf2_msgs/TFMessage", "tf/tfMessage")  # /tf, /tf_static: poses for multi-sweep
 
 
 def messages() -> ModuleType:
@@ -286,6 +287,7 @@ class BagSummary:
     problems: List[str]
     duration_s: float
     recovered: bool = False  # the bag had no index: its messages were read from the chunks
+    tf_topics: List[str] = field(default_factory=list)  # TF_TYPES topics, played online
 
 
 def _topics(bag: Any) -> Dict[str, str]:
@@ -395,6 +397,7 @@ def read_bag(path: os.PathLike, points_topic: Optional[str] = None,
         if not cloud_stamps:
             raise BagError(f"bag {path} has no readable message on {points_topic}")
         start, end = bag.get_start_time(), bag.get_end_time()
+        tf_topics = sorted(n for n, t in _topics(bag).items() if t in TF_TYPES)
         opened = True
     except BagError:
         raise
@@ -415,7 +418,7 @@ def read_bag(path: os.PathLike, points_topic: Optional[str] = None,
                         f"stamp (first {no_cloud[0] / 1e9:.6f}); ignored")
     summary = BagSummary(str(path), points_topic, gt_topic, len(cloud_stamps),
                          len(gt_by_stamp), no_gt, no_cloud, problems, float(end - start),
-                         recovered)
+                         recovered, tf_topics)
     for p in problems:
         LOG.warning("%s", p)
 

@@ -76,7 +76,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
               gt_topic=args.gt_topic)
     out = Path(args.out)
     if args.online:
-        result = replay.run_online(args.bag, rate=args.rate, log_dir=out / "logs", **kw)
+        result = replay.run_online(args.bag, rate=args.rate, log_dir=out / "logs",
+                                   sweeps=args.sweeps, **kw)
     else:
         result = replay.run_offline(args.bag, limit=args.limit, **kw)
     op = args.operating_threshold
@@ -172,6 +173,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--online", action="store_true",
                    help="roscore + lidar_detection node + rosbag play (needs the catkin build)")
     p.add_argument("--rate", type=POSITIVE, default=None, help="rosbag play rate (online)")
+    p.add_argument("--sweeps", type=POSITIVE_INT, default=None,
+                   help="clouds merged per detection by the node (online; default: the spec's "
+                        "input.sweeps); the bag's /tf gives the poses")
     p.add_argument("--out", default="eval_out", help="output directory (default eval_out)")
     p.add_argument("--score-threshold", type=FRACTION, default=None,
                    help="detector score threshold (default: the spec's)")

@@ -143,6 +143,11 @@ def run_offline(bag: os.PathLike, engine: Optional[str] = None, backend: str = "
     total = summary.num_clouds if limit is None else min(limit, summary.num_clouds)
     keep = _sample_indices(total)
     t0 = time.perf_counter()
+    model_sweeps = int(getattr(detector.bundle.spec.input, "sweeps", 1))
+    if model_sweeps > 1:
+        problems.append(f"the model takes {model_sweeps} sweeps per detection; offline replay "
+                        "detects on each cloud alone: use --online (the node merges the "
+                        "sweeps with the bag's /tf)")
     with detector:
         detector.warmup()
         info = detector_summary(detector)
@@ -229,11 +234,14 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
                rate: Optional[float] = None, score_threshold: Optional[float] = None,
                progress: bool = True, points_topic: Optional[str] = None,
                gt_topic: Optional[str] = None, log_dir: Optional[os.PathLike] = None,
-               objects_topic: str = OBJECTS_TOPIC, stats_topic: str = STATS_TOPIC) -> ReplayResult:
+               objects_topic: str = OBJECTS_TOPIC, stats_topic: str = STATS_TOPIC,
+               sweeps: Optional[int] = None) -> ReplayResult:
     """A private roscore, the node from lidar_detection.launch, ``rosbag play``, recorded output.
 
     Latency is wall clock from the cloud arriving at this recorder to its objects arriving
-    (both over loopback); a cloud without an objects message with its stamp is dropped.
+    (both over loopback); a cloud without an objects message with its stamp is dropped. The
+    bag's /tf and /tf_static are played too (the node's multi-sweep input looks up each
+    cloud's pose); ``sweeps`` is the node's ``~sweeps`` (None: the spec's input.sweeps).
 
     Raises:
         BagError, ReplayError: bag problems; roscore / node / rosbag failing to start (the
@@ -263,6 +271,13 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
         launch_args.append(f"precision:={opts['precision']}")
     if score_threshold is not None:
         launch_args.append(f"score_threshold:={score_threshold}")
+    if sweeps is not None:
+        launch_args.append(f"sweeps:={int(sweeps)}")
+    if (sweeps or spec.input.sweeps) > 1 and not summary.tf_topics:
+        problems.append(f"the node merges {sweeps or spec.input.sweeps} sweeps per detection "
+                        f"but bag {summary.path} has no tf topic (/tf, /tf_static): every "
+                        "cloud is detected alone; record tf with the clouds")
+    play_topics = [summary.points_topic] + list(summary.tf_topics)
     node = player = None
     indexed_copy: Optional[Path] = None
     play_path = Path(summary.path)
@@ -272,7 +287,7 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
             # rosbag play refuses a bag without an index: play an indexed copy of its clouds,
             # next to the logs, removed in the finally below on every exit path
             indexed_copy = log_dir / f"{play_path.stem}.indexed.bag"
-            write_indexed_copy(play_path, indexed_copy, [summary.points_topic])
+            write_indexed_copy(play_path, indexed_copy, play_topics)
             play_path = indexed_copy
         with proc.RosCore(ros_home=log_dir / "ros_home", log=log_dir / "roscore.log") as core:
             os.environ.update(core.env)
@@ -290,7 +305,7 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
                 raise ReplayError(f"{exc}; last lines of {node_log}:\n{_tail(node_log)}") from exc
             play_log = log_dir / "rosbag_play.log"
             player = proc.start(["rosbag", "play", "--quiet", "--delay", "1.0", "--rate",
-                                 str(rate), "--topics", summary.points_topic, "--",
+                                 str(rate), "--topics", *play_topics, "--",
                                  str(play_path)], core.env, play_log)
             bar = tqdm(total=summary.num_clouds, desc="eval (online)", unit="cloud",
                        disable=not progress)

@@ -447,3 +447,27 @@ def test_corrupt_record_inside_a_closed_chunk_skips_the_rest_of_that_chunk(tmp_p
     summary, got = read_all(cut)
     assert [f.stamp_ns for f in got] == [f.stamp_ns for f in read_all(intact)[1]][::2]
     assert any("unreadable" in p and "skipped" in p for p in summary.problems)
+
+
+def test_tf_topics_are_listed_for_online_replay(tmp_path):
+    """The bag's /tf and /tf_static (tf2_msgs/TFMessage) are found, so `eval --online` plays
+    them with the clouds for the node's multi-sweep poses."""
+    pytest.importorskip("tf2_msgs.msg", reason="Debian python3-tf2-msgs (ros-tf2-msgs) needed")
+    import rosbag
+    import rospy
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    path = tmp_path / "tf.bag"
+    write_small_bag(path, 2)
+    with rosbag.Bag(str(path), "a") as bag:
+        for topic in ("/tf", "/tf_static"):
+            tf = TransformStamped()
+            tf.header.frame_id, tf.child_frame_id = "odom", "velodyne"
+            tf.transform.rotation.w = 1.0
+            bag.write(topic, TFMessage([tf]), t=rospy.Time(1))
+    summary, frames = read_all(path)
+    assert summary.tf_topics == ["/tf", "/tf_static"] and len(frames) == 2
+    plain = tmp_path / "plain.bag"
+    write_small_bag(plain, 1)
+    assert read_all(plain)[0].tf_topics == []
