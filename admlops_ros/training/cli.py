@@ -8,7 +8,7 @@ import sys
 import tempfile
 from typing import Any
 
-from admlops_ros.argtypes import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
+from admlops_ros.argtypes import FRACTION, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
 from admlops_ros.errors import UsageError
 
 LOG = logging.getLogger(__name__)
@@ -42,6 +42,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark", type=NON_NEGATIVE_INT, default=0, metavar="N",
                    help="only run N iterations in a temporary directory and print s/iteration")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.add_argument("--dataset", default=None,
+                   help="KITTI-format directory (velodyne/, label_2/, calib/: real or "
+                        "`admlops export`ed frames) to train on; its objects fill the "
+                        "ground-truth sampling database")
+    p.add_argument("--dataset-split", default=None,
+                   help="ImageSets file or name (e.g. train) of --dataset (default: every "
+                        "labelled frame)")
+    p.add_argument("--dataset-ratio", type=FRACTION, default=None,
+                   help="fraction of training frames from --dataset, the rest simulated "
+                        "(default 1: the dataset only)")
+    p.add_argument("--dataset-all-points", action="store_true",
+                   help="keep the points outside the labelled camera view (KITTI labels only "
+                        "what image 2 sees, so they are dropped by default)")
 
 
 def _train_config(args: argparse.Namespace):
@@ -49,7 +62,7 @@ def _train_config(args: argparse.Namespace):
     from admlops_ros.training.train import TrainConfig
     cfg = TrainConfig(model=args.config)
     for key in ("iterations", "batch_size", "lr", "seed", "frame_seed_base", "gt_db_frames",
-                "threads"):
+                "threads", "dataset", "dataset_split", "dataset_ratio"):
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)
@@ -61,11 +74,15 @@ def _train_config(args: argparse.Namespace):
         cfg.augment = AugmentConfig(gt_sampling=False)
     if args.scan_order:
         cfg.shuffle_points = False
+    if args.dataset_all_points:
+        cfg.dataset_fov_only = False
+    if cfg.dataset_ratio != 1.0 and not cfg.dataset:
+        raise UsageError("--dataset-ratio needs --dataset DIR")
     return cfg
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """`admlops train`: train (or --benchmark) a model on simulated frames."""
+    """`admlops train`: train (or --benchmark) a model on simulated and/or dataset frames."""
     from admlops_ros.training.train import LOG_JSONL, train
     cfg = _train_config(args)
     if args.benchmark:

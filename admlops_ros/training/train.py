@@ -43,7 +43,10 @@ class TrainConfig:
 
     Frames are simulated on the fly: sample j of iteration i uses seed
     ``frame_seed_base + i * batch_size + j`` (evaluation must use other seeds); the
-    ground-truth database uses the first ``gt_db_frames`` training seeds.
+    ground-truth database uses the first ``gt_db_frames`` training seeds. With ``dataset`` (a
+    KITTI-format directory, ``data.kitti_dataset``), a seed gives a dataset frame with
+    probability ``dataset_ratio`` (1: the dataset only) and the ground-truth database is built
+    from the dataset's objects (its first ``gt_db_frames`` frames).
     """
 
     model: str = "sim_small"
@@ -68,6 +71,10 @@ class TrainConfig:
     checkpoint_every: int = 250
     prefetch: bool = True  # build the next batch in a thread while the model trains
     log_every: int = 25
+    dataset: Optional[str] = None        # KITTI-format directory of real or exported frames
+    dataset_split: Optional[str] = None  # ImageSets file or name (None: every labelled frame)
+    dataset_ratio: float = 1.0           # fraction of training frames from the dataset
+    dataset_fov_only: bool = True        # drop points outside the labelled camera view
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -138,7 +145,18 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
     mcfg = model_config if model_config is not None else get_config(cfg.model)
     torch.set_num_threads(max(1, int(cfg.threads)))
     _seed_everything(cfg.seed)
+    db_fn = None
+    if frame_fn is None and cfg.dataset:
+        from admlops_ros.data.kitti_dataset import KittiDataset, mixed_frame_fn
+        dataset = KittiDataset(cfg.dataset, cfg.dataset_split, cfg.dataset_fov_only)
+        frame_fn = mixed_frame_fn(dataset, cfg.dataset_ratio,
+                                  simulated_frame_fn() if cfg.dataset_ratio < 1.0 else None)
+        db_fn = lambda i: dataset[i] if i < len(dataset) else None  # noqa: E731
+        LOG.info("training frames: %d from %s (ratio %.2f, the rest simulated)", len(dataset),
+                 cfg.dataset, cfg.dataset_ratio)
     frame_fn = frame_fn if frame_fn is not None else simulated_frame_fn()
+    if db_fn is None:
+        db_fn = lambda i: frame_fn(cfg.frame_seed_base + i)  # noqa: E731
     model = build_model(mcfg)
     if init is not None and not resume:
         model.load_state_dict(torch.load(str(init), map_location="cpu", weights_only=True))
@@ -166,11 +184,11 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
     sampler = None
     if cfg.augment.gt_sampling and cfg.gt_db_frames > 0:
         t0 = time.time()
-        db = [frame_fn(cfg.frame_seed_base + i) for i in range(cfg.gt_db_frames)]
+        db = [f for f in (db_fn(i) for i in range(cfg.gt_db_frames)) if f is not None]
         sampler = GTSampler(db, mcfg.class_names, cfg.augment.sample_groups,
                             cfg.augment.min_points)
+        LOG.info("gt database from %d frames in %.1f s", len(db), time.time() - t0)
         del db
-        LOG.info("gt database from %d frames in %.1f s", cfg.gt_db_frames, time.time() - t0)
     builder = SampleBuilder(mcfg, cfg.augment, cfg.crop, sampler, cfg.min_points,
                             shuffle_points=cfg.shuffle_points)
     canvas_hw = builder.canvas_hw

@@ -117,3 +117,22 @@ def test_resume_gives_the_same_weights_as_one_run(tmp_path):
     sb = torch.load(str(two), weights_only=True)
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_training_on_a_kitti_dataset_mixed_with_stand_in_frames(tmp_path, caplog):
+    """--dataset: real KITTI frames (camera view), mixed by ratio with the frame source, and
+    the ground-truth database built from the dataset's objects."""
+    from tests.paths import SHARED_KITTI
+    training = SHARED_KITTI / "training"
+    if not (training / "velodyne").is_dir():
+        pytest.skip(f"real KITTI frames not found at {training} (../shared beside the repo)")
+    cfg = TrainConfig(iterations=3, batch_size=2, crop=None, gt_db_frames=6, log_every=1,
+                      checkpoint_every=10, threads=2, dataset=str(training),
+                      dataset_ratio=1.0)
+    with caplog.at_level("INFO"):
+        ckpt = train(cfg, tmp_path, model_config=TINY, progress=False)
+    assert ckpt.is_file()
+    assert "gt database from 6 frames" in caplog.text
+    assert json.loads((tmp_path / "train_config.json").read_text())["dataset"] == str(training)
+    log = [json.loads(line) for line in (tmp_path / LOG_JSONL).read_text().splitlines()]
+    assert len(log) == 3 and all(np.isfinite(r["loss"]) for r in log)
