@@ -1,0 +1,117 @@
+"""SdkDetector: the real mmdeploy SDK (mmdeploy_runtime.Detector) on a camera bundle directory.
+
+The SDK reads deploy.json, pipeline.json and detail.json beside end2end.onnx and does its own
+preprocessing (pipeline.json transforms), inference (its bundled ONNX Runtime 1.15.1) and
+ResizeBBox postprocess; this class gives its result as the same Detections2D as
+:class:`admlops_ros.camera.detector.CameraDetector`. The SDK's bundled ONNX Runtime and the
+onnxruntime wheel were checked to load and run in one process (either import order).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from admlops_ros.backends import BackendError
+from admlops_ros.bundle.camera_spec import SDK_FILES, CameraBundle, CameraSpec
+from admlops_ros.camera.detections import Detections2D
+from admlops_ros.camera.preprocess import PreprocessError
+
+SDK_PIP = "pip install mmdeploy-runtime==1.3.1"
+
+
+def _runtime():
+    try:
+        import mmdeploy_runtime
+    except ImportError as exc:
+        raise BackendError(f"backend 'mmdeploy_sdk' needs the mmdeploy SDK: `{SDK_PIP}` "
+                           f"(CPU wheel, bundles ONNX Runtime 1.15.1); import failed: {exc}"
+                           ) from exc
+    return mmdeploy_runtime
+
+
+class SdkDetector:
+    """mmdeploy_runtime.Detector over a camera bundle, with CameraDetector's interface.
+
+    Args:
+        bundle: a loaded camera bundle holding the SDK json files.
+        score_threshold: keep score > this (default the spec's; the SDK's ResizeBBox applies
+            pipeline.json's score_thr first).
+        device_name, device_id: the SDK device ("cpu", 0).
+
+    Raises:
+        BackendError: mmdeploy_runtime missing, SDK files missing, or the SDK refuses the
+            directory.
+    """
+
+    backend_name = "mmdeploy_sdk"
+
+    def __init__(self, bundle: CameraBundle, score_threshold: Optional[float] = None,
+                 device_name: str = "cpu", device_id: int = 0, **options: Any) -> None:
+        if options:
+            raise BackendError(f"mmdeploy_sdk: unknown option(s) {sorted(options)}; it takes "
+                               "device_name, device_id")
+        missing = [f for f in SDK_FILES if not (bundle.root / f).is_file()]
+        if missing:
+            raise BackendError(f"mmdeploy_sdk: {bundle.root} has no {', '.join(missing)}; "
+                               "re-export the bundle with sdk_files=True (export_camera_bundle)"
+                               " or run mmdeploy's tools/deploy.py with --dump-info")
+        runtime = _runtime()
+        self.bundle = bundle
+        self.spec: CameraSpec = bundle.spec
+        from admlops_ros.camera.detector import _threshold
+        self.score_threshold = _threshold(score_threshold, self.spec)
+        try:
+            self._detector = runtime.Detector(model_path=str(bundle.root),
+                                              device_name=device_name, device_id=device_id)
+        except Exception as exc:  # the SDK raises RuntimeError without details
+            raise BackendError(f"mmdeploy_sdk could not load {bundle.root}: {exc} (run with "
+                               "the SDK's log to see which json key it refused)") from exc
+
+    @property
+    def class_names(self) -> Tuple[str, ...]:
+        return self.spec.class_names
+
+    def detect(self, image: np.ndarray) -> Detections2D:
+        """Detect objects in one [H, W, 3] uint8 bgr image with the SDK.
+
+        Returns:
+            Detections2D; timings_ms: sdk (= inference: the SDK's preprocess, inference and
+            ResizeBBox together; preprocess is 0), postprocess (threshold here), total.
+        """
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or \
+                image.dtype != np.uint8 or 0 in image.shape:
+            got = f"{list(image.shape)} {image.dtype}" if isinstance(image, np.ndarray) else \
+                type(image).__name__
+            raise PreprocessError(f"camera image must be non-empty [H, W, 3] uint8 bgr, got "
+                                  f"{got}")
+        t0 = time.perf_counter()
+        result = self._detector(np.ascontiguousarray(image))
+        t1 = time.perf_counter()
+        bboxes = np.asarray(result[0], np.float32).reshape(-1, 5)
+        labels = np.asarray(result[1]).reshape(-1).astype(np.int64)
+        keep = (bboxes[:, 4] > self.score_threshold) & (labels >= 0) & \
+            (labels < len(self.class_names))
+        out = Detections2D(bboxes[keep, :4], bboxes[keep, 4], labels[keep], self.class_names,
+                           image_size=image.shape[:2])
+        t2 = time.perf_counter()
+        sdk = (t1 - t0) * 1e3
+        out.timings_ms = {"preprocess": 0.0, "inference": sdk, "sdk": sdk,
+                          "postprocess": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
+        return out
+
+    def warmup(self, runs: int = 2, image_size: Optional[Tuple[int, int]] = None) -> None:
+        h, w = image_size or (self.spec.input.height, self.spec.input.width)
+        image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+        for _ in range(runs):
+            self.detect(image)
+
+    def close(self) -> None:
+        self._detector = None
+
+    def __enter__(self) -> "SdkDetector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
