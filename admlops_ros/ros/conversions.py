@@ -139,10 +139,12 @@ def msg_to_detections(msg: Any, class_names: tuple = ()) -> Detections:
                       else None)
 
 
-def stats_to_msg(header: Any, values: Dict[str, float], msgs: Optional[ModuleType] = None) -> Any:
-    """An ``admlops_ros/DetectionStats``; keys are the message's field names, missing -> NaN/0."""
+def stats_to_msg(header: Any, values: Dict[str, float], msgs: Optional[ModuleType] = None,
+                 message: str = "DetectionStats") -> Any:
+    """An ``admlops_ros/<message>`` stats message (DetectionStats, CameraDetectionStats); keys are
+    the message's field names, missing -> NaN/0."""
     msgs = msgs or import_messages()
-    stats = msgs.DetectionStats(header=header)
+    stats = getattr(msgs, message)(header=header)
     for name, kind in zip(stats.__slots__, stats._slot_types):
         if name == "header":
             continue

@@ -36,7 +36,8 @@ class DiagnosticsState:
     """
 
     def __init__(self, max_processing_ms: float, error_after: int, hold_s: float = WARN_HOLD_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, frame_name: str = "cloud") -> None:
+        self.frame_name = frame_name  # "cloud" or "image": the word in the messages
         self.max_processing_ms = float(max_processing_ms)
         self.error_after = int(error_after)
         self.hold_s = float(hold_s)
@@ -104,17 +105,17 @@ class DiagnosticsState:
     def _evaluate(self) -> Tuple[int, str]:
         c = self.counters
         if c.consecutive_bad >= self.error_after:
-            return ERROR, (f"{c.consecutive_bad} consecutive clouds dropped or failed; "
+            return ERROR, (f"{c.consecutive_bad} consecutive {self.frame_name}s dropped or failed; "
                            f"last: {self.last_problem}")
         recent = (self._last_problem_time is not None
                   and self.clock() - self._last_problem_time <= self.hold_s)
         if recent:
-            return WARN, f"cloud problem: {self.last_problem}"
+            return WARN, f"{self.frame_name} problem: {self.last_problem}"
         if self._slow:
             return WARN, (f"processing took {self.last_processing_ms:.1f} ms > "
                           f"max_processing_ms {self.max_processing_ms:.1f} ms")
         if c.frames_in == 0:
-            return OK, "waiting for clouds"
+            return OK, f"waiting for {self.frame_name}s"
         return OK, "detecting"
 
     def _changed(self) -> bool:

@@ -122,7 +122,8 @@ def describe_allowed(prop: Mapping[str, Any]) -> str:
     return text
 
 
-def _schema_errors(values: Mapping[str, Any], schema: Mapping[str, Any]) -> List[str]:
+def schema_errors(values: Mapping[str, Any], schema: Mapping[str, Any]) -> List[str]:
+    """One message per schema violation of ``values`` (unknown names with a close match)."""
     import jsonschema  # noqa: WPS433 (import cost only at node start)
 
     props = schema.get("properties", {})
@@ -146,7 +147,8 @@ def _schema_errors(values: Mapping[str, Any], schema: Mapping[str, Any]) -> List
     return messages
 
 
-def resolve_engine(engine: str, root: Optional[Path] = None) -> Path:
+def resolve_engine(engine: str, root: Optional[Path] = None,
+                   default: str = DEFAULT_ENGINE) -> Path:
     """Engine bundle directory: "" -> the shipped default; relative paths -> the package dir.
 
     Raises:
@@ -154,7 +156,7 @@ def resolve_engine(engine: str, root: Optional[Path] = None) -> Path:
     """
     root = root or package_root()
     if not engine:
-        path = root / "engines" / DEFAULT_ENGINE
+        path = root / "engines" / default
     else:
         path = Path(engine).expanduser()
         if not path.is_absolute():
@@ -162,8 +164,8 @@ def resolve_engine(engine: str, root: Optional[Path] = None) -> Path:
     if not (path / "spec.yaml").is_file():
         raise ParamError(
             f"invalid parameter ~engine = {engine!r}: no spec.yaml in {path}; pass an engine "
-            "bundle directory (e.g. engines/pointpillars_sim_3class) or build the default one "
-            "with `make engine`")
+            f"bundle directory (e.g. engines/{default}) or build the default one with "
+            "`make engine`")
     return path.resolve()
 
 
@@ -186,7 +188,7 @@ def validate_params(values: Mapping[str, Any], defaults: Optional[Mapping[str, A
     """
     merged = dict(load_defaults() if defaults is None else defaults)
     merged.update(values)
-    errors = _schema_errors(merged, load_schema() if schema is None else schema)
+    errors = schema_errors(merged, load_schema() if schema is None else schema)
     if errors:
         raise ParamError("bad lidar_detection parameters:\n  " + "\n  ".join(errors))
     engine = (resolve_engine(merged["engine"]) if check_engine
