@@ -22,8 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from admlops_ros.evaluation.frames import FrameGT
-from admlops_ros.evaluation.protocol import (KITTI_MAX_OCCLUSION, KITTI_MAX_TRUNCATION,
-                                             KITTI_MIN_HEIGHT_PX)
+from admlops_ros.evaluation.protocol import kitti_difficulty
 from admlops_ros.evaluation.rosbag_io import BagError, open_bag
 from admlops_ros.lidar.detections import Detections
 
@@ -58,25 +57,6 @@ def messages() -> ModuleType:
             return import_messages()
         except ConversionError:
             raise BagError(f"{first}") from first
-
-
-def kitti_difficulty(bbox2d: np.ndarray, occluded: np.ndarray,
-                     truncated: np.ndarray) -> np.ndarray:
-    """KITTI difficulty level per object: 0 easy, 1 moderate, 2 hard, -1 none of them.
-
-    Args:
-        bbox2d: [M, 4] image boxes (left, top, right, bottom) px.
-        occluded: [M] occlusion state; truncated: [M] 0..1.
-    """
-    bbox2d = np.asarray(bbox2d, np.float64).reshape(-1, 4)
-    height = bbox2d[:, 3] - bbox2d[:, 1]
-    level = np.full(len(bbox2d), -1, np.int64)
-    for lvl in (2, 1, 0):  # the lowest level whose rules hold wins
-        ok = ((np.asarray(occluded) <= KITTI_MAX_OCCLUSION[lvl])
-              & (np.asarray(truncated) <= KITTI_MAX_TRUNCATION[lvl])
-              & (height > KITTI_MIN_HEIGHT_PX[lvl]))
-        level[ok] = lvl
-    return level
 
 
 def gt_to_msg(gt: FrameGT, header: Any, msgs: Optional[ModuleType] = None) -> Any:
@@ -133,6 +113,7 @@ class BagWriter:
         import rosbag
         from std_msgs import msg as std_msgs
         self._msgs = messages()
+        self.messages = self._msgs  # the generated admlops_ros.msg module
         self._std = std_msgs
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +121,7 @@ class BagWriter:
         self.start, self.period, self.frame_id = start_stamp_s, period_s, frame_id
         self.points_topic, self.gt_topic = points_topic, gt_topic
         self.count = 0
+        self.last_header: Any = None  # header of the last cloud written
 
     def write(self, points: np.ndarray, gt: Optional[FrameGT]) -> float:
         """Append one frame; returns its stamp in seconds."""
@@ -151,8 +133,16 @@ class BagWriter:
         self._bag.write(self.points_topic, cloud, header.stamp)
         if gt is not None:
             self._bag.write(self.gt_topic, gt_to_msg(gt, header, self._msgs), header.stamp)
+        self.last_header = header
         self.count += 1
         return stamp_ns / 1e9
+
+    def write_message(self, topic: str, msg: Any) -> None:
+        """Append a message of the frame last written (at its stamp), e.g. its image."""
+        if self.last_header is None:
+            raise BagError("BagWriter.write_message before the first write(): write the "
+                           "frame's cloud first")
+        self._bag.write(topic, msg, self.last_header.stamp)
 
     def close(self) -> None:
         self._bag.close()
@@ -213,21 +203,44 @@ def kitti_objects_to_gt(objects: Sequence[Any], calib: Any, frame: str = "") -> 
 
 
 def bag_from_kitti(kitti_dir: os.PathLike, frames: Sequence[str], out: os.PathLike,
-                   progress: bool = True) -> int:
-    """Write KITTI object frames (velodyne + label_2 + calib) as a bag; returns frames written."""
+                   progress: bool = True, images: str = "auto") -> int:
+    """Write KITTI object frames (velodyne + label_2 + calib) as a bag; returns frames written.
+
+    Args:
+        images: "raw" (sensor_msgs/Image bgr8) or "png" (CompressedImage) adds image_2, its
+            CameraInfo (P2) and the labels' 2D boxes (:mod:`camera_bags`); "none" writes
+            clouds only; "auto" is "raw" when ``kitti_dir/image_2`` exists, else "none".
+    """
     from tqdm import tqdm
+
+    from admlops_ros.evaluation import camera_bags
     if not frames:
         raise BagError("no KITTI frame ids given (use --ids or --split)")
+    if images == "auto":
+        images = "raw" if (Path(kitti_dir) / "image_2").is_dir() else "none"
+    if images not in ("none",) + camera_bags.IMAGE_FORMATS:
+        raise BagError(f"--images {images!r} unknown; use auto, none, "
+                       f"{', '.join(camera_bags.IMAGE_FORMATS)}")
     with BagWriter(out) as writer:
         for frame in tqdm(frames, desc="bag-from-kitti", unit="frame", disable=not progress):
             points, gt = kitti_frame_gt(kitti_dir, frame)
             writer.write(points, gt)
+            if images != "none":
+                image, p2, gt2d = camera_bags.read_kitti_image(kitti_dir, frame)
+                camera_bags.write_camera(writer, image, p2, gt2d, images)
         return writer.count
 
 
 def bag_from_sim(out: os.PathLike, count: int, seed: int = 0, sensor: str = "hdl64",
-                 scene: Any = None, progress: bool = True) -> int:
-    """Write ``count`` simulated frames (seeds seed, seed+1, ...) as a bag; returns count."""
+                 scene: Any = None, progress: bool = True, images: str = "none") -> int:
+    """Write ``count`` simulated frames (seeds seed, seed+1, ...) as a bag; returns count.
+
+    Args:
+        images: "raw" / "png" adds the frame's rendered camera image
+            (:func:`admlops_ros.simulation.camera.render_frame`, same scene), its CameraInfo
+            and 2D box labels as :mod:`camera_bags` lays them out; "none" (default) writes
+            clouds only.
+    """
     from tqdm import tqdm
 
     from admlops_ros.simulation import SceneConfig, SensorConfig, simulate_frame
@@ -242,7 +255,20 @@ def bag_from_sim(out: os.PathLike, count: int, seed: int = 0, sensor: str = "hdl
             gt = FrameGT(frame.boxes, list(frame.names), ignore=difficulty < 0,
                          difficulty=difficulty, frame_id=str(seed + i))
             writer.write(frame.points, gt)
+            if images != "none":
+                _write_sim_image(writer, seed + i, scene_cfg, sensor_cfg, images)
         return writer.count
+
+
+def _write_sim_image(writer: BagWriter, seed: int, scene: Any, sensor: Any, fmt: str) -> None:
+    """The rendered image of simulated frame ``seed`` with its 2D labels."""
+    from admlops_ros.evaluation import camera_bags
+    from admlops_ros.evaluation.metrics2d import ImageGT
+    from admlops_ros.simulation.camera import render_frame
+    cam = render_frame(seed, scene, mount_height=sensor.mount_height)
+    gt2d = ImageGT(cam.boxes2d, cam.names, occluded=np.asarray(cam.occlusion_level, np.int64),
+                   truncated=np.asarray(cam.truncation, np.float64), frame_id=str(seed))
+    camera_bags.write_camera(writer, cam.image, cam.config.P, gt2d, fmt)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def write_json(path: Path, data) -> None:
 def cmd_bag_from_sim(args: argparse.Namespace) -> int:
     from admlops_ros.evaluation.bags import bag_from_sim
     n = bag_from_sim(args.output, args.count, args.seed, args.sensor,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, images=args.images)
     LOG.info("wrote %d simulated frames (seed %d, sensor %s) to %s", n, args.seed, args.sensor,
              args.output)
     return 0
@@ -62,13 +62,53 @@ def cmd_bag_from_kitti(args: argparse.Namespace) -> int:
     if not ids:
         raise BagError(f"no velodyne/*.bin under {args.kitti_dir}; give the KITTI 'training' "
                        "directory (velodyne/, label_2/, calib/), or --ids / --split")
-    n = bag_from_kitti(args.kitti_dir, ids, args.output, progress=not args.no_progress)
+    n = bag_from_kitti(args.kitti_dir, ids, args.output, progress=not args.no_progress,
+                       images=args.images)
     LOG.info("wrote %d KITTI frames from %s to %s", n, args.kitti_dir, args.output)
+    return 0
+
+
+def cmd_eval_camera(args: argparse.Namespace, bundle: str) -> int:
+    """`admlops eval` on a camera bundle: 2D detections of the bag's images."""
+    from admlops_ros.evaluation import camera_eval, report
+    from admlops_ros.evaluation.replay import ReplayError
+    if args.online:
+        raise ReplayError("--online is not available for camera bundles yet; drop --online "
+                          "(the camera eval runs the detector in process)")
+    out = Path(args.out)
+    result = camera_eval.run_camera_offline(
+        args.bag, bundle, backend=args.backend, score_threshold=args.score_threshold,
+        limit=args.limit, progress=not args.no_progress, image_topic=args.image_topic,
+        gt_topic=args.image_gt_topic)
+    op = args.operating_threshold
+    results, ev = camera_eval.summarize_camera(result, score_threshold=op)
+    write_json(out / "results.json", results)
+    html = report.write_camera_report(out / "report.html", results, ev, result.records,
+                                      result.samples, op)
+    report.save_camera_pngs(out / "figures", ev, result.records, result.samples, op,
+                            results["latency_definition"])
+    lat = results["latency_ms"]
+    fr = results["frames"]
+
+    def f(v):
+        return "-" if v is None or not math.isfinite(v) else f"{v:.1f}"
+    lines = [ev.table() if ev is not None else "no 2D ground truth in the bag: accuracy "
+             "metrics skipped", "",
+             f"images {fr['images']}  evaluated {fr['evaluated']}  dropped {fr['dropped']}  "
+             f"without gt {fr['without_gt']}",
+             f"latency ms ({results['latency_definition']}): p50 {f(lat['p50'])}  p90 "
+             f"{f(lat['p90'])}  max {f(lat['max'])}"]
+    sys.stdout.write("\n".join(lines) + "\n")
+    LOG.info("wrote %s, %s and figures/", out / "results.json", html)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from admlops_ros.evaluation import replay, report
+    from admlops_ros.evaluation.camera_eval import is_camera_bundle
+    camera = args.camera_bundle or (args.engine if is_camera_bundle(args.engine) else None)
+    if camera:
+        return cmd_eval_camera(args, camera)
     from admlops_ros.evaluation.kitti_eval import write_kitti_results
     from admlops_ros.evaluation.protocol import EvalConfig
     kw = dict(engine=args.engine, backend=args.backend, score_threshold=args.score_threshold,
@@ -152,6 +192,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         "from training, which uses seeds below 200,000")
     p.add_argument("--sensor", default="hdl64", help="hdl64, hdl32, pandar40, vls128")
     p.add_argument("-o", "--output", required=True, help="output .bag")
+    p.add_argument("--images", choices=("none", "raw", "png"), default="none",
+                   help="also the rendered camera image, CameraInfo and 2D labels: raw "
+                        "(sensor_msgs/Image bgr8) or png (CompressedImage); default none")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bag_from_sim)
 
@@ -161,6 +204,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="ImageSets file with one frame id per line")
     p.add_argument("--ids", nargs="+", help="frame ids, e.g. 000000 000001 (default: all)")
     p.add_argument("-o", "--output", required=True, help="output .bag")
+    p.add_argument("--images", choices=("auto", "none", "raw", "png"), default="auto",
+                   help="image_2 + CameraInfo (P2) + the labels' 2D boxes: raw "
+                        "(sensor_msgs/Image bgr8), png (CompressedImage), none; auto (default): "
+                        "raw when image_2/ exists")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bag_from_kitti)
 
@@ -185,6 +232,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="first N clouds only (offline)")
     p.add_argument("--points-topic", default=None)
     p.add_argument("--gt-topic", default=None)
+    p.add_argument("--camera-bundle", default=None,
+                   help="camera bundle directory: score 2D detections of the bag's images "
+                        "(COCO mAP / AP50, KITTI 2D AP); also chosen when --engine is a "
+                        "camera bundle (spec.yaml modality: camera)")
+    p.add_argument("--image-topic", default=None,
+                   help="camera mode: image topic (default /camera/image_raw or its "
+                        "/compressed)")
+    p.add_argument("--image-gt-topic", default=None,
+                   help="camera mode: 2D ground-truth topic (default /ground_truth/image_objects)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 

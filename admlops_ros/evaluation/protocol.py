@@ -5,6 +5,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, Sequence, Tuple
 
+import numpy as np
+
 # KITTI protocol constants (devkit eval.py / mmdet3d kitti_utils/eval.py).
 KITTI_CLASSES: Tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
 STRICT_IOU: Dict[str, float] = {"Car": 0.7, "Pedestrian": 0.5, "Cyclist": 0.5}
@@ -54,7 +56,26 @@ class EvalConfig:
         return float(table.get(cls, 0.5 if iou_set == "strict" else 0.25))
 
 
+def kitti_difficulty(bbox2d: np.ndarray, occluded: np.ndarray,
+                     truncated: np.ndarray) -> np.ndarray:
+    """KITTI difficulty level per object: 0 easy, 1 moderate, 2 hard, -1 none of them.
+
+    Args:
+        bbox2d: [M, 4] image boxes (left, top, right, bottom) px.
+        occluded: [M] occlusion state; truncated: [M] 0..1.
+    """
+    bbox2d = np.asarray(bbox2d, np.float64).reshape(-1, 4)
+    height = bbox2d[:, 3] - bbox2d[:, 1]
+    level = np.full(len(bbox2d), -1, np.int64)
+    for lvl in (2, 1, 0):  # the lowest level whose rules hold wins
+        ok = ((np.asarray(occluded) <= KITTI_MAX_OCCLUSION[lvl])
+              & (np.asarray(truncated) <= KITTI_MAX_TRUNCATION[lvl])
+              & (height > KITTI_MIN_HEIGHT_PX[lvl]))
+        level[ok] = lvl
+    return level
+
+
 __all__: Sequence[str] = ("KITTI_CLASSES", "STRICT_IOU", "LOOSE_IOU", "BBOX_IOU", "NEIGHBOUR_CLASS",
                           "KITTI_DIFFICULTIES", "KITTI_MIN_HEIGHT_PX", "KITTI_MAX_OCCLUSION",
                           "KITTI_MAX_TRUNCATION", "DISTANCE_BANDS_M", "N_SAMPLE_PTS", "METRICS",
-                          "IOU_SETS", "EvalConfig")
+                          "IOU_SETS", "EvalConfig", "kitti_difficulty")

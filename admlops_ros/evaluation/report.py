@@ -291,5 +291,153 @@ def save_pngs(out_dir: Path, main: Optional[EvalResult], bands: Optional[EvalRes
     return paths
 
 
+# ---------------------------------------------------------------------------------------------
+# Camera (2D) report
+
+def pr_curves_2d_png(ev: Any) -> str:
+    """2D precision-recall per class: COCO 101-point at IoU 0.5 and 0.75, KITTI moderate R40."""
+    plt = _plt()
+    classes = ev.classes
+    fig, axes = plt.subplots(1, len(classes), figsize=(4.2 * len(classes), 3.6), squeeze=False)
+    rec = ev.coco.recall_points
+    for k, (cls, ax) in enumerate(zip(classes, axes[0])):
+        colour = CLASS_COLOURS.get(cls, "k")
+        for t, iou, style in ((0, 0.5, "-"), (5, 0.75, ":")):
+            p = ev.coco.precision[t, :, k]
+            ap = ev.coco.ap(cls, iou)
+            if (p > -1).any():
+                ax.plot(rec, np.clip(p, 0, None), style, color=colour, drawstyle="steps-post",
+                        label=f"COCO IoU {iou:.2f}: AP {'-' if math.isnan(ap) else f'{100 * ap:.1f}'}")
+        r, p = ev.kitti_pr(cls)
+        ap = ev.kitti_ap(cls)
+        if len(r):
+            ax.plot(r, p, "--", color="grey", drawstyle="steps-post",
+                    label=f"KITTI moderate IoU {ev.kitti.min_overlaps['bbox']['strict'][cls]:.2f}"
+                          f": AP|R40 {'-' if math.isnan(ap) else f'{ap:.1f}'}")
+        ax.set(title=f"{cls} (2D bbox)", xlabel="recall", ylabel="precision", xlim=(0, 1),
+               ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    return _png(fig)
+
+
+def camera_image_png(sample: Dict[str, Any], score_threshold: float) -> str:
+    """An image with ground truth (green; DontCare grey) and detections (red, score)."""
+    import cv2
+    img = sample["image"].copy()
+    gt = sample.get("gt")
+    if gt is not None:
+        for b in gt.dontcare:
+            cv2.rectangle(img, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (128, 128, 128), 1)
+        for b in gt.boxes:
+            cv2.rectangle(img, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 200, 0), 2)
+    pred = sample["pred"]
+    for b, sc, n in zip(pred.boxes, pred.scores, pred.names):
+        if sc < score_threshold:
+            continue
+        cv2.rectangle(img, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 0, 230), 1)
+        cv2.putText(img, f"{n[:3]} {sc:.2f}", (int(b[0]), max(10, int(b[1]) - 3)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 230), 1)
+    ok, buf = cv2.imencode(".png", img)
+    return base64.b64encode(buf.tobytes()).decode("ascii") if ok else ""
+
+
+def _coco_table_html(ev: Any) -> str:
+    diffs = ("easy", "moderate", "hard")
+    rows = ["<tr><th>class</th><th>gt</th><th>COCO AP [.5:.95]</th><th>AP50</th><th>AP75</th>"
+            "<th>AR100</th>" + "".join(f"<th>KITTI 2D AP|R40 {d}</th>" for d in diffs)
+            + "</tr>"]
+    for k, c in enumerate(ev.classes):
+        rows.append(f"<tr><td>{html.escape(c)}</td><td>{int(ev.coco.num_gt[k])}</td>"
+                    f"<td>{_fmt(100 * ev.coco.ap(c), 1)}</td>"
+                    f"<td>{_fmt(100 * ev.coco.ap(c, 0.5), 1)}</td>"
+                    f"<td>{_fmt(100 * ev.coco.ap(c, 0.75), 1)}</td>"
+                    f"<td>{_fmt(100 * ev.coco.mean_recall(c), 1)}</td>"
+                    + "".join(f"<td>{_fmt(ev.kitti_ap(c, d), 1)}</td>" for d in diffs) + "</tr>")
+    rows.append(f"<tr><td><b>mean</b></td><td></td><td><b>{_fmt(100 * ev.coco.ap(), 1)}</b></td>"
+                f"<td><b>{_fmt(100 * ev.coco.ap(iou=0.5), 1)}</b></td>"
+                f"<td><b>{_fmt(100 * ev.coco.ap(iou=0.75), 1)}</b></td>"
+                f"<td><b>{_fmt(100 * ev.coco.mean_recall(), 1)}</b></td>"
+                + "".join("<td></td>" for _ in diffs) + "</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def write_camera_report(path: Path, results: Dict[str, Any], ev: Any, records: Sequence[Any],
+                        samples: Sequence[Dict[str, Any]], score_threshold: float) -> Path:
+    """HTML report of a camera evaluation: COCO / KITTI 2D tables, PR curves, latency, images.
+
+    Args:
+        results: :func:`admlops_ros.evaluation.camera_eval.summarize_camera`'s dict.
+        ev: its Eval2DResult (None without ground truth).
+        records: per-image records (latency_ms). samples: images with gt / predictions.
+    """
+    lat = results["latency_ms"]
+    fr = results["frames"]
+    parts: List[str] = [f"<html><head><meta charset='utf-8'><title>admlops eval (camera)</title>"
+                        f"<style>{CSS}</style></head><body><h1>admlops eval (camera): "
+                        f"{html.escape(Path(str(results['bag']['path'])).name)}</h1>",
+                        f"<p>engine <code>{html.escape(json.dumps(results['engine']))}</code><br>"
+                        f"images {fr['images']}, evaluated {fr['evaluated']}, dropped "
+                        f"{fr['dropped']}, without gt {fr['without_gt']}; latency p50 "
+                        f"{_fmt(lat['p50'])} / p90 {_fmt(lat['p90'])} / max {_fmt(lat['max'])} ms "
+                        f"({html.escape(results['latency_definition'])})</p>"]
+    if results.get("problems"):
+        parts.append("<h2 class='warn'>Problems</h2><pre>" + html.escape(
+            "\n".join(results["problems"][:50])) + "</pre>")
+    if ev is not None:
+        parts.append(f"<h2>2D average precision ({ev.num_images} images)</h2>"
+                     + _coco_table_html(ev)
+                     + "<p>COCO: pycocotools semantics (area all, maxDets 100, 101 recall "
+                       "points). KITTI: 2D bbox, IoU &gt; 0.7 Car / 0.5 Pedestrian, Cyclist, "
+                       "Easy / Moderate / Hard by height, occlusion, truncation, 40 recall "
+                       "points.</p>")
+        for note in ev.notes:
+            parts.append(f"<p class='warn'>{html.escape(note)}</p>")
+        parts.append(f"<h2>Precision-recall</h2><img src='data:image/png;base64,"
+                     f"{pr_curves_2d_png(ev)}'>")
+    else:
+        parts.append("<p class='warn'>No 2D ground truth: accuracy metrics skipped.</p>")
+    parts.append(f"<h2>Latency</h2><img src='data:image/png;base64,"
+                 f"{latency_png(records, results['latency_definition'])}'>")
+    stages = results.get("stages_ms") or {}
+    if stages:
+        parts.append("<table><tr><th>stage</th><th>p50</th><th>p90</th><th>p99</th><th>max</th>"
+                     "</tr>" + "".join(f"<tr><td>{k}</td>" + "".join(
+                         f"<td>{_fmt(v[q])}</td>" for q in ("p50", "p90", "p99", "max"))
+                         + "</tr>" for k, v in stages.items()) + "</table>")
+    if samples:
+        parts.append(f"<h2>Images (ground truth green, detections &gt;= {score_threshold:.2f} "
+                     f"red)</h2>")
+        for smp in samples:
+            parts.append(f"<img style='width:100%' src='data:image/png;base64,"
+                         f"{camera_image_png(smp, score_threshold)}'>")
+    parts.append("</body></html>")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(parts))
+    except OSError as exc:
+        raise ReportError(f"cannot write report {path}: {exc}") from exc
+    return path
+
+
+def save_camera_pngs(out_dir: Path, ev: Any, records: Sequence[Any],
+                     samples: Sequence[Dict[str, Any]], score_threshold: float,
+                     definition: str) -> List[Path]:
+    """The camera report's figures as PNG files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figs = {"latency.png": latency_png(records, definition)}
+    if ev is not None:
+        figs["pr_curves_2d.png"] = pr_curves_2d_png(ev)
+    for i, smp in enumerate(samples):
+        figs[f"image_{i}.png"] = camera_image_png(smp, score_threshold)
+    paths = []
+    for name, data in figs.items():
+        p = out_dir / name
+        p.write_bytes(base64.b64decode(data))
+        paths.append(p)
+    return paths
+
+
 __all__ = ("write_report", "save_pngs", "pr_curves_png", "distance_png", "latency_png",
-           "bev_png", "ReportError")
+           "bev_png", "ReportError", "pr_curves_2d_png", "camera_image_png",
+           "write_camera_report", "save_camera_pngs")
