@@ -180,7 +180,8 @@ def export_end2end_onnx(model: nn.Module, path: Union[str, Path], input_size: Tu
 # ----------------------------------------------------------------------------- SDK files
 def sdk_transforms(pre: PreprocessSpec) -> List[Dict[str, Any]]:
     """The mmdeploy SDK Preprocess transforms of a PreprocessSpec (mmdeploy 1.3 names; Resize
-    size is [w, h], Pad size is [h, w] as the SDK reads them)."""
+    and Pad size are [w, h] as mmdeploy_runtime 1.3.1 reads them: a Pad size [h, w] of a
+    non-square input pads negatively and aborts the SDK process)."""
     rs, norm, pad = pre.resize, pre.normalize, pre.pad
     out: List[Dict[str, Any]] = [
         {"type": "LoadImageFromFile"},
@@ -192,7 +193,7 @@ def sdk_transforms(pre: PreprocessSpec) -> List[Dict[str, Any]]:
     if pad is not None:
         pad_t = {"type": "Pad", "pad_val": {"img": [pad.pad_val] * 3}}
         if pad.size is not None:
-            pad_t["size"] = [pad.size[1], pad.size[0]]
+            pad_t["size"] = list(pad.size)
         else:
             pad_t["size_divisor"] = pad.size_divisor
     if pad_t is not None and pad.stage == "raw":
