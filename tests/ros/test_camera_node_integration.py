@@ -65,6 +65,19 @@ def test_fake_detector_node_10hz_headers_and_malformed_images(core, tmp_path):  
     _check(report)
 
 
+def test_real_node_with_tiny_bundle(core, tmp_path):  # noqa: F811
+    """The real node (devel relay, real CameraDetector on ONNX Runtime) on CORE's tiny net."""
+    pytest.importorskip("torch", reason="the tiny test bundle is exported with torch")
+    from tests.camera.fixtures import make_bundle
+
+    bundle = make_bundle(tmp_path / "bundle", "keep_ratio")
+    name, prefix = "camera_tiny", "/cam_tiny"
+    cmd = [str(NODE), f"__name:={name}", f"_engine:={bundle}", f"_input_topic:={prefix}/image",
+           f"_detections_topic:={prefix}/detections", f"_annotated_topic:={prefix}/annotated",
+           f"_stats_topic:={prefix}/stats", "_backend:=onnxruntime"]
+    _check(_run(core, cmd, name, prefix, tmp_path / "node.log"))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (ENGINE / "spec.yaml").exists(),
                     reason=f"{ENGINE} not shipped yet (helper MODEL's bundle)")
