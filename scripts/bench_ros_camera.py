@@ -154,7 +154,8 @@ print(json.dumps({{"round trip publish -> detections (roscore)": float(np.median
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--roscore", action="store_true", help="also the round trip through roscore")
+    parser.add_argument("--roscore", action="store_true",
+                        help="also the round trip through a private roscore")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rows = in_process(args.runs)

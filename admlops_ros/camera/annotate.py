@@ -1,4 +1,4 @@
-"""Drawing into BGR images (OpenCV): 2D detections with class and score, lidar boxes as wireframes."""
+"""Drawing into BGR images (OpenCV): 2D detections with class and score, lidar wireframes."""
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple

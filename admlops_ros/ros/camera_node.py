@@ -1,4 +1,4 @@
-"""camera_detection node: Image -> CameraDetector -> 2D detections, annotated image, lidar fusion, stats.
+"""camera_detection node: Image -> CameraDetector -> 2D detections, annotated image, fusion, stats.
 
 Mirrors ros/node.py: a ROS-master-free core (:class:`CameraFrameProcessor`) does the work per image;
 :class:`CameraDetectionNode` only subscribes, publishes and keeps /diagnostics; bad images are
@@ -412,7 +412,7 @@ class TfExtrinsic:
 
 
 class CameraDetectionNode:
-    """The rospy adapter: subscriptions, publications, diagnostics; the work is CameraFrameProcessor."""
+    """The rospy adapter: subscriptions, publications, diagnostics; CameraFrameProcessor works."""
 
     def __init__(self, params: CameraNodeParams, detector: Any,
                  summary: Optional[Dict[str, str]] = None) -> None:

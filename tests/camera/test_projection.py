@@ -1,4 +1,4 @@
-"""Lidar boxes into the image: KITTI label boxes re-projected vs label_2 2D boxes, near plane, fusion."""
+"""Lidar boxes into the image: KITTI boxes re-projected vs label_2 boxes, near plane, fusion."""
 from __future__ import annotations
 
 from pathlib import Path

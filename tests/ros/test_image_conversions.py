@@ -1,4 +1,4 @@
-"""Image/CompressedImage -> BGR through the real cv_bridge: every encoding, malformed messages refused."""
+"""Image/CompressedImage -> BGR through the real cv_bridge: every encoding, malformed refused."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +8,8 @@ cv2 = pytest.importorskip("cv2")
 cv_bridge = pytest.importorskip("cv_bridge", reason="needs Debian python3-cv-bridge")
 sensor_msgs = pytest.importorskip("sensor_msgs.msg")
 
-from admlops_ros.ros.image_conversions import (ImageError, bgr_to_image, compressed_size,  # noqa: E402
-                                               compressed_to_bgr, image_to_bgr, to_bgr)
+from admlops_ros.ros.image_conversions import (  # noqa: E402
+    ImageError, bgr_to_image, compressed_size, compressed_to_bgr, image_to_bgr, to_bgr)
 
 Image, CompressedImage = sensor_msgs.Image, sensor_msgs.CompressedImage
 
