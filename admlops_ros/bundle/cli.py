@@ -41,6 +41,19 @@ def add_commands(subparsers: "argparse._SubParsersAction") -> None:
                    help="convert the ONNX to OpenVINO IR (fp32 weights) into the bundle")
     b.set_defaults(func=_bundle)
 
+    c = subparsers.add_parser("camera-spec-from-config",
+                              help="write a camera spec.yaml from an mmdet 3.x config (.py) or "
+                                   "an mmdeploy SDK model directory (pipeline.json)")
+    c.add_argument("source", help="mmdet config .py, or a directory with pipeline.json and "
+                                  "deploy.json")
+    c.add_argument("-o", "--output", default="spec.yaml", help="spec file to write")
+    c.add_argument("--name", help="bundle name (default: config stem / directory name)")
+    c.add_argument("--classes", nargs="+", help="class names in label order (default: the "
+                                                "config's metainfo.classes)")
+    c.add_argument("--score-threshold", type=float, help="runner score threshold (default: "
+                                                         "test_cfg score_thr / score_thr)")
+    c.set_defaults(func=_camera_spec_from_config)
+
     s = subparsers.add_parser("spec-schema", help="print (or write) the JSON schema of "
                                                   "spec.yaml, for editors and CI")
     s.add_argument("-o", "--output", help="file to write (default: stdout)")
@@ -62,8 +75,27 @@ def _spec_from_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _camera_spec_from_config(args: argparse.Namespace) -> int:
+    from admlops_ros.bundle.camera_from_config import camera_spec_from_source
+    from admlops_ros.bundle.camera_spec import write_camera_spec
+    spec = camera_spec_from_source(args.source, class_names=args.classes, name=args.name,
+                                   score_threshold=args.score_threshold)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_camera_spec(spec, out)
+    LOG.info("wrote %s (%s, %d classes); put end2end.onnx beside it and hash it with "
+             "`admlops bundle --rehash %s`", out, spec.name, spec.num_classes, out.parent)
+    return 0
+
+
 def _bundle(args: argparse.Namespace) -> int:
     from admlops_ros.bundle.files import load_bundle, read_spec, rehash_bundle
+    if args.rehash and _is_camera_bundle(args.dir):
+        from admlops_ros.bundle.camera_spec import hash_camera_bundle, read_camera_spec
+        bundle = hash_camera_bundle(args.dir, read_camera_spec(args.dir))
+        for rel, digest in bundle.spec.files.items():
+            LOG.info("%s  %s", digest, rel)
+        return 0
     if args.rehash:
         files = rehash_bundle(args.dir)
         for rel, digest in files.items():
@@ -85,6 +117,17 @@ def _bundle(args: argparse.Namespace) -> int:
     bundle = load_bundle(root)
     LOG.info("bundle %s: %s", bundle.root, ", ".join(bundle.files))
     return 0
+
+
+def _is_camera_bundle(path: str) -> bool:
+    """spec.yaml of ``path`` declares modality camera (read leniently; errors come later)."""
+    import yaml
+    from admlops_ros.bundle.files import spec_path
+    try:
+        data = yaml.safe_load(spec_path(path).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and data.get("modality") == "camera"
 
 
 def _write_checked_bundle(staging: Path, spec, args: argparse.Namespace) -> None:

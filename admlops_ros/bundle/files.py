@@ -97,6 +97,10 @@ def read_spec(path: PathLike) -> ModelSpec:
         # PyYAML's constructors raise these for tagged values (!!int 1.5, !!bool maybe, ...)
         raise SpecError(f"{path}: not valid YAML: a value cannot be read "
                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    if isinstance(data, dict) and data.get("modality") == "camera":
+        raise SpecError(f"{path}: a camera spec (modality: camera), not a lidar one; load it "
+                        "with admlops_ros.bundle.camera_spec.load_camera_bundle or "
+                        "CameraDetector.from_bundle")
     return ModelSpec.from_dict(data if data is not None else {}, source=str(path))
 
 
