@@ -96,8 +96,9 @@ def draw_projected_boxes(image: np.ndarray, projected: ProjectedBoxes,
             if inside:
                 cv2.line(image, p1, p2, color, thickness, cv2.LINE_AA)
         if names is not None and projected.valid[i]:
-            x1, y1 = (int(round(v)) for v in projected.boxes2d[i, :2])
-            _label_text(image, f"lidar {names[i]}" + (" ok" if ok else ""), x1, y1, color)
+            x1, y2 = int(round(projected.boxes2d[i, 0])), int(round(projected.boxes2d[i, 3]))
+            # below the box: the 2D detection's label sits above it
+            _label_text(image, f"lidar {names[i]}" + (" ok" if ok else ""), x1, y2 + 16, color)
     return image
 
 
