@@ -216,7 +216,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("bag")
     p.add_argument("--engine", help="engine bundle directory (default: the shipped one)")
     p.add_argument("--backend", default="auto",
-                   help="auto, onnxruntime, openvino[-f32|-bf16], tensorrt")
+                   help="auto, onnxruntime, openvino[-f32|-bf16], tensorrt; camera bundles "
+                        "also mmdeploy_sdk")
     p.add_argument("--online", action="store_true",
                    help="roscore + lidar_detection node + rosbag play (needs the catkin build)")
     p.add_argument("--rate", type=POSITIVE, default=None, help="rosbag play rate (online)")

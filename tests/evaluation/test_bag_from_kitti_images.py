@@ -203,3 +203,21 @@ def test_admlops_eval_camera_bundle_cli(kitti_bag, tmp_path, monkeypatch, capsys
     assert results["mode"] == "camera-offline"
     assert results["metrics_2d"]["coco"]["mAP"] == pytest.approx(1.0)
     assert (out / "report.html").is_file() and (out / "figures" / "pr_curves_2d.png").is_file()
+
+
+def test_bag_from_sim_with_rendered_images(tmp_path):
+    pytest.importorskip("admlops_ros.simulation.camera",
+                        reason="the camera renderer (simulation/camera.py) is not there yet")
+    from admlops_ros.simulation.camera import render_frame
+    out = tmp_path / "sim.bag"
+    assert bags.bag_from_sim(out, 2, seed=1_000_000, progress=False, images="raw") == 2
+    summary, frames = camera_bags.read_camera_bag(out)
+    assert summary.num_images == summary.num_gt == 2
+    lidar, clouds = bags.read_bag(out)
+    stamps = [c.stamp_ns for c in clouds]
+    for i, fr in enumerate(frames):
+        cam = render_frame(1_000_000 + i)
+        assert np.array_equal(fr.image, cam.image) and fr.stamp_ns == stamps[i]
+        np.testing.assert_allclose(fr.gt.boxes, cam.boxes2d, atol=1e-4)
+        assert list(fr.gt.names) == list(cam.names)
+        assert fr.gt.occluded.tolist() == np.asarray(cam.occlusion_level).tolist()
