@@ -166,3 +166,29 @@ def test_bad_parameters_named(values, words):
 def test_engine_default_message():
     with pytest.raises(ParamError, match="engines/camera_sim_3class"):
         validate_camera_params({"engine": "/nonexistent/bundle"})
+
+
+def test_processor_with_the_real_detector_on_the_tiny_bundle(tmp_path):
+    """CameraDetector (ONNX Runtime) on blobs: boxes come out in image pixels with the header."""
+    pytest.importorskip("torch", reason="the tiny test bundle is exported with torch")
+    from sensor_msgs.msg import Image
+
+    from admlops_ros.camera.detector import CameraDetector
+    from tests.camera.fixtures import images, make_bundle
+
+    msgs = messages_or_skip()
+    bundle = make_bundle(tmp_path / "bundle", "keep_ratio")
+    bgr = images()[0]
+    img = Image(header=header(3.0, "camera"), height=bgr.shape[0], width=bgr.shape[1],
+                encoding="rgb8", step=bgr.shape[1] * 3,
+                data=np.ascontiguousarray(bgr[..., ::-1]).tobytes())
+    with CameraDetector.from_bundle(bundle, backend="onnxruntime") as detector:
+        expect = detector.detect(bgr)
+        result = CameraFrameProcessor(detector, _params(), msgs).process(img)
+    out = result.detections
+    assert len(expect) > 0 and len(out.detections) == len(expect)
+    for d, box, label in zip(out.detections, expect.boxes, expect.labels):
+        assert d.header == img.header and d.class_id == int(label)
+        assert d.center_x == pytest.approx(0.5 * (box[0] + box[2]), abs=1e-3)
+        assert d.size_y == pytest.approx(box[3] - box[1], abs=1e-3)
+    assert result.stats["detect_ms"] > 0 and result.annotated.width == bgr.shape[1]
