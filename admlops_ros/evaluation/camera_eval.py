@@ -1,4 +1,4 @@
-"""Camera mode of `admlops eval`: run a CameraDetector on a bag's images, score 2D boxes (COCO + KITTI 2D)."""
+"""Camera mode of `admlops eval`: a CameraDetector on the images of a bag, 2D boxes scored."""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,4 @@
-"""2D detection metrics: COCO-style mAP@[.5:.95] / AP50 (pycocotools semantics) and KITTI 2D bbox AP|R40."""
+"""2D detection metrics: COCO-style mAP@[.5:.95] / AP50 (pycocotools) and KITTI 2D bbox AP|R40."""
 from __future__ import annotations
 
 import math
@@ -403,8 +403,9 @@ class Eval2DResult:
                  if self.kitti is not None and any(
                      math.isfinite(self.kitti_ap(c, d)) for c in self.classes) else math.nan
                  for d in ("easy", "moderate", "hard")]
-        lines.append(f"{'mean':<14}{'':4}   {f(100 * self.coco.ap())} {f(100 * self.coco.ap(iou=0.5))} "
-                     f"{f(100 * self.coco.ap(iou=0.75))} |                 "
+        lines.append(f"{'mean':<14}{'':4}   {f(100 * self.coco.ap())} "
+                     f"{f(100 * self.coco.ap(iou=0.5))} {f(100 * self.coco.ap(iou=0.75))} |"
+                     f"                 "
                      f"{f(means[0])} {f(means[1])} {f(means[2])}")
         lines.append(f"({self.num_images} images; COCO: mAP@[.5:.95], 101-point, maxDets "
                      f"{COCO_MAX_DETS}; KITTI: 2D bbox, IoU 0.7 Car / 0.5 Ped, Cyc, 40 points)")

@@ -306,8 +306,9 @@ def pr_curves_2d_png(ev: Any) -> str:
             p = ev.coco.precision[t, :, k]
             ap = ev.coco.ap(cls, iou)
             if (p > -1).any():
+                text = "-" if math.isnan(ap) else f"{100 * ap:.1f}"
                 ax.plot(rec, np.clip(p, 0, None), style, color=colour, drawstyle="steps-post",
-                        label=f"COCO IoU {iou:.2f}: AP {'-' if math.isnan(ap) else f'{100 * ap:.1f}'}")
+                        label=f"COCO IoU {iou:.2f}: AP {text}")
         r, p = ev.kitti_pr(cls)
         ap = ev.kitti_ap(cls)
         if len(r):

@@ -1,4 +1,4 @@
-"""bag-from-kitti with image_2: images, CameraInfo (P2) and 2D ground truth round trip; camera eval on it."""
+"""bag-from-kitti with image_2: images, CameraInfo (P2), 2D ground truth round trip; camera eval."""
 from __future__ import annotations
 
 import json

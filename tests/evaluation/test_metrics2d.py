@@ -1,4 +1,4 @@
-"""metrics2d: COCO-style AP against hand-computed cases, a plain reference and pycocotools; KITTI 2D AP cases."""
+"""metrics2d: COCO AP vs hand cases, a plain reference and pycocotools; KITTI 2D AP cases."""
 from __future__ import annotations
 
 import math
