@@ -123,6 +123,13 @@ def camera_spec_from_sdk_dir(path: PathLike, class_names: Optional[Sequence[str]
             normalize = NormalizeSpec(mean=t["mean"], std=t["std"],
                                       to_rgb=bool(t.get("to_rgb", False)))
         elif kind == "Pad":
+            # mmdeploy 1.x always inserts Pad(size_divisor=<pad_size_divisor or 1>) after
+            # Normalize: a divisor-1 Pad pads nothing and must not hide a pipeline Pad
+            if "size" not in t and (t.get("size_divisor") or 1) <= 1:
+                continue
+            if pad is not None:
+                bad.append("a second effective Pad")
+                continue
             pad = t
             pad_before_norm = normalize is None
         elif kind not in _PASSIVE:

@@ -98,6 +98,7 @@ RTMDET_LIKE = [
     {"type": "Pad", "size": [640, 640], "pad_val": {"img": [114, 114, 114]}},
     {"type": "Normalize", "mean": [103.53, 116.28, 123.675], "std": [57.375, 57.12, 58.395],
      "to_rgb": False},
+    {"type": "Pad", "size_divisor": 1},
     {"type": "DefaultFormatBundle"},
     {"type": "Collect", "keys": ["img"], "meta_keys": ["ori_shape", "img_shape"]}]
 
