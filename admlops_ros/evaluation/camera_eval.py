@@ -156,12 +156,15 @@ def run_camera_offline(bag: os.PathLike, bundle: Optional[os.PathLike] = None,
 
 
 def summarize_camera(result: CameraReplayResult, classes: Optional[Sequence[str]] = None,
-                     score_threshold: float = 0.3
+                     score_threshold: float = 0.3, min_height: float = 0.0,
+                     max_occlusion: Optional[int] = None
                      ) -> Tuple[Dict[str, Any], Optional[Eval2DResult]]:
-    """results.json content and the 2D evaluation (None without ground truth)."""
+    """results.json content and the 2D evaluation (None without ground truth); min_height /
+    max_occlusion: the COCO numbers' ignore rule (:func:`metrics2d.coco_evaluate`)."""
     from admlops_ros.evaluation.replay import latency_stats
     classes = list(classes or result.class_names)
-    ev = evaluate_2d(result.gts, result.preds, classes, score_threshold) if result.gts else None
+    ev = (evaluate_2d(result.gts, result.preds, classes, score_threshold, min_height,
+                      max_occlusion) if result.gts else None)
     recs = result.records
     busy_s = sum(r.latency_ms for r in recs if math.isfinite(r.latency_ms)) / 1e3
     stage_keys = sorted({k for r in recs for k in r.timings_ms})

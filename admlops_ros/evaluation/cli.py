@@ -81,7 +81,9 @@ def cmd_eval_camera(args: argparse.Namespace, bundle: str) -> int:
         limit=args.limit, progress=not args.no_progress, image_topic=args.image_topic,
         gt_topic=args.image_gt_topic)
     op = args.operating_threshold
-    results, ev = camera_eval.summarize_camera(result, score_threshold=op)
+    results, ev = camera_eval.summarize_camera(result, score_threshold=op,
+                                               min_height=args.min_height,
+                                               max_occlusion=args.max_occlusion)
     write_json(out / "results.json", results)
     html = report.write_camera_report(out / "report.html", results, ev, result.records,
                                       result.samples, op)
@@ -242,6 +244,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         "/compressed)")
     p.add_argument("--image-gt-topic", default=None,
                    help="camera mode: 2D ground-truth topic (default /ground_truth/image_objects)")
+    p.add_argument("--min-height", type=float, default=0.0,
+                   help="camera mode, COCO numbers: ignore ground truth (and unmatched "
+                        "detections) lower than this many pixels (default 0: COCO 'all')")
+    p.add_argument("--max-occlusion", type=int, default=None,
+                   help="camera mode, COCO numbers: ignore ground truth with a KITTI occlusion "
+                        "state above this (default: none ignored)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 

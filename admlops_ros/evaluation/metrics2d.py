@@ -203,7 +203,8 @@ class CocoResult:
 def coco_evaluate(gts: Sequence[ImageGT], preds: Sequence[ImagePred], classes: Sequence[str],
                   max_dets: int = COCO_MAX_DETS,
                   iou_thresholds: np.ndarray = COCO_IOU_THRESHOLDS,
-                  recall_points: np.ndarray = COCO_RECALL_POINTS) -> CocoResult:
+                  recall_points: np.ndarray = COCO_RECALL_POINTS,
+                  min_height: float = 0.0, max_occlusion: Optional[int] = None) -> CocoResult:
     """COCO bbox AP exactly as pycocotools' COCOeval (evaluate + accumulate) computes it.
 
     Per image and class: detections sorted by score (stable), the top ``max_dets`` kept; at
@@ -217,6 +218,11 @@ def coco_evaluate(gts: Sequence[ImageGT], preds: Sequence[ImagePred], classes: S
     Args:
         gts, preds: one per image, same order.
         classes: class names to score (detections / boxes of other names are dropped).
+        min_height: pixels; pycocotools' area-range rule on the box height instead of the area:
+            ground truth lower than this is ignored, and so are unmatched detections lower
+            than this (0: COCO's "all").
+        max_occlusion: ground truth with a KITTI occlusion state above this is ignored too
+            (None: not used).
 
     Raises:
         Metrics2DError: different numbers of images.
@@ -242,8 +248,11 @@ def coco_evaluate(gts: Sequence[ImageGT], preds: Sequence[ImagePred], classes: S
                 continue  # pycocotools: evaluateImg returns None
             seen = True
             gb = g.boxes[gsel]
-            gig = (np.zeros(len(gb), np.int64) if g.ignore is None
-                   else np.asarray(g.ignore, bool)[gsel].astype(np.int64))
+            gig = np.zeros(len(gb), bool) if g.ignore is None else np.asarray(g.ignore, bool)[gsel]
+            gig = gig | ((gb[:, 3] - gb[:, 1]) < min_height)
+            if max_occlusion is not None and g.occluded is not None:
+                gig = gig | (np.asarray(g.occluded)[gsel] > max_occlusion)
+            gig = gig.astype(np.int64)
             gorder = np.argsort(gig, kind="mergesort")
             gb, gig = gb[gorder], gig[gorder]
             order = np.argsort(-p.scores[dsel], kind="mergesort")[:max_dets]
@@ -252,6 +261,8 @@ def coco_evaluate(gts: Sequence[ImageGT], preds: Sequence[ImagePred], classes: S
             ignored = np.zeros((T, len(db)), np.int64)
             if len(db) and len(gb):
                 _coco_match(image_box_overlap(db, gb), gig, thr, matched, ignored)
+            low = (db[:, 3] - db[:, 1]) < min_height  # unmatched and out of range: ignored
+            ignored |= ((matched == 0) & low[None, :]).astype(np.int64)
             npig += int((gig == 0).sum())
             all_scores.append(ds)
             all_tp.append(matched.astype(bool) & ~ignored.astype(bool))
@@ -417,16 +428,24 @@ def _pct(v: float) -> Optional[float]:
 
 
 def evaluate_2d(gts: Sequence[ImageGT], preds: Sequence[ImagePred],
-                classes: Sequence[str] = KITTI_CLASSES,
-                score_threshold: float = 0.3) -> Eval2DResult:
+                classes: Sequence[str] = KITTI_CLASSES, score_threshold: float = 0.3,
+                min_height: float = 0.0, max_occlusion: Optional[int] = None) -> Eval2DResult:
     """COCO-style and (when every image carries occlusion / truncation) KITTI 2D AP.
+
+    ``min_height`` / ``max_occlusion`` apply to the COCO numbers only (see
+    :func:`coco_evaluate`); the KITTI numbers always use the KITTI difficulties.
 
     Raises:
         Metrics2DError: different numbers of images.
     """
     _check_pairs(gts, preds)
-    coco = coco_evaluate(gts, preds, classes)
+    coco = coco_evaluate(gts, preds, classes, min_height=min_height,
+                         max_occlusion=max_occlusion)
     notes: List[str] = []
+    if min_height > 0 or max_occlusion is not None:
+        notes.append(f"COCO numbers ignore ground truth lower than {min_height:g} px"
+                     + (f" or occluded above {max_occlusion}" if max_occlusion is not None
+                        else "") + " (and unmatched detections lower than that)")
     kitti = None
     if gts and all(g.has_kitti_difficulty for g in gts):
         kitti = kitti_bbox_evaluate(gts, preds, classes, score_threshold)

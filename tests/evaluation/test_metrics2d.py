@@ -81,6 +81,20 @@ def test_coco_ignored_gt_match_is_neither_tp_nor_fp():
     assert coco_evaluate(gts, preds, ["Car"]).ap() == pytest.approx(1.0)
 
 
+def test_coco_min_height_is_pycocotools_area_rule_on_height():
+    small = [300.0, 100.0, 320.0, 115.0]  # 15 px high
+    gts = [_gt([CAR, small], ["Car", "Car"], occ=np.array([0, 0]))]
+    miss_small = [_pred([CAR], [0.9], ["Car"])]
+    assert coco_evaluate(gts, miss_small, ["Car"]).ap(iou=0.5) < 0.6
+    assert coco_evaluate(gts, miss_small, ["Car"], min_height=25).ap(iou=0.5) == pytest.approx(1.0)
+    # an unmatched low detection is ignored, a matched one to an ignored gt too
+    low_fp = [_pred([[600, 0, 610, 10], CAR, small], [0.99, 0.9, 0.95], ["Car"] * 3)]
+    assert coco_evaluate(gts, low_fp, ["Car"], min_height=25).ap(iou=0.5) == pytest.approx(1.0)
+    occl = [_gt([CAR, [300, 100, 400, 160]], ["Car", "Car"], occ=np.array([0, 3]))]
+    assert coco_evaluate(occl, miss_small, ["Car"],
+                         max_occlusion=2).ap(iou=0.5) == pytest.approx(1.0)
+
+
 def test_lengths_checked():
     with pytest.raises(Metrics2DError, match="prediction images"):
         coco_evaluate([_gt([CAR], ["Car"])], [], ["Car"])
