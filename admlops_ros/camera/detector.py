@@ -11,7 +11,7 @@ import numpy as np
 from admlops_ros.bundle.camera_spec import CameraBundle, CameraSpec, load_camera_bundle
 from admlops_ros.camera.detections import Detections2D
 from admlops_ros.camera.engine import CameraEngine, open_camera_engine
-from admlops_ros.camera.postprocess import postprocess
+from admlops_ros.camera.postprocess import postprocess, score_threshold_of
 from admlops_ros.camera.preprocess import ImageMeta, Preprocessor
 from admlops_ros.errors import AdmlopsError
 
@@ -21,7 +21,7 @@ BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "mmdeploy_sdk")
 
 
 class CameraDetectorError(AdmlopsError, ValueError):
-    """A detector option that cannot work; names the option and the allowed values."""
+    """A backend name that is not one of BACKENDS."""
 
 
 class CameraDetector:
@@ -39,7 +39,7 @@ class CameraDetector:
         self.spec: CameraSpec = bundle.spec
         self.engine = engine
         self.preprocessor = Preprocessor(self.spec)
-        self.score_threshold = _threshold(score_threshold, self.spec)
+        self.score_threshold = score_threshold_of(self.spec, score_threshold)
 
     @property
     def class_names(self) -> Tuple[str, ...]:
@@ -130,12 +130,3 @@ class CameraDetector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _threshold(value: Optional[float], spec: CameraSpec) -> float:
-    if value is None:
-        return spec.score_threshold
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not 0.0 <= float(value) <= 1.0:
-        raise CameraDetectorError(f"score_threshold must be a number in [0, 1], got {value!r}")
-    return float(value)

@@ -1,12 +1,33 @@
 """Engine dets -> Detections2D: score threshold, padded rows out, rescale and clip (mmdet)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
+from admlops_ros.bundle.camera_spec import CameraSpec
 from admlops_ros.camera.detections import Detections2D
 from admlops_ros.camera.preprocess import ImageMeta
+from admlops_ros.errors import AdmlopsError
+
+
+class PostprocessError(AdmlopsError, ValueError):
+    """A postprocess setting that cannot work; names it and the allowed range."""
+
+
+def score_threshold_of(spec: CameraSpec, override: Optional[float] = None) -> float:
+    """``override`` when given (checked to be in [0, 1]), else the spec's threshold.
+
+    Raises:
+        PostprocessError: an override that is not a number in [0, 1].
+    """
+    if override is None:
+        return spec.score_threshold
+    if isinstance(override, bool) or not isinstance(override, (int, float)) or \
+            not 0.0 <= float(override) <= 1.0:
+        raise PostprocessError(f"score_threshold must be a number in [0, 1], got "
+                               f"{override!r}")
+    return float(override)
 
 
 def postprocess(dets: np.ndarray, labels: np.ndarray, meta: ImageMeta, score_threshold: float,

@@ -16,6 +16,7 @@ import numpy as np
 from admlops_ros.backends import BackendError
 from admlops_ros.bundle.camera_spec import SDK_FILES, CameraBundle, CameraSpec
 from admlops_ros.camera.detections import Detections2D
+from admlops_ros.camera.postprocess import score_threshold_of
 from admlops_ros.camera.preprocess import PreprocessError
 
 SDK_PIP = "pip install mmdeploy-runtime==1.3.1"
@@ -60,8 +61,7 @@ class SdkDetector:
         runtime = _runtime()
         self.bundle = bundle
         self.spec: CameraSpec = bundle.spec
-        from admlops_ros.camera.detector import _threshold
-        self.score_threshold = _threshold(score_threshold, self.spec)
+        self.score_threshold = score_threshold_of(self.spec, score_threshold)
         try:
             self._detector = runtime.Detector(model_path=str(bundle.root),
                                               device_name=device_name, device_id=device_id)
