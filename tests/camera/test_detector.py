@@ -89,3 +89,30 @@ def test_engine_shape_mismatch_names_both_numbers(camera_bundles, tmp_path):
 def test_unknown_backend(camera_bundles):
     with pytest.raises(CameraDetectorError, match="choose one of"):
         CameraDetector.from_bundle(camera_bundles["keep_ratio"], backend="tvm")
+
+
+def test_sdk_isolated_worker_same_result_and_survives_an_abort(camera_bundles, tmp_path):
+    pytest.importorskip("mmdeploy_runtime")
+    import json
+    import shutil
+    image = images()[0]
+    with CameraDetector.from_bundle(camera_bundles["keep_ratio"], backend="mmdeploy_sdk") as a, \
+            CameraDetector.from_bundle(camera_bundles["keep_ratio"], backend="mmdeploy_sdk",
+                                       isolate=True) as b:
+        x, y = a.detect(image), b.detect(image)
+        np.testing.assert_array_equal(x.boxes, y.boxes)
+        np.testing.assert_array_equal(x.labels, y.labels)
+    # a Pad smaller than the resized image makes the SDK abort its process: only the worker
+    dst = tmp_path / "bad"
+    shutil.copytree(camera_bundles["keep_ratio_pad_raw"], dst)
+    pipeline = json.loads((dst / "pipeline.json").read_text())
+    for t in pipeline["pipeline"]["tasks"][0]["transforms"]:
+        if t["type"] == "Pad":
+            t["size"] = [64, 64]
+    (dst / "pipeline.json").write_text(json.dumps(pipeline))
+    from admlops_ros.bundle.camera_spec import hash_camera_bundle
+    hash_camera_bundle(dst, load_camera_bundle(dst, verify_hashes=False).spec)
+    with CameraDetector.from_bundle(dst, backend="mmdeploy_sdk", isolate=True) as det:
+        for _ in range(2):
+            with pytest.raises(BackendError, match="worker died while detecting"):
+                det.detect(image)
