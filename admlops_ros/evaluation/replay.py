@@ -143,7 +143,8 @@ def run_offline(bag: os.PathLike, engine: Optional[str] = None, backend: str = "
     total = summary.num_clouds if limit is None else min(limit, summary.num_clouds)
     keep = _sample_indices(total)
     t0 = time.perf_counter()
-    model_sweeps = int(getattr(detector.bundle.spec.input, "sweeps", 1))
+    spec_input = getattr(getattr(getattr(detector, "bundle", None), "spec", None), "input", None)
+    model_sweeps = int(getattr(spec_input, "sweeps", 1))
     if model_sweeps > 1:
         problems.append(f"the model takes {model_sweeps} sweeps per detection; offline replay "
                         "detects on each cloud alone: use --online (the node merges the "
