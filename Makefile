@@ -20,6 +20,7 @@ bench: setup      ## benchmark tables (medians, ratios vs in-process baselines) 
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_preprocess.py --json build/bench_preprocess.json
 	$(PY) scripts/bench_sweeps.py --json build/bench_sweeps.json
+	$(PY) scripts/bench_camera.py --json build/bench_camera.json
 	$(PY) scripts/bench_postprocess.py
 	$(PY) scripts/bench_centerpoint.py --json build/bench_centerpoint.json
 	$(PY) scripts/bench_nus_pointpillars.py
@@ -28,6 +29,7 @@ bench: setup      ## benchmark tables (medians, ratios vs in-process baselines) 
 
 bench-ros: build  ## ROS overhead through a real roscore and a 10 Hz x 60 s soak (drops)
 	bash scripts/with_ros_env.sh $(PY) scripts/bench_ros.py --json build/bench_ros.json
+	bash scripts/with_ros_env.sh $(PY) scripts/bench_ros_camera.py --roscore --json build/bench_ros_camera.json
 
 fuzz: build       ## fuzz clouds, voxelizer, spec and bag readers (FUZZ_INPUTS per target); findings in build/fuzz
 	bash scripts/with_ros_env.sh $(PY) scripts/fuzz.py --jobs 2 --inputs $(or $(FUZZ_INPUTS),10000)

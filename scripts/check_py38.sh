@@ -331,7 +331,7 @@ assert not leaks, "the 3.8 process sees the dev venv / ROS: %s" % leaks
 OPTIONAL_TOP = {
     "rospy", "rosbag", "rosbags", "roslib", "rospkg", "rosgraph", "roslaunch", "rostest", "rosmsg",
     "genpy", "genmsg", "std_msgs", "sensor_msgs", "geometry_msgs", "visualization_msgs",
-    "diagnostic_msgs", "tf", "tf2_ros",
+    "diagnostic_msgs", "tf", "tf2_ros", "tf2_msgs", "cv2", "cv_bridge", "mmdeploy_runtime",
     "onnxruntime", "openvino", "onnx", "tensorrt", "pycuda", "cuda",
     "numba", "llvmlite", "matplotlib", "shapely", "tqdm", "scipy",
     "torch", "torchvision", "mmengine", "mmdet3d", "mmdet", "mmcv", "mmdeploy",
