@@ -15,12 +15,19 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Callable, Dict, Iterable, Optional
 
 REDELIVER_AFTER_S = 0.05
+#: A KeyboardInterrupt raised where Python swallows it (a finalizer, a weakref or GC callback:
+#: "Exception ignored in ...") would be lost; the signal comes again after this long unless
+#: the command has ended (restore() ran) by then. While the interrupt is still being handled
+#: (cleanup in finally / __exit__ / except on its way out) the retry only checks again later.
+RETRY_AFTER_S = 2.0
 _ACTIVE = threading.Event()     # set from install() until restore()
+_RETRYING = threading.Event()   # the next signal is our own retry, not the user's
 
 
 def _package_dir(name: str) -> Optional[str]:
@@ -43,18 +50,30 @@ def raise_keyboard_interrupt(signum: int, frame: Optional[FrameType]) -> None:
     if not _ACTIVE.is_set():
         return  # restore() has begun: the command is exiting already
     if in_numba(frame):
-        timer = threading.Timer(REDELIVER_AFTER_S, _redeliver, (signum,))
-        timer.daemon = True
-        timer.start()
+        _redeliver_later(REDELIVER_AFTER_S, signum)
         return
+    retry = _RETRYING.is_set()
+    _RETRYING.clear()
+    if retry and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        _redeliver_later(RETRY_AFTER_S, signum, retry=True)  # not lost: being handled
+        return
+    _redeliver_later(RETRY_AFTER_S, signum, retry=True)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _redeliver(signum: int) -> None:
+def _redeliver(signum: int, retry: bool = False) -> None:
     if _ACTIVE.is_set():
+        if retry:
+            _RETRYING.set()
         os.kill(os.getpid(), signum)
+
+
+def _redeliver_later(delay_s: float, signum: int, retry: bool = False) -> None:
+    timer = threading.Timer(delay_s, _redeliver, (signum, retry))
+    timer.daemon = True
+    timer.start()
 
 
 def install(signals: Iterable[int] = (signal.SIGINT,)) -> Dict[int, Callable]:

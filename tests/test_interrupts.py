@@ -67,3 +67,33 @@ def test_install_and_restore_the_previous_handler():
     assert signal.getsignal(signal.SIGINT) is interrupts.raise_keyboard_interrupt
     interrupts.restore(previous)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+RETRY_SCRIPT = textwrap.dedent("""
+    import os, signal, threading, time
+    from admlops_ros import interrupts
+
+    interrupts.install()
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        time.sleep(5)
+    except KeyboardInterrupt:
+        print("swallowed")  # what a finalizer or a bare except in a library does
+    try:
+        time.sleep(10)  # the command goes on: the retry interrupts it again
+        print("lost")
+    except KeyboardInterrupt:
+        print("retried")
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            time.sleep(5)  # cleanup of a handled interrupt is not interrupted by the retry
+            print("cleaned up")
+""")
+
+
+def test_a_swallowed_interrupt_comes_again_but_never_during_its_cleanup():
+    res = subprocess.run([sys.executable, "-c", RETRY_SCRIPT], capture_output=True, text=True,
+                         timeout=120, cwd=str(REPO_ROOT))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["swallowed", "retried", "cleaned", "up"], res.stderr
