@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 ENGINE ?= engines/pointpillars_sim_3class
 
-.PHONY: setup build demo test bench bench-ros fuzz soak train engine clean
+.PHONY: setup build demo test bench bench-ros fuzz soak train train-camera engine clean
 
 setup:            ## apt ROS packages, .venv, pip packages (idempotent)
 	bash scripts/setup_env.sh
@@ -49,6 +49,11 @@ train: setup      ## retrain the shipped default model (fixed seeds, ~165 min on
 	$(PY) scripts/train.py --config sim_small --iterations 7000 --lr 3e-4 \
 		--frame-seed-base 300000 --init build/shuffle_sim_small/latest.pth \
 		--out build/shuffle2_sim_small
+
+train-camera: setup  ## retrain engines/camera_sim_3class (renders build/camera once; ~30 min on 2 cores, time-based)
+	$(PY) scripts/train_camera.py --minutes 14 --iterations 100000 --batch-size 8 --lr 4e-3 --out build/camera/run
+	$(PY) scripts/train_camera.py --minutes 6 --iterations 100000 --batch-size 8 --lr 2e-3 \
+		--init build/camera/run/latest.pth --out build/camera/run2 --export engines/camera_sim_3class
 
 engine: setup     ## export the trained checkpoint and pack engines/pointpillars_sim_3class
 	$(PY) scripts/export_onnx.py --config sim_small --checkpoint build/shuffle2_sim_small/latest.pth --bundle $(ENGINE)
