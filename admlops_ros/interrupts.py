@@ -26,7 +26,8 @@ REDELIVER_AFTER_S = 0.05
 #: the command has ended (restore() ran) by then. While the interrupt is still being handled
 #: (cleanup in finally / __exit__ / except on its way out) the retry only checks again later.
 RETRY_AFTER_S = 2.0
-_ACTIVE = threading.Event()     # set from install() until restore()
+_INSTALLED = threading.Event()  # install() ran and restore() has not: retries are on
+_RESTORED = threading.Event()   # restore() began: late signals are dropped
 _RETRYING = threading.Event()   # the next signal is our own retry, not the user's
 
 
@@ -47,27 +48,29 @@ def in_numba(frame: Optional[FrameType]) -> bool:
 
 def raise_keyboard_interrupt(signum: int, frame: Optional[FrameType]) -> None:
     """Signal handler: KeyboardInterrupt, postponed while the signal landed in numba's code."""
-    if not _ACTIVE.is_set():
+    if _RESTORED.is_set():
         return  # restore() has begun: the command is exiting already
     if in_numba(frame):
         _redeliver_later(REDELIVER_AFTER_S, signum)
         return
     retry = _RETRYING.is_set()
     _RETRYING.clear()
-    if retry and isinstance(sys.exc_info()[1], KeyboardInterrupt):
-        _redeliver_later(RETRY_AFTER_S, signum, retry=True)  # not lost: being handled
-        return
-    _redeliver_later(RETRY_AFTER_S, signum, retry=True)
+    if _INSTALLED.is_set():  # retries only under install()/restore(), which end them
+        if retry and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            _redeliver_later(RETRY_AFTER_S, signum, retry=True)  # not lost: being handled
+            return
+        _redeliver_later(RETRY_AFTER_S, signum, retry=True)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _redeliver(signum: int, retry: bool = False) -> None:
-    if _ACTIVE.is_set():
-        if retry:
-            _RETRYING.set()
-        os.kill(os.getpid(), signum)
+    if _RESTORED.is_set() or (retry and not _INSTALLED.is_set()):
+        return
+    if retry:
+        _RETRYING.set()
+    os.kill(os.getpid(), signum)
 
 
 def _redeliver_later(delay_s: float, signum: int, retry: bool = False) -> None:
@@ -83,14 +86,16 @@ def install(signals: Iterable[int] = (signal.SIGINT,)) -> Dict[int, Callable]:
     """
     if threading.current_thread() is not threading.main_thread():
         return {}
-    _ACTIVE.set()
+    _RESTORED.clear()
+    _INSTALLED.set()
     return {sig: signal.signal(sig, raise_keyboard_interrupt) for sig in signals}
 
 
 def restore(previous: Dict[int, Callable]) -> None:
     """Put back the handlers `install` returned (those Python knows; C-installed ones stay)."""
     if previous:
-        _ACTIVE.clear()
+        _INSTALLED.clear()
+        _RESTORED.set()
     for sig, handler in previous.items():
         if handler is not None:
             signal.signal(sig, handler)
