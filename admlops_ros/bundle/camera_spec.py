@@ -16,12 +16,12 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import yaml
 
 from admlops_ros.bundle.files import (MAX_SPEC_BYTES, ONNX_FILE, OPENVINO_XML, sha256_file,
-                                      spec_path)
+                                      spec_path, verified_files)
 from admlops_ros.bundle.schema import (Boolean, Choice, Integer, Names, Nullable, Number,
                                        Numbers, PositiveInts, Section, SpecError, Text,
                                        check_fields, dump_section, invalid, parse_section,
                                        spec_field)
-from admlops_ros.bundle.spec import REHASH_HINT, SPEC_FILE, _FileHashes
+from admlops_ros.bundle.spec import SPEC_FILE, _FileHashes
 
 __all__ = ["CAMERA_SPEC_VERSION", "MODALITY", "CameraInputSpec", "ResizeSpec", "PadSpec",
            "NormalizeSpec", "PreprocessSpec", "CameraPostprocessSpec", "NmsSpec",
@@ -344,23 +344,7 @@ def load_camera_bundle(path: Union[str, Path], verify_hashes: bool = True) -> Ca
     """
     path = spec_path(path)
     spec = read_camera_spec(path)
-    root = path.parent
-    if not any(r.lower().endswith((".onnx", ".xml", ".engine", ".plan")) for r in spec.files):
-        raise SpecError(f"{path}: files lists no engine (.onnx, .xml, .engine or .plan); put "
-                        f"end2end.onnx in {root} and run `admlops bundle --rehash {root}`")
-    files: Dict[str, Path] = {}
-    for rel, expected in spec.files.items():
-        p = root / rel
-        if not p.is_file():
-            raise SpecError(f"{path}: files.{rel} is listed but {p} does not exist; copy it "
-                            f"there or remove it from spec.yaml and {REHASH_HINT}")
-        if verify_hashes:
-            actual = sha256_file(p)
-            if actual != expected:
-                raise SpecError(f"{path}: sha256 mismatch for {rel}: spec.yaml expects "
-                                f"{expected}, the file has {actual} ({REHASH_HINT})")
-        files[rel] = p
-    return CameraBundle(root, spec, files)
+    return CameraBundle(path.parent, spec, verified_files(path, spec.files, verify_hashes))
 
 
 def hash_camera_bundle(root: Union[str, Path], spec: CameraSpec) -> CameraBundle:

@@ -120,12 +120,24 @@ def load_bundle(path: PathLike, verify_hashes: bool = True) -> EngineBundle:
     """
     path = spec_path(path)
     spec = read_spec(path)
+    return EngineBundle(path.parent, spec, verified_files(path, spec.files, verify_hashes))
+
+
+def verified_files(path: Path, hashes: Mapping[str, str],
+                   verify_hashes: bool = True) -> Dict[str, Path]:
+    """The absolute paths of the files a spec.yaml at ``path`` lists (``hashes``: relative path
+    -> sha256), each checked to exist and (``verify_hashes``) to have its hash; an engine
+    (.onnx, .xml, .engine, .plan) must be among them. Shared by every modality's bundle.
+
+    Raises:
+        SpecError: no engine listed, a listed file missing, or a hash mismatch.
+    """
     root = path.parent
-    if not any(rel.lower().endswith(ENGINE_SUFFIXES) for rel in spec.files):
+    if not any(rel.lower().endswith(ENGINE_SUFFIXES) for rel in hashes):
         raise SpecError(f"{path}: files lists no engine (.onnx, .xml, .engine or .plan); "
                         f"put end2end.onnx in {root} and run `admlops bundle --rehash {root}`")
     files: Dict[str, Path] = {}
-    for rel, expected in spec.files.items():
+    for rel, expected in hashes.items():
         p = root / rel
         if not p.is_file():
             raise SpecError(f"{path}: files.{rel} is listed but {p} does not exist; copy it "
@@ -137,7 +149,7 @@ def load_bundle(path: PathLike, verify_hashes: bool = True) -> EngineBundle:
                                 f"{expected}, the file has {actual}; the file changed since the "
                                 f"bundle was written ({REHASH_HINT})")
         files[rel] = p
-    return EngineBundle(root, spec, files)
+    return files
 
 
 def as_model_spec(spec: Union[ModelSpec, Mapping[str, Any]], source: str) -> ModelSpec:
