@@ -24,6 +24,10 @@ COMMAND_MODULES = (
     "admlops_ros.deploy.cli",
     "admlops_ros.ros.cli",
     "admlops_ros.training.cli",
+    "admlops_ros.data.record_cli",
+    "admlops_ros.data.export_cli",
+    "admlops_ros.data.analyze_cli",
+    "admlops_ros.data.mine_cli",
 )
 EXIT_ERROR = 1
 EXIT_USAGE = 2
