@@ -32,17 +32,25 @@ def test_bad_workers_is_a_usage_error():
         parallel.map_tasks(square_or_fail, [1], workers=0)
 
 
+# Ray 2.6x authenticates cluster members: one token for every head, worker and driver of this
+# module (the driver caches the token it first read, so the tests must not use different ones)
+TOKEN = secrets.token_hex(32)
+
+
+@pytest.fixture
+def ray_token(monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", TOKEN)
+
+
 def _ray_bin():
     ray = Path(sys.executable).parent / "ray"
     return str(ray) if ray.exists() else shutil.which("ray")
 
 
 @pytest.mark.skipif(_ray_bin() is None, reason="Ray is not installed (pip install ray)")
-def test_real_local_ray_cluster_equals_serial(monkeypatch):
+def test_real_local_ray_cluster_equals_serial(ray_token):
     ray = _ray_bin()
-    # Ray >= 2.5x authenticates cluster members; one token for the head, worker and driver
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     # a short temp dir: Ray's unix sockets live under it (108-byte path limit)
     env_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     address = f"127.0.0.1:{_free_port()}"
@@ -70,6 +78,6 @@ def _free_port():
 
 
 @pytest.mark.skipif(_ray_bin() is None, reason="Ray is not installed (pip install ray)")
-def test_ray_local_started_for_the_run_equals_serial():
+def test_ray_local_started_for_the_run_equals_serial(ray_token):
     on_ray = parallel.map_tasks(square_or_fail, range(4), ray_address=parallel.LOCAL, workers=2)
     assert on_ray == parallel.map_tasks(square_or_fail, range(4), workers=1)
