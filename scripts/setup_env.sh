@@ -13,7 +13,7 @@ APT_PACKAGES="ros-core python3-rospy python3-roslaunch python3-rosmaster python3
  rosbash rospack-tools ros-message-generation ros-message-runtime libstd-msgs-dev \
  libsensor-msgs-dev libgeometry-msgs-dev libvisualization-msgs-dev libdiagnostic-msgs-dev \
  librostest-dev python3-nose python3-numpy python3-venv iproute2 python3-tf2-ros \
- python3-cv-bridge python3-opencv python3-image-geometry"
+ python3-cv-bridge python3-opencv python3-image-geometry python3-std-srvs"
 
 if [ "${1:-}" != "--no-apt" ]; then
   missing=""
