@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export a trained PointPillars checkpoint to ONNX / an engine bundle: `admlops export`."""
+"""Export a trained PointPillars checkpoint to ONNX / an engine bundle: `admlops export-engine`."""
 from __future__ import annotations
 
 import sys
@@ -10,4 +10,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from admlops_ros.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["export"] + sys.argv[1:]))
+    sys.exit(main(["export-engine"] + sys.argv[1:]))

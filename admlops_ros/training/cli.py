@@ -1,4 +1,4 @@
-"""Training subcommands of `admlops`: train, export (torch is imported only when they run)."""
+"""Training subcommands of `admlops`: train, export-engine (torch is imported only when they run)."""
 from __future__ import annotations
 
 import argparse
@@ -109,7 +109,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `admlops export` (scripts/export_onnx.py runs it)."""
+    """Options of `admlops export-engine` (scripts/export_onnx.py runs it)."""
     p.add_argument("--config", default="sim_small",
                    help="model config: sim_small (default), kitti_3class or a .json "
                         "(e.g. <train out>/model_config.json)")
@@ -124,7 +124,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """`admlops export`: ONNX (+ OpenVINO IR and spec.yaml with --bundle)."""
+    """`admlops export-engine`: ONNX (+ OpenVINO IR and spec.yaml with --bundle)."""
     from admlops_ros.training.configs import get_config
     from admlops_ros.training.export import export_bundle, export_onnx, load_checkpoint
     from admlops_ros.training.network import build_model
@@ -146,12 +146,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Register `train` and `export` on the `admlops` parser."""
+    """Register `train` and `export-engine` on the `admlops` parser."""
     p = subparsers.add_parser("train", help="train PointPillars on simulated lidar (CPU)",
                               description=run_train.__doc__)
     add_train_arguments(p)
     p.set_defaults(func=run_train)
-    p = subparsers.add_parser("export", help="export a checkpoint to ONNX / an engine bundle",
+    p = subparsers.add_parser("export-engine", help="export a checkpoint to ONNX / an engine bundle",
                               description=run_export.__doc__)
     add_export_arguments(p)
     p.set_defaults(func=run_export)
