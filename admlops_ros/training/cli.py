@@ -36,7 +36,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "first two phases of the shipped model were trained)")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads")
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pth")
-    p.add_argument("--init", help="start from these weights with a new schedule (fine-tuning)")
+    p.add_argument("--init", help="start from these weights with a new schedule (fine-tuning): "
+                                  "a .pth state_dict or an engine bundle directory (e.g. "
+                                  "engines/pointpillars_sim_3class)")
     p.add_argument("--stop-at", type=POSITIVE_INT, default=None,
                    help="stop after this iteration (resume later with --resume)")
     p.add_argument("--benchmark", type=NON_NEGATIVE_INT, default=0, metavar="N",
@@ -102,8 +104,12 @@ def run_train(args: argparse.Namespace) -> int:
             f"{len(recs)} iterations; {cfg.iterations} iterations -> "
             f"{s_it * cfg.iterations / 3600:.2f} h\n")
         return 0
+    init = args.init
+    if init is not None and not args.resume:  # a .pth, or an engine bundle directory
+        from admlops_ros.training.from_bundle import resolve_init
+        init = str(resolve_init(init, cfg, args.out))
     ckpt = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
-                 stop_at=args.stop_at, init=args.init)
+                 stop_at=args.stop_at, init=init)
     sys.stdout.write(f"{ckpt}\n")
     return 0
 
