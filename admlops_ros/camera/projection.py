@@ -1,6 +1,7 @@
 """Lidar 3D boxes into a camera image: calibration, near-plane clipped projection, 2D-3D fusion."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -306,6 +307,32 @@ def transform_matrix(translation: Sequence[float], quaternion: Sequence[float]) 
     out[:3, :3] = rot
     out[:3, 3] = t
     return out
+
+
+def matrix_to_quaternion(rotation: np.ndarray) -> Tuple[float, float, float, float]:
+    """Unit quaternion (x, y, z, w) of a [3, 3] rotation matrix (inverse of :func:`transform_matrix`).
+
+    The largest of w, x, y, z is computed first (numerically stable for every rotation).
+    """
+    m = np.asarray(rotation, np.float64).reshape(3, 3)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    if trace > max(m[0, 0], m[1, 1], m[2, 2]):
+        w = 0.5 * math.sqrt(1.0 + trace)
+        x, y, z = (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), \
+            (m[1, 0] - m[0, 1]) / (4 * w)
+    elif m[0, 0] >= m[1, 1] and m[0, 0] >= m[2, 2]:
+        x = 0.5 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        w, y, z = (m[2, 1] - m[1, 2]) / (4 * x), (m[0, 1] + m[1, 0]) / (4 * x), \
+            (m[0, 2] + m[2, 0]) / (4 * x)
+    elif m[1, 1] >= m[2, 2]:
+        y = 0.5 * math.sqrt(1.0 - m[0, 0] + m[1, 1] - m[2, 2])
+        w, x, z = (m[0, 2] - m[2, 0]) / (4 * y), (m[0, 1] + m[1, 0]) / (4 * y), \
+            (m[1, 2] + m[2, 1]) / (4 * y)
+    else:
+        z = 0.5 * math.sqrt(1.0 - m[0, 0] - m[1, 1] + m[2, 2])
+        w, x, y = (m[1, 0] - m[0, 1]) / (4 * z), (m[0, 2] + m[2, 0]) / (4 * z), \
+            (m[1, 2] + m[2, 1]) / (4 * z)
+    return float(x), float(y), float(z), float(w)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -137,12 +137,20 @@ class BagWriter:
         self.count += 1
         return stamp_ns / 1e9
 
-    def write_message(self, topic: str, msg: Any) -> None:
-        """Append a message of the frame last written (at its stamp), e.g. its image."""
+    def write_message(self, topic: str, msg: Any, latch: bool = False) -> None:
+        """Append a message of the frame last written (at its stamp), e.g. its image.
+
+        Args:
+            latch: mark the topic latched (``rosbag play`` then latches it, as /tf_static is).
+        """
         if self.last_header is None:
             raise BagError("BagWriter.write_message before the first write(): write the "
                            "frame's cloud first")
-        self._bag.write(topic, msg, self.last_header.stamp)
+        header = None
+        if latch:
+            header = {"topic": topic, "type": msg._type, "md5sum": msg._md5sum,
+                      "message_definition": msg._full_text, "latching": "1"}
+        self._bag.write(topic, msg, self.last_header.stamp, connection_header=header)
 
     def close(self) -> None:
         self._bag.close()
@@ -256,16 +264,21 @@ def bag_from_sim(out: os.PathLike, count: int, seed: int = 0, sensor: str = "hdl
                          difficulty=difficulty, frame_id=str(seed + i))
             writer.write(frame.points, gt)
             if images != "none":
-                _write_sim_image(writer, seed + i, scene_cfg, sensor_cfg, images)
+                _write_sim_image(writer, seed + i, scene_cfg, sensor_cfg, images, first=i == 0)
         return writer.count
 
 
-def _write_sim_image(writer: BagWriter, seed: int, scene: Any, sensor: Any, fmt: str) -> None:
-    """The rendered image of simulated frame ``seed`` with its 2D labels."""
+def _write_sim_image(writer: BagWriter, seed: int, scene: Any, sensor: Any, fmt: str,
+                     first: bool = False) -> None:
+    """The rendered image of simulated frame ``seed`` with its 2D labels; with ``first``, the
+    static velodyne -> camera transform on /tf_static as well (the camera is fixed)."""
     from admlops_ros.evaluation import camera_bags
     from admlops_ros.evaluation.metrics2d import ImageGT
     from admlops_ros.simulation.camera import render_frame
     cam = render_frame(seed, scene, mount_height=sensor.mount_height)
+    if first:
+        camera_bags.write_static_transform(writer, LIDAR_FRAME_ID, camera_bags.CAMERA_FRAME_ID,
+                                           np.linalg.inv(cam.config.lidar_to_cam))
     gt2d = ImageGT(cam.boxes2d, cam.names, occluded=np.asarray(cam.occlusion_level, np.int64),
                    truncated=np.asarray(cam.truncation, np.float64), frame_id=str(seed))
     camera_bags.write_camera(writer, cam.image, cam.config.P, gt2d, fmt)

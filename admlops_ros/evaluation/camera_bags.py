@@ -37,6 +37,7 @@ COMPRESSED_TOPIC = "/camera/image_raw/compressed"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 IMAGE_GT_TOPIC = "/ground_truth/image_objects"
 CAMERA_FRAME_ID = "camera"
+TF_STATIC_TOPIC = "/tf_static"
 IMAGE_TYPE = "sensor_msgs/Image"
 COMPRESSED_TYPE = "sensor_msgs/CompressedImage"
 GT_TYPE = "admlops_ros/DetectedObjectArray"
@@ -191,6 +192,32 @@ def read_kitti_image(kitti_dir: os.PathLike, frame: str) -> Tuple[np.ndarray, np
     calib = kitti_io.read_calib(root / "calib" / f"{frame}.txt")
     objects = kitti_io.read_label(root / "label_2" / f"{frame}.txt")
     return image, np.asarray(calib.P2, np.float64).reshape(3, 4), kitti_image_gt(objects, frame)
+
+
+def write_static_transform(writer: Any, parent: str, child: str, child_to_parent: np.ndarray,
+                           topic: str = TF_STATIC_TOPIC) -> None:
+    """A latched tf2_msgs/TFMessage on /tf_static at the stamp of the frame ``writer`` last wrote.
+
+    Args:
+        child_to_parent: [4, 4] transform of ``child``-frame points into the ``parent`` frame
+            (the pose of ``child`` in ``parent``), e.g. camera -> velodyne.
+    """
+    import copy
+
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    from admlops_ros.camera.projection import matrix_to_quaternion
+    m = np.asarray(child_to_parent, np.float64).reshape(4, 4)
+    tf = TransformStamped()
+    tf.header = copy.deepcopy(writer.last_header)
+    tf.header.frame_id = parent
+    tf.child_frame_id = child
+    tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = \
+        (float(v) for v in m[:3, 3])
+    q = tf.transform.rotation
+    q.x, q.y, q.z, q.w = matrix_to_quaternion(m[:3, :3])
+    writer.write_message(topic, TFMessage(transforms=[tf]), latch=True)
 
 
 def write_camera(writer: Any, image: np.ndarray, P: np.ndarray, gt: Optional[ImageGT],

@@ -68,6 +68,7 @@ class CameraNodeParams:
         lidar_objects_topic: admlops_ros/DetectedObjectArray topic, "" for none.
         lidar_stamp_tolerance_s: the lidar array used for an image is the latest one whose stamp
             is within this many seconds of the image's.
+        lidar_wait_s: how long (wall clock) an image waits for the lidar array of its stamp.
         fusion: associate 2D detections with projected lidar boxes.
         fusion_iou_threshold: IoU needed for an association.
         score_threshold: 2D detections below it are not published; None keeps all.
@@ -85,6 +86,7 @@ class CameraNodeParams:
     lidar_to_camera: Optional[Tuple[float, ...]] = None
     lidar_objects_topic: str = ""
     lidar_stamp_tolerance_s: float = 0.05
+    lidar_wait_s: float = 0.1
     fusion: bool = False
     fusion_iou_threshold: float = 0.3
     detections_topic: str = "/detection/camera_detector/detections"
@@ -142,6 +144,7 @@ def validate_camera_params(values: Dict[str, Any], check_engine: bool = True
         camera_info_matrix=str(merged["camera_info_matrix"]), kitti_calib=calib,
         lidar_to_camera=extr, lidar_objects_topic=str(merged["lidar_objects_topic"]),
         lidar_stamp_tolerance_s=float(merged["lidar_stamp_tolerance_s"]),
+        lidar_wait_s=float(merged["lidar_wait_s"]),
         fusion=bool(merged["fusion"]), fusion_iou_threshold=float(merged["fusion_iou_threshold"]),
         detections_topic=str(merged["detections_topic"]),
         annotated_topic=str(merged["annotated_topic"]),
@@ -160,25 +163,36 @@ class LidarBuffer:
         self.size = int(size)
         self._stamps: List[float] = []
         self._msgs: List[Any] = []
-        self._lock = threading.Lock()
+        self._added = threading.Condition()
 
     def add(self, msg: Any) -> None:
         """Keep ``msg`` (admlops_ros/DetectedObjectArray); the oldest goes beyond ``size``."""
         stamp = msg.header.stamp.to_sec()
-        with self._lock:
+        with self._added:
             i = bisect.bisect_right(self._stamps, stamp)
             self._stamps.insert(i, stamp)
             self._msgs.insert(i, msg)
             if len(self._msgs) > self.size:
                 del self._stamps[0], self._msgs[0]
+            self._added.notify_all()
 
-    def match(self, stamp_s: float, tolerance_s: float) -> Optional[Any]:
-        """The latest message with ``|stamp - stamp_s| <= tolerance_s``, or None."""
-        with self._lock:
-            for t, msg in zip(reversed(self._stamps), reversed(self._msgs)):
-                if abs(t - stamp_s) <= tolerance_s:
-                    return msg
-        return None
+    def match(self, stamp_s: float, tolerance_s: float, wait_s: float = 0.0) -> Optional[Any]:
+        """The latest message with ``|stamp - stamp_s| <= tolerance_s``, or None.
+
+        Args:
+            wait_s: wait up to this long (wall clock) for such a message to be added: the lidar
+                node answers a cloud some tens of ms after the camera image of the same instant
+                arrives.
+        """
+        deadline = time.monotonic() + max(0.0, wait_s)
+        with self._added:
+            while True:
+                for t, msg in zip(reversed(self._stamps), reversed(self._msgs)):
+                    if abs(t - stamp_s) <= tolerance_s:
+                        return msg
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._added.wait(left):
+                    return None
 
     def __len__(self) -> int:
         return len(self._msgs)
@@ -286,7 +300,8 @@ class CameraFrameProcessor:
         warnings: List[str] = []
         projected, fusion, lidar_msg, names3d = None, None, None, []
         if params.lidar_objects_topic:
-            lidar_msg = self.lidar.match(msg.header.stamp.to_sec(), params.lidar_stamp_tolerance_s)
+            lidar_msg = self.lidar.match(msg.header.stamp.to_sec(), params.lidar_stamp_tolerance_s,
+                                         params.lidar_wait_s)
             if lidar_msg is None and len(self.lidar):
                 warnings.append(f"no lidar objects within {params.lidar_stamp_tolerance_s} s of "
                                 f"the image stamp {msg.header.stamp.to_sec():.3f}")

@@ -138,3 +138,17 @@ def test_kitti_label_boxes_project_onto_label_2d_boxes():
             assert err <= tol, (label_path.name, obj.type, obj.bbox, box.tolist())
             checked += 1
     assert checked >= 8
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matrix_to_quaternion_inverts_transform_matrix(seed):
+    from admlops_ros.camera.projection import matrix_to_quaternion, transform_matrix
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=4)
+    if seed == 0:
+        q = np.array([0.0, 0.0, 0.0, 1.0])  # identity
+    elif seed == 1:
+        q = np.array([1.0, 0.0, 0.0, 0.0])  # 180 degrees about x: w = 0
+    m = transform_matrix((1, 2, 3), q)
+    back = transform_matrix((1, 2, 3), matrix_to_quaternion(m[:3, :3]))
+    np.testing.assert_allclose(back, m, atol=1e-12)

@@ -221,3 +221,25 @@ def test_bag_from_sim_with_rendered_images(tmp_path):
         np.testing.assert_allclose(fr.gt.boxes, cam.boxes2d, atol=1e-4)
         assert list(fr.gt.names) == list(cam.names)
         assert fr.gt.occluded.tolist() == np.asarray(cam.occlusion_level).tolist()
+
+
+def test_bag_from_sim_with_images_carries_the_static_camera_transform(tmp_path):
+    from admlops_ros.camera.projection import transform_matrix
+    from admlops_ros.evaluation.rosbag_io import open_bag
+    from admlops_ros.simulation.camera import CameraConfig
+    out = tmp_path / "sim.bag"
+    bags.bag_from_sim(out, 2, seed=1_000_000, progress=False, images="raw")
+    bag, _ = open_bag(out)
+    with bag:
+        msgs = list(bag.read_messages(topics=[camera_bags.TF_STATIC_TOPIC],
+                                      return_connection_header=True))
+    assert len(msgs) == 1  # once, latched: rosbag play latches it for late subscribers
+    _, msg, _, header = msgs[0]
+    assert header["latching"] in ("1", b"1")
+    (tf,) = msg.transforms
+    assert (tf.header.frame_id, tf.child_frame_id) == (bags.LIDAR_FRAME_ID,
+                                                      camera_bags.CAMERA_FRAME_ID)
+    t, q = tf.transform.translation, tf.transform.rotation
+    camera_to_lidar = transform_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+    np.testing.assert_allclose(np.linalg.inv(camera_to_lidar), CameraConfig().lidar_to_cam,
+                               atol=1e-9)

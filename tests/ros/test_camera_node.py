@@ -1,6 +1,8 @@
 """camera_detection core without a master: headers, drops, parameters, lidar matching and fusion."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -100,6 +102,20 @@ def test_lidar_buffer_latest_within_tolerance():
     assert buf.match(1.22, 0.05).header.stamp.to_sec() == pytest.approx(1.2)
     assert buf.match(1.25, 0.06).header.stamp.to_sec() == pytest.approx(1.3)  # latest wins
     assert buf.match(1.0, 0.05) is None                                      # dropped
+
+
+def test_lidar_buffer_waits_for_the_array_of_the_image_stamp():
+    """The lidar node answers a cloud after the camera image of the same instant arrived."""
+    msgs = messages_or_skip()
+    buf = LidarBuffer()
+    buf.add(msgs.DetectedObjectArray(header=header(1.0)))
+    late = threading.Timer(0.05, buf.add, (msgs.DetectedObjectArray(header=header(1.1)),))
+    late.start()
+    try:
+        assert buf.match(1.1, 0.01, wait_s=5.0).header.stamp.to_sec() == pytest.approx(1.1)
+    finally:
+        late.cancel()
+    assert buf.match(1.2, 0.01, wait_s=0.01) is None  # gives up after wait_s
 
 
 def test_fusion_confirms_the_projected_object():
