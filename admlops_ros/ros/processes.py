@@ -200,18 +200,21 @@ def _alive(pid: int) -> bool:
 
 def launch_detection(core: RosCore, launch_args: Sequence[str], log: Path,
                      input_topic: str = "/points_raw", node: str = "/lidar_detection",
-                     timeout: float = 300.0) -> subprocess.Popen:
-    """``roslaunch admlops_ros lidar_detection.launch <args>``; returns once the node subscribed.
+                     timeout: float = 300.0,
+                     launch_file: str = "lidar_detection.launch") -> subprocess.Popen:
+    """``roslaunch admlops_ros <launch_file> <args>``; returns once the node subscribed.
+
+    ``launch_file`` is lidar_detection.launch or camera_detection.launch (with
+    ``input_topic="/camera/image_raw", node="/camera_detection"``).
 
     Raises:
         ProcessError: roslaunch exited (bad parameters, engine load failure: see ``log``) or the
             node did not subscribe to ``input_topic`` within ``timeout`` s (engine load + warm-up).
     """
-    proc = start(["roslaunch", "--wait", "admlops_ros", "lidar_detection.launch", *launch_args],
-                 core.env, log)
+    proc = start(["roslaunch", "--wait", "admlops_ros", launch_file, *launch_args], core.env, log)
     try:
         wait_for(lambda: topic_has_subscriber(core.uri, input_topic, node), timeout,
-                 f"lidar_detection (log {log})", proc, poll_s=0.2)
+                 f"{node.lstrip('/')} (log {log})", proc, poll_s=0.2)
     except BaseException:  # Ctrl-C while the engine loads too: nothing may be left running
         stop(proc)
         raise
