@@ -182,7 +182,8 @@ class LidarBuffer:
         Args:
             wait_s: wait up to this long (wall clock) for such a message to be added: the lidar
                 node answers a cloud some tens of ms after the camera image of the same instant
-                arrives.
+                arrives. No wait when no lidar array came yet or the newest is already past
+                ``stamp_s``: then none will match.
         """
         deadline = time.monotonic() + max(0.0, wait_s)
         with self._added:
@@ -190,6 +191,8 @@ class LidarBuffer:
                 for t, msg in zip(reversed(self._stamps), reversed(self._msgs)):
                     if abs(t - stamp_s) <= tolerance_s:
                         return msg
+                if not self._stamps or self._stamps[-1] > stamp_s + tolerance_s:
+                    return None
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._added.wait(left):
                     return None
