@@ -488,7 +488,22 @@ def stats_json(stats: Stats) -> Dict[str, Any]:
             "column_edges": list(FEATURES[GRID_2D[1]].edges),
             "counts": stats.grid.astype(int).tolist()},
         "holes": list(stats.holes),
+        "notes": _notes(stats),
     }
+
+
+def _notes(stats: Stats) -> List[str]:
+    """Hints about the data that the histograms alone hide."""
+    notes = []
+    inten = stats.scan["intensity"]
+    if inten[:-1].sum() and inten[-2] > 0.01 * inten[:-1].sum():
+        notes.append(f"{int(inten[-2])} of {int(inten[:-1].sum())} points have intensity > 1: "
+                     "a 0..255 sensor? KITTI and the simulator use 0..1 (rescale before "
+                     "training on it)")
+    if stats.frames and stats.frames_with_gt < stats.frames:
+        notes.append(f"{stats.frames - stats.frames_with_gt} of {stats.frames} clouds have no "
+                     "ground truth: they count in the scan statistics only")
+    return notes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,7 +175,9 @@ def write_html(path: Path, result: Dict[str, Any]) -> Path:
         if side is None:
             continue
         parts.append(f"<h2>{name}</h2><p><code>{html.escape(', '.join(side['inputs']))}"
-                     f"</code></p>" + _table(["", "value"], _side_rows(side)))
+                     f"</code></p>" + _table(["", "value"], _side_rows(side))
+                     + "".join(f"<p class='warn'>{html.escape(n)}</p>"
+                               for n in side.get("notes", [])))
     parts.append("<h2>Classes</h2>" + _table(
         ["class", "reference", "reference %"] + (["other"] if other else []),
         [[c, n, f"{pct:.1f}"] + ([o] if other else []) for c, n, o, pct in class_table(result)]))
@@ -229,6 +231,14 @@ def summary_text(result: Dict[str, Any], top: int = 10) -> str:
             lines.append(f"{name}: {side['frames']} frames ({side['frames_with_gt']} with ground "
                          f"truth), {side['objects_total']} objects, {len(side['holes'])} holes; "
                          f"{', '.join(side['inputs'])}")
+    for name, side in (("reference", ref), ("other", other)):
+        for note in (side or {}).get("notes", []):
+            lines.append(f"note ({name}): {note}")
+        holes = (side or {}).get("holes", [])
+        for h in holes[:5]:
+            lines.append(f"hole ({name}): {h['file']}: {h['problem']}")
+        if len(holes) > 5:
+            lines.append(f"... {len(holes) - 5} more holes in analysis.json")
     lines.append("")
     head = f"{'class':<16}{'reference':>10}{'ref %':>8}" + (f"{'other':>10}" if other else "")
     lines.append(head)

@@ -221,3 +221,45 @@ def test_simulated_bag_with_ground_truth(tmp_path):
     assert sum(ref["objects"]["all"]["points_in_box"]["counts"][1:]) > 0
     rows = {(d["group"], d["feature"]): d for d in result["shift"]["divergences"]}
     assert rows[("all", "occlusion")]["jsd_bits"] is None   # the bag carries no occlusion
+
+
+
+def test_bag_without_ground_truth_and_a_broken_bag_keep_the_rest(tmp_path):
+    from admlops_ros.evaluation import bags
+    try:
+        with bags.BagWriter(tmp_path / "nogt.bag") as writer:
+            for k in range(2):
+                writer.write(np.array([[5.0, 0.0, -1.0, 300.0]] * (k + 50), np.float32), None)
+    except Exception as exc:  # noqa: B902
+        pytest.skip(f"cannot write a bag here ({exc}); run under scripts/with_ros_env.sh")
+    (tmp_path / "broken.bag").write_bytes(b"not a bag")
+    ds = str(write_dataset(tmp_path / "ds"))
+    [stats] = A.analyze_sets([[str(tmp_path / "nogt.bag"), str(tmp_path / "broken.bag"), ds]],
+                             workers=1)
+    ref = A.stats_json(stats)
+    assert ref["frames"] == 6 and ref["frames_with_gt"] == 4 and ref["objects_total"] == 6
+    files = [h["file"] for h in ref["holes"]]
+    assert files == [str(tmp_path / "nogt.bag"), str(tmp_path / "broken.bag")]
+    assert "/ground_truth/objects" in ref["holes"][0]["problem"]
+    assert any("intensity > 1" in n for n in ref["notes"])
+    assert any("no ground truth" in n for n in ref["notes"])
+    with pytest.raises(A.AnalyzeError, match="no readable frame.*broken.bag"):
+        A.analyze_sets([[str(tmp_path / "broken.bag")]], workers=1)
+
+
+@pytest.fixture
+def ray_token(monkeypatch):
+    from tests.data.test_parallel import TOKEN  # one token per test session (see there)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", TOKEN)
+
+
+@pytest.mark.slow
+def test_ray_equals_serial(tmp_path, ray_token):
+    pytest.importorskip("ray")
+    from admlops_ros.data.parallel import LOCAL
+    ds = str(write_dataset(tmp_path / "ds"))
+    far = str(write_dataset(tmp_path / "far", shift_m=12.0))
+    serial = run([[ds], [far]], workers=1, chunk=1)
+    on_ray = run([[ds], [far]], workers=2, chunk=1, ray_address=LOCAL)
+    assert json.dumps(serial, sort_keys=True) == json.dumps(on_ray, sort_keys=True)
