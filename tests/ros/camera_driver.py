@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 import rospy
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image

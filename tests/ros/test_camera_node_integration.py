@@ -11,7 +11,7 @@ import pytest
 
 from admlops_ros.ros.processes import start, stop, topic_has_subscriber, wait_for
 from tests.paths import REPO_ROOT as REPO
-from tests.ros.test_integration import DEVEL, core  # noqa: F401 (the module's roscore fixture)
+from tests.ros.conftest import DEVEL
 
 NODE = DEVEL / "lib" / "admlops_ros" / "camera_detection"
 DRIVER = REPO / "tests" / "ros" / "camera_driver.py"
@@ -25,7 +25,7 @@ pytestmark = [
 ]
 
 
-def _probe(core, name, prefix):  # noqa: F811
+def _probe(core, name, prefix):
     result = subprocess.run([sys.executable, str(DRIVER), "probe", name, prefix], env=core.env,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -45,7 +45,7 @@ def _check(report):
         assert res["alive_after"] and res["answer"]["frame_id"] == "camera", (name, res)
 
 
-def _run(core, cmd, name, prefix, log):  # noqa: F811
+def _run(core, cmd, name, prefix, log):
     proc = start(cmd, core.env, log)
     try:
         wait_for(lambda: topic_has_subscriber(core.uri, f"{prefix}/image", f"/{name}"), 120.0,
@@ -57,7 +57,7 @@ def _run(core, cmd, name, prefix, log):  # noqa: F811
     return report
 
 
-def test_fake_detector_node_10hz_headers_and_malformed_images(core, tmp_path):  # noqa: F811
+def test_fake_detector_node_10hz_headers_and_malformed_images(core, tmp_path):
     """The rospy adapter (real cv_bridge, real master) with a fake detector."""
     name, prefix = "camera_fake", "/cam_fake"
     report = _run(core, [sys.executable, str(DRIVER), "node", name, prefix], name, prefix,
@@ -65,7 +65,7 @@ def test_fake_detector_node_10hz_headers_and_malformed_images(core, tmp_path):  
     _check(report)
 
 
-def test_real_node_with_tiny_bundle(core, tmp_path):  # noqa: F811
+def test_real_node_with_tiny_bundle(core, tmp_path):
     """The real node (devel relay, real CameraDetector on ONNX Runtime) on CORE's tiny net."""
     pytest.importorskip("torch", reason="the tiny test bundle is exported with torch")
     from tests.camera.fixtures import make_bundle
@@ -81,7 +81,7 @@ def test_real_node_with_tiny_bundle(core, tmp_path):  # noqa: F811
 @pytest.mark.slow
 @pytest.mark.skipif(not (ENGINE / "spec.yaml").exists(),
                     reason=f"{ENGINE} not shipped yet (helper MODEL's bundle)")
-def test_real_node_with_shipped_engine(core, tmp_path):  # noqa: F811
+def test_real_node_with_shipped_engine(core, tmp_path):
     name, prefix = "camera_real", "/cam_real"
     cmd = [str(NODE), f"__name:={name}", f"_input_topic:={prefix}/image",
            f"_detections_topic:={prefix}/detections", f"_annotated_topic:={prefix}/annotated",
@@ -89,7 +89,7 @@ def test_real_node_with_shipped_engine(core, tmp_path):  # noqa: F811
     _check(_run(core, cmd, name, prefix, tmp_path / "node.log"))
 
 
-def test_bad_parameter_stops_camera_node(core):  # noqa: F811
+def test_bad_parameter_stops_camera_node(core):
     result = subprocess.run([str(NODE), "__name:=camera_bad", "_max_pixels:=-1"], env=core.env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from admlops_ros.ros.processes import RosCore, ros_env
-from tests.paths import REPO_ROOT as REPO
-
-DEVEL = REPO / "build" / "catkin_ws" / "devel"
+from admlops_ros.ros.processes import ros_env
+from tests.ros.conftest import DEVEL
 NODE = DEVEL / "lib" / "admlops_ros" / "lidar_detection"
 
 pytestmark = [
@@ -21,12 +19,6 @@ pytestmark = [
                        reason="needs the built catkin workspace sourced (make build; "
                               "scripts/with_ros_env.sh) and roscore"),
 ]
-
-
-@pytest.fixture(scope="module")
-def core(tmp_path_factory):
-    with RosCore(tmp_path_factory.mktemp("ros_home")) as master:
-        yield master
 
 
 def run_node(core, name, *args, timeout=120.0):

@@ -22,8 +22,7 @@ from admlops_ros.ros.master_watch import EXIT_MASTER_LOST
 from admlops_ros.ros.processes import (RosCore, launch_detection, master_ready, start, stop,
                                        topic_has_subscriber, wait_for)
 from tests.paths import REPO_ROOT as REPO
-
-DEVEL = REPO / "build" / "catkin_ws" / "devel"
+from tests.ros.conftest import DEVEL
 NODE = DEVEL / "lib" / "admlops_ros" / "lidar_detection"
 PROBE = REPO / "tests" / "netns" / "ros_probe.py"  # `cloud TOPIC HZ` / `listen TOPIC N TIMEOUT`
 READY_S = 180.0   # engine load + warm-up on a busy 2-core machine

@@ -9,10 +9,9 @@ import sys
 
 import pytest
 
-from admlops_ros.ros.processes import RosCore, start, stop, topic_has_subscriber, wait_for
+from admlops_ros.ros.processes import start, stop, topic_has_subscriber, wait_for
 from tests.paths import REPO_ROOT as REPO
-
-DEVEL = REPO / "build" / "catkin_ws" / "devel"
+from tests.ros.conftest import DEVEL
 NODE = DEVEL / "lib" / "admlops_ros" / "lidar_detection"
 DRIVER = REPO / "tests" / "ros" / "sweeps_driver.py"
 FEATURES = ["x", "y", "z", "intensity", "time"]
@@ -26,12 +25,6 @@ pytestmark = [
                        reason="needs the built catkin workspace sourced (make build; "
                               "scripts/with_ros_env.sh) and roscore"),
 ]
-
-
-@pytest.fixture(scope="module")
-def core(tmp_path_factory):
-    with RosCore(tmp_path_factory.mktemp("ros_home")) as master:
-        yield master
 
 
 @pytest.fixture(scope="module")
