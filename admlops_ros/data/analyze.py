@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from admlops_ros.errors import AdmlopsError
+from admlops_ros.evaluation.kitti_io import limit_period
 
 LOG = logging.getLogger(__name__)
 
@@ -194,7 +195,6 @@ class Stats:
             difficulty: [M] level (-1 when None). occluded, truncated: [M] KITTI fields, or
                 None (counted as missing).
         """
-        from admlops_ros.evaluation.kitti_io import limit_period
         b = np.asarray(boxes, np.float64).reshape(-1, 7)
         names = np.asarray(list(names), dtype=str).reshape(-1)
         m = len(b)

@@ -180,6 +180,19 @@ def test_holes_are_named_and_the_rest_is_analysed(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_split_frames_without_files_are_holes(tmp_path):
+    root = write_dataset(tmp_path / "ds")
+    (root / "ImageSets").mkdir()
+    (root / "ImageSets" / "train.txt").write_text("000000\n000002\n000009\n")
+    ids, holes = A.dataset_ids(root, "train")
+    assert ids == ["000000", "000002"]
+    assert [h["file"] for h in holes] == [str(root / "velodyne/000009.bin")]
+    ref = run([[str(root)]], split=["train"], workers=1)["reference"]
+    assert ref["frames"] == 2 and len(ref["holes"]) == 1
+    with pytest.raises(A.AnalyzeError, match="ImageSets"):
+        A.dataset_ids(root, "val")
+
+
 def test_jsd_by_hand():
     assert A.js_divergence_bits([1, 0], [0, 1]) == pytest.approx(1.0, abs=1e-4)
     assert A.js_divergence_bits([2, 2], [5, 5]) == 0.0
