@@ -235,6 +235,7 @@ class RawMessage:
         data: the serialized message (ROS1 wire format).
         t_ns: ROS time of receipt (ns), the bag's record time.
         callerid: the publishing node; latching: a latched topic (/tf_static).
+        wall_ns: wall-clock time of receipt (ns); 0 = not known (the time it is written).
     """
 
     topic: str
@@ -245,6 +246,7 @@ class RawMessage:
     t_ns: int
     callerid: str = ""
     latching: bool = False
+    wall_ns: int = 0
 
     @property
     def size(self) -> int:
@@ -397,6 +399,8 @@ class BagStats:
     last_t_ns: int = 0
     first_stamp_ns: Optional[int] = None
     last_stamp_ns: Optional[int] = None
+    first_wall_ns: Optional[int] = None
+    last_wall_ns: Optional[int] = None
 
     def add(self, msg: RawMessage, t_ns: int) -> None:
         count = self.topics.setdefault(msg.topic, TopicCount())
@@ -408,6 +412,11 @@ class BagStats:
         self.first_t_ns, self.last_t_ns = min(self.first_t_ns, t_ns), max(self.last_t_ns, t_ns)
         self.messages += 1
         self.bytes += msg.size + RECORD_OVERHEAD_BYTES
+        if t_ns == msg.t_ns:  # not a latched message retimed to the bag's start
+            wall = msg.wall_ns or time.time_ns()
+            self.first_wall_ns = wall if self.first_wall_ns is None else \
+                min(self.first_wall_ns, wall)
+            self.last_wall_ns = wall if self.last_wall_ns is None else max(self.last_wall_ns, wall)
         stamp = msg.stamp_ns
         if stamp:
             self.first_stamp_ns = stamp if self.first_stamp_ns is None else \
@@ -421,7 +430,8 @@ def sidecar_path(bag: os.PathLike) -> Path:
     return Path(bag).with_suffix(".yaml")
 
 
-def _time_entry(ros_ns: int, wall_s: float) -> Dict[str, Any]:
+def _time_entry(ros_ns: int, wall_ns: Optional[int]) -> Dict[str, Any]:
+    wall_s = (wall_ns if wall_ns is not None else time.time_ns()) / _NS
     wall = datetime.datetime.fromtimestamp(wall_s, datetime.timezone.utc)
     return {"ros_ns": int(ros_ns), "ros_s": round(ros_ns / _NS, 9), "wall_s": round(wall_s, 6),
             "wall": wall.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
@@ -495,7 +505,6 @@ class BagFile:
         except (OSError, ValueError, rosbag.ROSBagException) as exc:
             raise RecordError(f"cannot write bag {self.active}: {exc}") from exc
         self.stats = BagStats()
-        self.opened_wall_s = time.time()
         self.problems: List[str] = []
         self.closed: Optional[Dict[str, Any]] = None
 
@@ -517,7 +526,6 @@ class BagFile:
             return self.closed
         self._bag.close()
         os.replace(self.active, self.path)
-        closed_wall = time.time()
         st = self.stats
         topics, missing = [], []
         for spec in self.topics:
@@ -537,8 +545,8 @@ class BagFile:
             "missing_topics": missing,
             "messages": st.messages,
             "bytes": self.path.stat().st_size,
-            "start": _time_entry(st.first_t_ns, self.opened_wall_s),
-            "end": _time_entry(st.last_t_ns, closed_wall),
+            "start": _time_entry(st.first_t_ns, st.first_wall_ns),
+            "end": _time_entry(st.last_t_ns, st.last_wall_ns),
             "header_stamps": (None if st.first_stamp_ns is None else
                               {"first_ns": st.first_stamp_ns, "last_ns": st.last_stamp_ns,
                                "first_s": round(st.first_stamp_ns / _NS, 9),

@@ -124,6 +124,30 @@ class _Stop:
             signal.signal(sig, handler)
 
 
+class _KeepLogging:
+    """rospy.init_node replaces the root logger's handlers with its log file: the handlers the
+    CLI set (stderr) are put on the ``admlops_ros`` logger for the run, so what the recorder
+    logs is still seen (and rospy's own rosout lines are not printed twice)."""
+
+    def __enter__(self) -> "_KeepLogging":
+        self._before = list(logging.getLogger().handlers)
+        self._package = logging.getLogger("admlops_ros")
+        self._added: List[logging.Handler] = []
+        return self
+
+    def restore(self) -> None:
+        """Call after rospy.init_node."""
+        root = logging.getLogger().handlers
+        self._added = [h for h in self._before if h not in root
+                       and h not in self._package.handlers]
+        for handler in self._added:
+            self._package.addHandler(handler)
+
+    def __exit__(self, *exc: Any) -> None:
+        for handler in self._added:
+            self._package.removeHandler(handler)
+
+
 def run(session: RecordSession) -> List[Path]:
     """Record until SIGINT / SIGTERM or ``duration_s``; returns the bags written.
 
@@ -139,8 +163,9 @@ def run(session: RecordSession) -> List[Path]:
     inbox = _Inbox(session.queue_mb * 1e6)
     subscribers: List[Any] = []
     service = None
-    with _Stop() as stop:
+    with _Stop() as stop, _KeepLogging() as logs:
         rospy.init_node(session.node_name, disable_signals=True)
+        logs.restore()
 
         def on_message(msg: Any, topic: str) -> None:
             header = getattr(msg, "_connection_header", None) or {}
@@ -148,7 +173,7 @@ def run(session: RecordSession) -> List[Path]:
                 topic, header.get("type", ""), header.get("md5sum", ""),
                 header.get("message_definition", ""), bytes(msg._buff),
                 rospy.get_rostime().to_nsec(), header.get("callerid", ""),
-                header.get("latching", "0") == "1"))
+                header.get("latching", "0") == "1", time.time_ns()))
 
         try:
             for topic in sorted(recorded | trigger_inputs):

@@ -156,9 +156,12 @@ def _meta():
 def test_continuous_split_bags_sidecars_and_latched_topics(tmp_path):
     namer = BagNamer(tmp_path, "drive")
     rec = ContinuousRecorder(namer, TOPICS, SplitPolicy(duration_s=1.0), _meta())
-    rec.handle(_tf_static(T0))  # latched: received once, as a recorder starts
+    static = _tf_static(T0)  # latched: received once, as a recorder starts
+    static.wall_ns = T0 + 3 * NS
+    rec.handle(static)
     sent = [_cloud(i, T0 + i * PERIOD) for i in range(25)]
     for msg in sent:
+        msg.wall_ns = msg.t_ns + 3 * NS  # the wall clock of receipt, 3 s ahead of ROS time
         rec.handle(msg)
     written = rec.close()
     assert [p.name for p in written] == ["drive_0000.bag", "drive_0001.bag", "drive_0002.bag"]
@@ -186,6 +189,8 @@ def test_continuous_split_bags_sidecars_and_latched_topics(tmp_path):
         assert side["header_stamps"]["first_ns"] == per_bag[0].header.stamp.to_nsec()
         assert side["start"]["ros_ns"] <= side["end"]["ros_ns"]
         assert side["start"]["wall"].endswith("Z")
+        assert side["start"]["wall_s"] == pytest.approx(side["start"]["ros_s"] + 3, abs=1e-5)
+        assert side["end"]["wall_s"] == pytest.approx(side["end"]["ros_s"] + 3, abs=1e-5)
         # the latched message is retimed to the bag's start, so playback has no gap
         assert min(t for _, _, t in msgs) == per_bag[0].header.stamp.to_nsec()
     assert [m.header.seq for m in clouds] == list(range(25))
