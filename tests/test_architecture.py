@@ -28,6 +28,7 @@ ALLOWED: Dict[str, Set[str]] = {
 # `admlops bundle --convert-openvino` converts with the OpenVINO backend).
 RUNTIME = {"bundle", "backends", "lidar", "camera"}
 TOP_LEVEL = {"errors": set(), "paths": {"errors"}, "argtypes": set(), "interrupts": set(),
+             "parallel": {"errors"},
              "cli": {"errors", "interrupts"}, "__main__": {"cli"}, "__init__": set()}
 TRAINING_ONLY = ("torch", "mmdet", "mmdet3d", "mmengine", "mmcv")
 

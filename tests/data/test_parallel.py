@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from admlops_ros.data import parallel
+from admlops_ros import parallel
 from admlops_ros.errors import AdmlopsError
 
 
