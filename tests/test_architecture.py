@@ -19,10 +19,11 @@ ALLOWED: Dict[str, Set[str]] = {
     "camera": {"bundle", "backends", "lidar"},
     "ros": {"bundle", "backends", "lidar", "camera"},
     "simulation": {"lidar"},
-    "evaluation": {"bundle", "backends", "lidar", "camera", "ros", "simulation"},
-    "data": {"bundle", "backends", "lidar", "camera", "ros", "simulation", "evaluation"},
+    "evaluation": {"bundle", "backends", "lidar", "camera", "ros", "simulation", "parallel"},
+    "data": {"bundle", "backends", "lidar", "camera", "ros", "simulation", "evaluation",
+             "parallel"},
     "deploy": {"bundle", "backends", "lidar", "evaluation"},
-    "training": {"bundle", "backends", "lidar", "simulation", "evaluation", "data"},
+    "training": {"bundle", "backends", "lidar", "simulation", "evaluation", "data", "parallel"},
 }
 # A package's cli.py is the command layer of its area: it may also use the runtime (e.g.
 # `admlops bundle --convert-openvino` converts with the OpenVINO backend).
