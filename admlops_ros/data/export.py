@@ -13,7 +13,7 @@ Layout written under the output directory ``OUT``::
     OUT/export.json                          the run: options, bags, failures, label imports
 
 Frames are numbered by bag order, then header stamp within a bag, so any way of running the
-per-bag tasks (serially, a process pool, Ray: :func:`admlops_ros.data.parallel.map_tasks`)
+per-bag tasks (serially, a process pool, Ray: :func:`admlops_ros.parallel.map_tasks`)
 writes the same bytes. Each task writes its bag's frames to ``OUT/.staging/<bag>/``; the
 driver renames them to their final numbers. On a multi-machine Ray cluster ``OUT`` must be
 on a filesystem every node mounts.
@@ -50,6 +50,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 import struct
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tup
 import numpy as np
 
 from admlops_ros.data import mmdet3d_infos
-from admlops_ros.data.parallel import map_tasks
+from admlops_ros.parallel import map_tasks
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.evaluation import kitti_io
 from admlops_ros.evaluation.protocol import kitti_difficulty
@@ -137,6 +138,7 @@ class BagExport:
     bag: str
     frames: List[FrameLineage]
     problems: List[str] = field(default_factory=list)
+    infos: Dict[str, bytes] = field(default_factory=dict)  # frame -> pickled (entry, extra)
 
 
 @dataclass
@@ -501,6 +503,7 @@ def _export_bag(task: _BagTask) -> BagExport:
             if sub != "image_2" or reader.image_topic:
                 (staging / sub).mkdir(parents=True, exist_ok=True)
         kept: List[Tuple[int, int, FrameLineage]] = []   # (stamp, order, lineage)
+        infos: Dict[str, bytes] = {}                      # local frame -> mmdet3d entry
         no_label, seen = [], set()
         for order, (stamp, data, pytype) in enumerate(reader.clouds()):
             if want is not None and stamp not in want:
@@ -550,13 +553,16 @@ def _export_bag(task: _BagTask) -> BagExport:
             kitti_io.write_velodyne(files["velodyne"], points)
             kitti_io.write_label(files["label_2"], objects)
             kitti_io.write_calib(files["calib"], calib)
-            reduced = points[_fov(points, calib, shape)]
-            kitti_io.write_velodyne(files[mmdet3d_infos.REDUCED_DIR], reduced)
             if image is not None:
                 _write_png(files["image_2"], image)
             elif reader.image_topic:
                 problems.append(f"bag {path}: no image on {reader.image_topic} with stamp "
                                 f"{stamp}: frame written without image_2")
+            extra: Dict[str, int] = {}
+            entry = mmdet3d_infos.frame_info(staging, local, extra, reduced=True)
+            # as bytes: the driver unpickles the same bytes whether the task ran here, in a
+            # process or on Ray, so the info files it pickles are byte-identical
+            infos[local] = pickle.dumps((entry, extra), protocol=4)
             kept.append((stamp, order, FrameLineage(
                 local, path, sha, size, mtime, stamp, reader.points_topic, len(points),
                 source, len(objects), calib_src,
@@ -575,12 +581,16 @@ def _export_bag(task: _BagTask) -> BagExport:
         bag.close()
         if detector is not None:
             detector.close()
-    return BagExport(path, _in_stamp_order(staging, kept), problems)
+    frames = _in_stamp_order(staging, kept)
+    entries = {fr.frame: infos[old] for fr, old in zip(frames, _old_ids(kept, frames))}
+    return BagExport(path, frames, problems, entries)
 
 
-def _fov(points: np.ndarray, calib: kitti_io.KittiCalib, shape: Tuple[int, int]) -> np.ndarray:
-    from admlops_ros.data.kitti_dataset import fov_mask
-    return fov_mask(points, calib, shape)
+def _old_ids(kept: List[Tuple[int, int, FrameLineage]], frames: List[FrameLineage]
+             ) -> List[str]:
+    """Staged ids (write order) of ``frames`` (stamp order)."""
+    order = sorted(range(len(kept)), key=lambda i: (kept[i][0], kept[i][1]))
+    return [f"{i:06d}" for i in order]
 
 
 def _in_stamp_order(staging: Path, kept: List[Tuple[int, int, FrameLineage]]
@@ -681,6 +691,7 @@ def export_dataset(bags: Sequence[PathLike], out: PathLike, *, labels: str = "gt
     for sub in ("velodyne", mmdet3d_infos.REDUCED_DIR, "label_2", "calib"):
         (training / sub).mkdir(parents=True, exist_ok=True)
     frames: List[FrameLineage] = []
+    entries: Dict[str, Any] = {}
     failed: Dict[str, str] = {}
     problems: List[str] = []
     for task, outcome in zip(tasks, outcomes):
@@ -697,6 +708,8 @@ def export_dataset(bags: Sequence[PathLike], out: PathLike, *, labels: str = "gt
                 if src.exists():
                     dst[sub].parent.mkdir(exist_ok=True)
                     os.replace(src, dst[sub])
+            entry, extra = pickle.loads(outcome.value.infos[fr.frame])
+            entries[new] = (mmdet3d_infos.renumber(entry, new), extra)
             fr.frame = new
             frames.append(fr)
     shutil.rmtree(staging)
@@ -707,7 +720,7 @@ def export_dataset(bags: Sequence[PathLike], out: PathLike, *, labels: str = "gt
     summary = ExportSummary(out, frames, failed, problems, paths)
     write_imagesets(out, summary.train, summary.val)
     write_lineage(out, frames)
-    mmdet3d_infos.write_infos(out, {"train": summary.train, "val": summary.val})
+    mmdet3d_infos.write_infos(out, {"train": summary.train, "val": summary.val}, entries)
     run = {"bags": paths, "options": dataclasses.asdict(opts), "val_fraction": val_fraction,
            "seed": seed, "frames": len(frames), "failed": failed, "problems": problems,
            "imports": []}

@@ -8,7 +8,7 @@ from typing import Any
 
 def cmd_export(args: argparse.Namespace) -> int:
     from admlops_ros.data.export import export_dataset
-    from admlops_ros.data.parallel import from_args
+    from admlops_ros.parallel import from_args
     summary = export_dataset(
         args.bags, args.output, labels=args.labels, detections_topic=args.detections_topic,
         engine=args.engine, backend=args.backend, points_topic=args.points_topic,
@@ -27,7 +27,7 @@ def cmd_import_labels(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: Any) -> None:
     """Register ``export`` and ``import-labels``."""
-    from admlops_ros.data.parallel import add_parallel_arguments
+    from admlops_ros.parallel import add_parallel_arguments
     p = subparsers.add_parser(
         "export", help="bags -> KITTI-format dataset (velodyne, label_2, calib, image_2, "
                        "ImageSets), mmdet3d info files and per-frame lineage")

@@ -89,13 +89,15 @@ def _f32(mat: np.ndarray) -> List[List[float]]:
 
 
 def frame_info(training: PathLike, frame: str,
-               categories: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+               categories: Optional[Dict[str, int]] = None,
+               reduced: bool = False) -> Dict[str, Any]:
     """The ``data_list`` entry of one frame of ``training/`` (see the module docstring).
 
     Args:
         training: the ``training`` directory (velodyne/, label_2/, calib/, image_2/).
         frame: frame id, e.g. ``000123``.
         categories: filled with every label name not in :data:`KITTI_CLASSES` (-1).
+        reduced: also write ``velodyne_reduced/<frame>.bin`` (the frustum points counted).
 
     Raises:
         InfoError: the frame's velodyne, label or calib file is missing or malformed.
@@ -130,18 +132,23 @@ def frame_info(training: PathLike, frame: str,
                    "lidar2cam": lidar2cam.tolist()}
         images[f"CAM{i}"] = cam
     images["R0_rect"] = rect.tolist()
+    from admlops_ros.data.kitti_dataset import fov_mask
+    in_fov = points[fov_mask(points, calib, (height, width))]
+    if reduced:
+        (training / REDUCED_DIR).mkdir(exist_ok=True)
+        kitti_io.write_velodyne(training / REDUCED_DIR / f"{frame}.bin", in_fov)
     lidar_points = {"num_pts_feats": 4, "lidar_path": f"{frame}.bin",
                     "Tr_velo_to_cam": trv2c.tolist(),
                     "Tr_imu_to_velo": _f32(pad(calib.Tr_imu_to_velo))}
     return {"sample_idx": int(frame), "images": images, "lidar_points": lidar_points,
-            "instances": _instances(objects, calib, points, (height, width), p["P2"],
+            "instances": _instances(objects, calib, in_fov, p["P2"],
                                     categories if categories is not None else {})}
 
 
 def _instances(objects: Sequence[kitti_io.KittiObject], calib: kitti_io.KittiCalib,
-               points: np.ndarray, image_hw: tuple, p2: np.ndarray,
+               in_fov: np.ndarray, p2: np.ndarray,
                categories: Dict[str, int]) -> List[Dict[str, Any]]:
-    from admlops_ros.data.kitti_dataset import fov_mask
+    """Instances of the label objects; ``in_fov`` the frustum points (num_lidar_pts)."""
     if not objects:
         return []
     cam_boxes = kitti_io.objects_to_camera_boxes(objects)          # x, y, z, l, h, w, ry
@@ -149,8 +156,7 @@ def _instances(objects: Sequence[kitti_io.KittiObject], calib: kitti_io.KittiCal
     counts = np.full(len(objects), -1, np.int64)
     if care.any():
         lidar_boxes = kitti_io.boxes_camera_to_lidar(cam_boxes[care], calib)
-        inside = points[fov_mask(points, calib, image_hw)]
-        counts[care] = points_in_boxes(inside, lidar_boxes).sum(axis=0)
+        counts[care] = points_in_boxes(in_fov, lidar_boxes).sum(axis=0)
     bbox = np.array([o.bbox for o in objects], np.float64)
     occluded = np.array([o.occluded for o in objects], np.int64)
     truncated = np.array([o.truncated for o in objects], np.float64)
@@ -177,14 +183,23 @@ def _instances(objects: Sequence[kitti_io.KittiObject], calib: kitti_io.KittiCal
     return out
 
 
-def build_infos(root: PathLike, frames: Sequence[str]) -> Dict[str, Any]:
-    """``{"metainfo", "data_list"}`` of the given frames of ``root/training``."""
+def build_infos(root: PathLike, frames: Sequence[str],
+                cache: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """``{"metainfo", "data_list"}`` of the given frames of ``root/training``.
+
+    Args:
+        cache: frame -> (entry, names outside the classes), reused and filled, so that
+            train, val and trainval compute each frame once.
+    """
+    cache = {} if cache is None else cache
     categories = {name: i for i, name in enumerate(KITTI_CLASSES)}
-    extra: Dict[str, int] = {}
-    data_list = [frame_info(Path(root) / "training", f, extra) for f in frames]
-    categories.update(extra)
+    for f in frames:
+        if f not in cache:
+            extra: Dict[str, int] = {}
+            cache[f] = (frame_info(Path(root) / "training", f, extra), extra)
+        categories.update(cache[f][1])
     return {"metainfo": {"categories": categories, "dataset": "kitti", "info_version": "1.1"},
-            "data_list": data_list}
+            "data_list": [cache[f][0] for f in frames]}
 
 
 def read_imagesets(root: PathLike) -> Dict[str, List[str]]:
@@ -196,13 +211,15 @@ def read_imagesets(root: PathLike) -> Dict[str, List[str]]:
     return out
 
 
-def write_infos(root: PathLike, splits: Optional[Mapping[str, Sequence[str]]] = None
-                ) -> Dict[str, Path]:
+def write_infos(root: PathLike, splits: Optional[Mapping[str, Sequence[str]]] = None,
+                entries: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
     """Write ``kitti_infos_{train,val,trainval}.pkl`` at ``root`` (plain pickle, protocol 4).
 
     Args:
         root: dataset root (``training/``, ``ImageSets/``).
         splits: ``{"train": ids, "val": ids}``; None reads ``root/ImageSets``.
+        entries: frame -> (entry, extra names) already computed (e.g. by the export tasks);
+            the other frames are read from the files.
 
     Returns:
         split name -> file written.
@@ -213,8 +230,9 @@ def write_infos(root: PathLike, splits: Optional[Mapping[str, Sequence[str]]] = 
     splits = dict(splits) if splits is not None else read_imagesets(root)
     train, val = list(splits.get("train", [])), list(splits.get("val", []))
     written = {}
+    cache: Dict[str, Any] = dict(entries or {})
     for split, frames in (("train", train), ("val", val), ("trainval", train + val)):
-        infos = build_infos(root, frames)
+        infos = build_infos(root, frames, cache)
         path = info_path(root, split)
         with path.open("wb") as f:
             pickle.dump(infos, f, protocol=4)
@@ -226,16 +244,17 @@ def write_infos(root: PathLike, splits: Optional[Mapping[str, Sequence[str]]] = 
 
 def write_reduced(training: PathLike, frame: str) -> Path:
     """``training/velodyne_reduced/<frame>.bin``: the scan cut to image 2's frustum (mmdet3d)."""
-    from admlops_ros.data.kitti_dataset import fov_mask
-    training = Path(training)
-    points = kitti_io.read_velodyne(training / "velodyne" / f"{frame}.bin")
-    calib = kitti_io.read_calib(training / "calib" / f"{frame}.txt")
-    hw = _image_hw(training, frame) or kitti_io.IMAGE_SHAPE
-    out = training / REDUCED_DIR / f"{frame}.bin"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    kitti_io.write_velodyne(out, points[fov_mask(points, calib, hw)])
-    return out
+    frame_info(training, frame, reduced=True)
+    return Path(training) / REDUCED_DIR / f"{frame}.bin"
+
+
+def renumber(entry: Dict[str, Any], frame: str) -> Dict[str, Any]:
+    """The entry of a frame file renamed to ``frame`` (sample_idx, file names)."""
+    entry["sample_idx"] = int(frame)
+    entry["images"]["CAM2"]["img_path"] = f"{frame}.png"
+    entry["lidar_points"]["lidar_path"] = f"{frame}.bin"
+    return entry
 
 
 __all__ = ["InfoError", "KITTI_CLASSES", "build_infos", "frame_info", "info_path",
-           "read_imagesets", "write_infos", "write_reduced"]
+           "read_imagesets", "renumber", "write_infos", "write_reduced"]

@@ -68,6 +68,7 @@ def test_files_load_with_plain_pickle_and_have_mmdet3d_shape(dataset):
         "dataset": "kitti", "info_version": "1.1"}
     assert [d["sample_idx"] for d in train["data_list"]] == [0, 1]
     assert [d["sample_idx"] for d in loaded["val"]["data_list"]] == [2]
+    assert "DontCare" not in loaded["val"]["metainfo"]["categories"]  # per file, as mmdet3d
     assert loaded["trainval"]["data_list"] == train["data_list"] + loaded["val"]["data_list"]
     info = train["data_list"][0]
     assert set(info) == {"sample_idx", "images", "lidar_points", "instances"}
