@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -105,11 +106,111 @@ def cmd_eval_camera(args: argparse.Namespace, bundle: str) -> int:
     return 0
 
 
+def bag_list(paths: Sequence[str]) -> List[Path]:
+    """Bags from the command line: files as given, directories expanded to their sorted *.bag.
+
+    Raises:
+        BagError: a directory holds no .bag file.
+    """
+    from admlops_ros.evaluation.rosbag_io import BagError
+    out: List[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(path.glob("*.bag"))
+            if not found:
+                raise BagError(f"directory {path} holds no .bag file; give bags or a "
+                               f"directory of bags")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
+def eval_bag_task(item: Tuple[str, Dict[str, Any]]):
+    """One bag of a multi-bag ``eval`` (a map_tasks task): offline replay of (bag, options)."""
+    from admlops_ros.evaluation import replay
+    bag, kw = item
+    return replay.run_offline(bag, **kw)
+
+
+def merge_replays(results: Sequence[Any], wall_s: float, failed: Sequence[str] = ()):
+    """One ReplayResult of several bags' offline replays, in bag order: frames concatenated
+    (records renumbered), so ``summarize`` computes AP once over all frames as a serial run
+    over the concatenated frames would; BEV samples evenly over all bags; problems prefixed
+    with their bag."""
+    from dataclasses import replace
+
+    from admlops_ros.evaluation.bags import BagSummary
+    from admlops_ros.evaluation.replay import BEV_SAMPLES, ReplayResult
+    first = results[0]
+    records, gts, preds, samples, problems = [], [], [], [], []
+    for r in results:
+        offset = len(records)
+        records += [replace(rec, index=offset + rec.index) for rec in r.records]
+        gts += r.gts
+        preds += r.preds
+        samples += r.samples
+        problems += [p if r.bag.path in p else f"{r.bag.path}: {p}" for p in r.problems]
+    problems += [f"bag not evaluated: {f}" for f in failed]
+    keep = np.unique(np.linspace(0, max(len(samples) - 1, 0),
+                                 min(BEV_SAMPLES, len(samples))).round().astype(int))
+    summary = BagSummary(
+        f"{len(results)} bags: " + ", ".join(r.bag.path for r in results),
+        first.bag.points_topic,
+        next((r.bag.gt_topic for r in results if r.bag.gt_topic), None),
+        sum(r.bag.num_clouds for r in results), sum(r.bag.num_gt for r in results),
+        [s for r in results for s in r.bag.clouds_without_gt],
+        [s for r in results for s in r.bag.gt_without_cloud], problems,
+        float(sum(r.bag.duration_s for r in results)))
+    return ReplayResult("offline", summary, first.engine, records, gts, preds,
+                        [samples[i] for i in keep.tolist()] if samples else [], wall_s,
+                        problems)
+
+
+def eval_bags(bags: Sequence[Path], *, ray_address=None, workers=None, **kw):
+    """Offline replay of every bag, one task per bag (serial, process pool or Ray), merged.
+
+    Args:
+        bags: bag paths, in the order their frames are concatenated.
+        ray_address, workers: where the tasks run (:func:`admlops_ros.data.parallel.map_tasks`).
+        kw: :func:`admlops_ros.evaluation.replay.run_offline` options (progress is off).
+
+    Returns:
+        (merged ReplayResult, per-bag summaries, failed bags' messages).
+
+    Raises:
+        ReplayError: no bag could be evaluated.
+    """
+    import time
+
+    from admlops_ros.data.parallel import map_tasks
+    from admlops_ros.evaluation.replay import ReplayError
+    t0 = time.perf_counter()
+    kw = dict(kw, progress=False)
+    outcomes = map_tasks(eval_bag_task, [(str(b), kw) for b in bags], ray_address=ray_address,
+                         workers=workers)
+    done = [o.value for o in outcomes if o.ok]
+    failed = [f"{o.item[0]}: {o.error}" for o in outcomes if not o.ok]
+    for f in failed:
+        LOG.warning("bag not evaluated: %s", f)
+    if not done:
+        raise ReplayError("no bag could be evaluated: " + "; ".join(failed))
+    per_bag = [{"path": r.bag.path, "clouds": r.bag.num_clouds, "evaluated": len(r.gts),
+                "problems": list(r.problems)} for r in done]
+    return merge_replays(done, time.perf_counter() - t0, failed), per_bag, failed
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from admlops_ros.evaluation import replay, report
     from admlops_ros.evaluation.camera_eval import is_camera_bundle
+    from admlops_ros.errors import UsageError
+    bags = bag_list(args.bag)
     camera = args.camera_bundle or (args.engine if is_camera_bundle(args.engine) else None)
     if camera:
+        if len(bags) != 1:
+            raise UsageError(f"the camera eval takes one bag, got {len(bags)}")
+        args.bag = str(bags[0])
         return cmd_eval_camera(args, camera)
     from admlops_ros.evaluation.kitti_eval import write_kitti_results
     from admlops_ros.evaluation.protocol import EvalConfig
@@ -117,14 +218,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
               progress=not args.no_progress, points_topic=args.points_topic,
               gt_topic=args.gt_topic)
     out = Path(args.out)
-    if args.online:
-        result = replay.run_online(args.bag, rate=args.rate, log_dir=out / "logs",
+    per_bag = None
+    if len(bags) > 1 or args.ray or args.workers is not None:
+        if args.online:
+            raise UsageError("--online replays one bag through the node; give one bag, or "
+                             "drop --online to evaluate several bags offline")
+        from admlops_ros.data.parallel import from_args
+        result, per_bag, _ = eval_bags(bags, limit=args.limit, **kw, **from_args(args))
+    elif args.online:
+        result = replay.run_online(bags[0], rate=args.rate, log_dir=out / "logs",
                                    sweeps=args.sweeps, **kw)
     else:
-        result = replay.run_offline(args.bag, limit=args.limit, **kw)
+        result = replay.run_offline(bags[0], limit=args.limit, **kw)
     op = args.operating_threshold
     config = EvalConfig(score_threshold=op)
     results, main, bands = replay.summarize(result, config)
+    if per_bag is not None:
+        results["bags"] = per_bag
     write_json(out / "results.json", results)
     html = report.write_report(out / "report.html", results, main, bands, result.records,
                                result.samples, op)
@@ -187,6 +297,7 @@ def cmd_kitti_eval(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register bag-from-kitti, bag-from-sim, eval, compare and kitti-eval."""
+    from admlops_ros.data.parallel import add_parallel_arguments
     p = subparsers.add_parser("bag-from-sim", help="simulated frames with ground truth -> bag")
     p.add_argument("--count", type=POSITIVE_INT, default=200, help="frames (default 200)")
     p.add_argument("--seed", type=int, default=1_000_000,
@@ -215,7 +326,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("eval", help="replay a bag through the detector: AP, latency, "
                                            "drops; results.json + report.html")
-    p.add_argument("bag")
+    p.add_argument("bag", nargs="+", metavar="BAG",
+                   help="bag, several bags or directories of *.bag (several: offline, one "
+                        "task per bag, AP over all their frames)")
     p.add_argument("--engine", help="engine bundle directory (default: the shipped one)")
     p.add_argument("--backend", default="auto",
                    help="auto, onnxruntime, openvino[-f32|-bf16], tensorrt; camera bundles "
@@ -251,6 +364,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="camera mode, COCO numbers: ignore ground truth with a KITTI occlusion "
                         "state above this (default: none ignored)")
     p.add_argument("--no-progress", action="store_true")
+    add_parallel_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("compare", help="backend parity on a bag: raw output diff, "
