@@ -216,6 +216,6 @@ def cmd_record(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     if not written:
-        LOG.warning("no bag written (no message received%s)",
-                    ", no trigger fired" if session.triggers is not None else "")
+        LOG.warning("no bag written (%s)", "no trigger fired" if session.triggers is not None
+                    else "no message received on any topic")
     return 0

@@ -127,7 +127,8 @@ class _Stop:
 class _KeepLogging:
     """rospy.init_node replaces the root logger's handlers with its log file: the handlers the
     CLI set (stderr) are put on the ``admlops_ros`` logger for the run, so what the recorder
-    logs is still seen (and rospy's own rosout lines are not printed twice)."""
+    logs is still seen (and rospy's own rosout lines are not printed twice); afterwards the root
+    logger gets its handlers back."""
 
     def __enter__(self) -> "_KeepLogging":
         self._before = list(logging.getLogger().handlers)
@@ -146,6 +147,9 @@ class _KeepLogging:
     def __exit__(self, *exc: Any) -> None:
         for handler in self._added:
             self._package.removeHandler(handler)
+        root = logging.getLogger()
+        if self._added:  # the caller's logging as it was (rospy's file handler off the root)
+            root.handlers[:] = self._before
 
 
 def run(session: RecordSession) -> List[Path]:

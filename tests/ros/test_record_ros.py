@@ -49,7 +49,7 @@ def publish(opts: argparse.Namespace) -> int:
             return 1
         time.sleep(0.05)
     time.sleep(0.3)  # the recorder's side of the connections
-    points = np.random.default_rng(0).normal(size=(2000, 4)).astype(np.float32)
+    points = np.random.default_rng(0).normal(size=(opts.points, 4)).astype(np.float32)
     report = {"sent": [], "service": None, "flicker_ns": None}
     rate = rospy.Rate(10)
     for i in range(opts.count):
@@ -215,6 +215,7 @@ if __name__ == "__main__":
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("publish", help="10 Hz clouds (and objects), maybe a service call")
     p.add_argument("--count", type=int, default=30)
+    p.add_argument("--points", type=int, default=2000, help="points per cloud")
     p.add_argument("--objects", action="store_true", help=f"also {OBJECTS_TOPIC}")
     p.add_argument("--flicker-at", type=int, default=-1, help="frame with a one-frame object")
     p.add_argument("--service", default="", help="~capture service to call")
