@@ -559,14 +559,6 @@ class BagFile:
                  side["bytes"] / 1e6, (st.last_t_ns - st.first_t_ns) / _NS)
         return side
 
-    def abort(self) -> None:
-        """Close without a sidecar (an error mid-write); the bag keeps what was written."""
-        try:
-            self._bag.close()
-        finally:
-            if self.active.exists():
-                os.replace(self.active, self.path)
-
 
 class BagNamer:
     """``DIR/PREFIX_0000.bag``, ``_0001``, ...; never reuses a number already in ``DIR``."""
