@@ -539,14 +539,17 @@ def _export_bag(task: _BagTask) -> BagExport:
                 source = f"gt:{reader.label_topic}"
             elif opts.labels in ("detections", "engine"):
                 if opts.labels == "detections":
-                    dets = msg_to_detections(reader.labels[stamp])
+                    msg = reader.labels[stamp]
+                    dets = msg_to_detections(msg)
+                    names = [o.label_name for o in msg.objects]  # label: the model's index
                     source = f"detections:{reader.label_topic}"
                 else:
                     dets = detector.detect(points)
+                    names = list(dets.label_names())
                     source = f"engine:{opts.engine or 'default'}@{opts.backend}"
                 objects = kitti_io.lidar_boxes_to_objects(
-                    dets.boxes, list(dets.label_names()), calib, scores=dets.scores,
-                    image_shape=shape, camera_fov_only=fov_only)
+                    dets.boxes, names, calib, scores=dets.scores, image_shape=shape,
+                    camera_fov_only=fov_only)
             else:
                 objects, source = [], "none"
             files = _frame_paths(staging, local)
@@ -571,7 +574,9 @@ def _export_bag(task: _BagTask) -> BagExport:
             problems.append(f"bag {path}: {len(no_label)} clouds have no message with their "
                             f"stamp on {reader.label_topic} (first at stamp {no_label[0]}); "
                             f"skipped")
-        if want is not None and want - seen:
+        if want is not None and not want:
+            problems.append(f"bag {path}: no stamps requested for it; nothing exported")
+        elif want is not None and want - seen:
             missing = sorted(want - seen)
             problems.append(f"bag {path}: {len(missing)} requested stamps have no cloud on "
                             f"{reader.points_topic} (first {missing[0]})")

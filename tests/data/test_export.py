@@ -132,8 +132,9 @@ def _detections_bag(path: Path, scores: List[np.ndarray]) -> List[int]:
         for i, sc in enumerate(scores):
             frame = simulate_frame(90 + i, SceneConfig(), SensorConfig.preset("hdl64"))
             stamps.append(int(round(writer.write(frame.points, None) * 1e9)))
-            n = len(sc)
-            dets = Detections(frame.boxes[:n], sc, np.zeros(n, np.int64), ("Car",))
+            n = len(sc)  # class indices of a 3-class model: the names come from label_name
+            dets = Detections(frame.boxes[:n], sc, np.arange(n, dtype=np.int64)[::-1] % 3,
+                              ("Car", "Pedestrian", "Cyclist"))
             writer.write_message(DET_TOPIC, detections_to_msg(dets, writer.last_header,
                                                               writer.messages))
     return stamps
@@ -150,6 +151,8 @@ def test_pre_annotations_from_a_detections_topic_keep_scores(tmp_path):
         cols = [line.split() for line in lines.splitlines()]
         assert all(len(c) == 16 for c in cols)
         np.testing.assert_allclose([float(c[15]) for c in cols], sc, atol=5e-5)
+        want = [("Car", "Pedestrian", "Cyclist")[k] for k in np.arange(len(sc))[::-1] % 3]
+        assert [c[0] for c in cols] == want
     info = pickle.loads((tmp_path / "ds" / "kitti_infos_train.pkl").read_bytes())
     np.testing.assert_allclose([i["score"] for i in info["data_list"][0]["instances"]],
                                scores[0], atol=5e-5)
@@ -252,3 +255,13 @@ def test_pre_annotations_from_an_engine(sim_bag, tmp_path):
     cols = [line.split() for line in (tmp_path / "ds" / "training" / "label_2" /
                                       "000000.txt").read_text().splitlines()]
     assert cols and all(len(c) == 16 for c in cols)
+
+
+def test_fov_camera_keeps_only_objects_image_2_sees(sim_bag, tmp_path):
+    every = ex.export_dataset([sim_bag], tmp_path / "all", workers=1)
+    camera = ex.export_dataset([sim_bag], tmp_path / "camera", workers=1, fov="camera")
+    assert sum(f.objects for f in camera.frames) < sum(f.objects for f in every.frames)
+    for fr in camera.frames:
+        for obj in kitti_io.read_label(tmp_path / "camera" / "training" / "label_2" /
+                                       f"{fr.frame}.txt"):
+            assert obj.bbox[2] > obj.bbox[0] and obj.bbox[3] > obj.bbox[1]
