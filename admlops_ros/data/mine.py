@@ -1,6 +1,6 @@
 """Which unlabelled frames are worth labelling: per-frame scores from an engine run, ranked.
 
-Each bag is scored in one task (:func:`score_bag`, run by :func:`admlops_ros.data.parallel.
+Each bag is scored in one task (:func:`score_bag`, run by :func:`admlops_ros.parallel.
 map_tasks`): the engine detects every cloud, and every frame gets raw scores from these
 components (all computed on the detections a node would publish, ``score >= threshold``, except
 the uncertainty, which looks at the scores around the threshold):
@@ -555,7 +555,7 @@ def mine(tasks: Sequence[MineTask], weights: Optional[Mapping[str, float]] = Non
     A bag that fails (unreadable, missing topic) is reported in ``errors``; the others are
     ranked. Raises MineError when no bag could be scored.
     """
-    from admlops_ros.data.parallel import map_tasks
+    from admlops_ros.parallel import map_tasks
     outcomes = map_tasks(score_bag, list(tasks), ray_address=ray_address, workers=workers)
     bags = [o.value for o in outcomes if o.ok]
     errors = [f"{o.item.bag}: {o.error}" for o in outcomes if not o.ok]

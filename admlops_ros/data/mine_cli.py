@@ -27,7 +27,7 @@ def _threshold(args: argparse.Namespace) -> float:
 
 def _export(args: argparse.Namespace, chosen: List[Any], out: Path) -> Dict[str, Any]:
     from admlops_ros.data.mine import MineError, stamps_by_bag
-    from admlops_ros.data.parallel import from_args
+    from admlops_ros.parallel import from_args
     try:
         from admlops_ros.data.export import export_dataset
     except ImportError as exc:
@@ -44,7 +44,7 @@ def _export(args: argparse.Namespace, chosen: List[Any], out: Path) -> Dict[str,
 
 def cmd_mine(args: argparse.Namespace) -> int:
     from admlops_ros.data import mine as m
-    from admlops_ros.data.parallel import from_args
+    from admlops_ros.parallel import from_args
     from admlops_ros.evaluation.cli import bag_list, write_json
     bags = bag_list(args.bags)
     config = m.MineConfig(threshold=_threshold(args), band=args.band, gate_m=args.gate,
@@ -83,7 +83,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `mine`."""
-    from admlops_ros.data.parallel import add_parallel_arguments
+    from admlops_ros.parallel import add_parallel_arguments
     p = subparsers.add_parser(
         "mine", help="rank unlabelled frames (uncertainty, flicker, engine disagreement, "
                      "gt errors); --budget K exports the top K as a labelling batch",

@@ -173,7 +173,7 @@ def eval_bags(bags: Sequence[Path], *, ray_address=None, workers=None, **kw):
 
     Args:
         bags: bag paths, in the order their frames are concatenated.
-        ray_address, workers: where the tasks run (:func:`admlops_ros.data.parallel.map_tasks`).
+        ray_address, workers: where the tasks run (:func:`admlops_ros.parallel.map_tasks`).
         kw: :func:`admlops_ros.evaluation.replay.run_offline` options (progress is off).
 
     Returns:
@@ -184,7 +184,7 @@ def eval_bags(bags: Sequence[Path], *, ray_address=None, workers=None, **kw):
     """
     import time
 
-    from admlops_ros.data.parallel import map_tasks
+    from admlops_ros.parallel import map_tasks
     from admlops_ros.evaluation.replay import ReplayError
     t0 = time.perf_counter()
     kw = dict(kw, progress=False)
@@ -223,7 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.online:
             raise UsageError("--online replays one bag through the node; give one bag, or "
                              "drop --online to evaluate several bags offline")
-        from admlops_ros.data.parallel import from_args
+        from admlops_ros.parallel import from_args
         result, per_bag, _ = eval_bags(bags, limit=args.limit, **kw, **from_args(args))
     elif args.online:
         result = replay.run_online(bags[0], rate=args.rate, log_dir=out / "logs",
@@ -297,7 +297,7 @@ def cmd_kitti_eval(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register bag-from-kitti, bag-from-sim, eval, compare and kitti-eval."""
-    from admlops_ros.data.parallel import add_parallel_arguments
+    from admlops_ros.parallel import add_parallel_arguments
     p = subparsers.add_parser("bag-from-sim", help="simulated frames with ground truth -> bag")
     p.add_argument("--count", type=POSITIVE_INT, default=200, help="frames (default 200)")
     p.add_argument("--seed", type=int, default=1_000_000,

@@ -85,7 +85,7 @@ def _ray_bin():
 
 @pytest.mark.skipif(_ray_bin() is None, reason="Ray is not installed (pip install ray)")
 def test_local_ray_equals_serial(sim_bags, monkeypatch):
-    from admlops_ros.data.parallel import LOCAL
+    from admlops_ros.parallel import LOCAL
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", TOKEN)
     paths = sorted(sim_bags.glob("*.bag"))[:2]
