@@ -29,8 +29,9 @@ Labels (``labels``):
   and occlusion the lowest KITTI level that gives the bag's difficulty under KITTI's rule
   (3 for ignored objects), so the label file keeps the bag's difficulty where KITTI's rule
   can express it. DontCare regions of the 2D ground truth become DontCare lines.
-- ``detections``: pre-annotations from a DetectedObjectArray topic of the bag (the node's
-  output), score in the 16th column.
+- ``detections``: pre-annotations from a DetectedObjectArray topic of the bag (default: the
+  lidar node's ``objects_topic`` of ``config/lidar_detection.yaml`` if the bag has it, else
+  its only such topic besides the ground truth), score in the 16th column.
 - ``engine``: pre-annotations from running an engine bundle on each cloud
   (:func:`admlops_ros.evaluation.replay.open_detector`), score in the 16th column.
 - ``none``: empty label files (a batch to label from scratch).
@@ -376,11 +377,26 @@ def _label_topic(topics: Mapping[str, str], opts: ExportOptions, path: str) -> O
         return opts.detections_topic
     cands = sorted(n for n, t in topics.items()
                    if t == DET_TYPE and n not in (GT_TOPIC, IMAGE_GT_TOPIC))
+    node = _node_objects_topic()
+    if node in cands:
+        return node
     if len(cands) != 1:
         raise ExportError(f"bag {path}: {len(cands) or 'no'} {DET_TYPE} detection topics "
                           f"{cands or ''}; its topics are {_listing(topics)} (choose one with "
                           f"--detections-topic, or use --labels engine)")
     return cands[0]
+
+
+def _node_objects_topic() -> Optional[str]:
+    """The lidar node's output topic (``objects_topic`` of config/lidar_detection.yaml)."""
+    try:
+        import yaml
+
+        from admlops_ros.paths import package_root
+        with open(package_root() / "config" / "lidar_detection.yaml") as f:
+            return str(yaml.safe_load(f).get("objects_topic") or "") or None
+    except Exception:  # noqa: B902 - no config: fall back to the bag's only detection topic
+        return None
 
 
 def _camera_topics(topics: Mapping[str, str], opts: ExportOptions, path: str
