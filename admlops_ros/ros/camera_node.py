@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,12 +20,10 @@ from admlops_ros.camera.annotate import annotate
 from admlops_ros.camera.projection import (CameraModel, FusionResult,
                                            ProjectionError, fuse, transform_matrix)
 from admlops_ros.errors import AdmlopsError
-from admlops_ros.ros.conversions import import_messages, stats_to_msg
-from admlops_ros.ros.diagnostics import LEVEL_NAMES, DiagnosticsState, to_diagnostic_array
+from admlops_ros.ros.conversions import import_messages
+from admlops_ros.ros.diagnostics import DiagnosticsState
 from admlops_ros.ros.image_conversions import ImageError, bgr_to_image, to_bgr
-from admlops_ros.ros.master_watch import (EXIT_MASTER_LOST, MASTER_OK, MASTER_WAITING,
-                                          MasterClient, MasterVerdict, MasterWatch,
-                                          MasterWatchdog)
+from admlops_ros.ros.node_base import DetectionNodeBase, close_detector, run_node
 from admlops_ros.ros.params import (ParamError, load_defaults, load_schema, resolve_engine,
                                     schema_errors)
 from admlops_ros.paths import package_root
@@ -38,12 +35,8 @@ DIAGNOSTIC_NAME = "camera_detection: detector"
 DEFAULT_CAMERA_ENGINE = "camera_sim_3class"
 CONFIG_NAME = "camera_detection.yaml"
 SCHEMA_NAME = "camera_detection.schema.json"
-DIAGNOSTIC_PERIOD_S = 1.0
-THROTTLE_S = 5.0
 BUFF_SIZE = 2 ** 26          # a 4096 x 4096 bgr8 image is 48 MiB
 LIDAR_BUFFER = 20            # DetectedObjectArray messages kept for stamp matching
-EXIT_BAD_PARAMS = 2
-EXIT_ENGINE = 3
 #: ``extrinsic(camera_frame, lidar_frame, stamp) -> [4, 4]`` lidar -> camera (raises
 #: ProjectionError): a tf lookup or a fake.
 ExtrinsicSource = Callable[[str, str, Any], np.ndarray]
@@ -398,12 +391,6 @@ def confirmed_objects_msg(lidar_msg: Any, fusion: FusionResult, msgs: Any) -> An
     return msgs.DetectedObjectArray(header=lidar_msg.header, objects=objects)
 
 
-def _release(exc: BaseException) -> str:
-    """The message of a caught exception, its traceback (holding the image) dropped."""
-    exc.__traceback__ = None
-    return str(exc)
-
-
 class TfExtrinsic:
     """``extrinsic(camera_frame, lidar_frame, stamp) -> [4, 4]`` from tf2 (static transforms)."""
 
@@ -429,27 +416,29 @@ class TfExtrinsic:
         return transform_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
 
 
-class CameraDetectionNode:
+class CameraDetectionNode(DetectionNodeBase):
     """The rospy adapter: subscriptions, publications, diagnostics; CameraFrameProcessor works."""
 
+    diagnostic_name = DIAGNOSTIC_NAME
+    node_name = NODE_NAME
+    frame_kind = "image"
+
     def __init__(self, params: CameraNodeParams, detector: Any,
-                 summary: Optional[Dict[str, str]] = None) -> None:
+                 summary: Optional[Dict[str, str]] = None,
+                 restore_params: Optional[Dict[str, Any]] = None) -> None:
         import rospy  # noqa: WPS433
-        from diagnostic_msgs.msg import DiagnosticArray  # noqa: WPS433
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: WPS433
 
-        self.rospy = rospy
         self.params = params
         need_tf = (params.lidar_objects_topic and not params.kitti_calib
                    and params.lidar_to_camera is None)
         self.processor = CameraFrameProcessor(detector, params,
                                               extrinsic=TfExtrinsic() if need_tf else None)
-        self.diag = DiagnosticsState(params.max_processing_ms, params.error_after_failures,
-                                     frame_name="image")
-        self.summary = dict(summary or {})
-        self._diag_lock = threading.Lock()
-        self._logged_level = self.diag.status()[0]
+        self._init_base(rospy, DiagnosticsState(params.max_processing_ms,
+                                                params.error_after_failures, frame_name="image"),
+                        summary, restore_params)
         msgs = self.processor.msgs
+        self.output_topic = params.detections_topic
         self.pub_detections = rospy.Publisher(params.detections_topic, msgs.Detection2DArray,
                                               queue_size=2)
         self.pub_annotated = (rospy.Publisher(params.annotated_topic, Image, queue_size=2)
@@ -459,8 +448,6 @@ class CameraDetectionNode:
                               if params.fusion else None)
         self.pub_stats = rospy.Publisher(params.stats_topic, msgs.CameraDetectionStats,
                                          queue_size=2)
-        self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=10)
-        self.publish_diagnostics()
         self.subs = []
         if params.camera_info_topic:
             self.subs.append(rospy.Subscriber(params.camera_info_topic, CameraInfo,
@@ -472,106 +459,25 @@ class CameraDetectionNode:
         kind = CompressedImage if params.input_compressed else Image
         self.subs.append(rospy.Subscriber(params.input_topic, kind, self._on_image, queue_size=1,
                                           buff_size=BUFF_SIZE))
-        self.timer = rospy.Timer(rospy.Duration(DIAGNOSTIC_PERIOD_S), self._on_timer)
-        self.exit_code = 0
-        self.watchdog: Optional[MasterWatchdog] = None
-        if params.master_check_period_s > 0:
-            self._start_watchdog(params.master_check_period_s)
-
-    def _start_watchdog(self, period_s: float) -> None:
-        import rosgraph  # noqa: WPS433
-
-        rospy = self.rospy
-        name = rospy.get_name()
-        master_uri = rosgraph.get_master_uri()
-        master = MasterClient(master_uri, name)
-        watch = MasterWatch(name, rospy.get_node_uri(), master_uri)
-        self.watchdog = MasterWatchdog(watch, lambda: master.lookup_node(name), period_s,
-                                       self._on_master_verdict).start()
-        rospy.on_shutdown(self.watchdog.stop)
-
-    def _on_master_verdict(self, verdict: MasterVerdict) -> None:
-        rospy = self.rospy
-        if not verdict.message or rospy.is_shutdown():
-            return
-        if verdict.state == MASTER_OK:
-            rospy.loginfo(verdict.message)
-        elif verdict.state == MASTER_WAITING:
-            rospy.logwarn(verdict.message)
-        else:
-            self.exit_code = EXIT_MASTER_LOST
-            rospy.logfatal(verdict.message)
-            rospy.signal_shutdown(f"ROS master restarted (exit code {EXIT_MASTER_LOST})")
+        self._start_base(params.master_check_period_s)
 
     def _on_image(self, msg: Any) -> None:
-        try:
-            self._handle(msg)
-        except Exception as exc:  # publishing during shutdown, malformed headers, ...
-            if not self.rospy.is_shutdown():
-                self.rospy.logerr_throttle(THROTTLE_S, f"image callback failed: "
-                                           f"{type(exc).__name__}: {exc}")
+        self._guarded(self._handle, msg)
 
     def _handle(self, msg: Any) -> None:
-        rospy = self.rospy
-        t0 = time.perf_counter()
-        self.diag.record_received()
-        try:
-            want = self.pub_annotated is not None and self.pub_annotated.get_num_connections() > 0
-            result = self.processor.process(msg, want)
-        except ImageError as exc:
-            problem = _release(exc)
-            rospy.logwarn_throttle(THROTTLE_S, f"dropped image (stamp "
-                                   f"{msg.header.stamp.to_sec():.3f}, frame "
-                                   f"{msg.header.frame_id!r}): {problem}")
-            self._after(self.diag.record_dropped(problem))
-            return
-        except Exception as exc:  # the node never dies on input: count and report
-            LOG.debug("detector failure", exc_info=True)
-            problem = f"{type(exc).__name__}: {_release(exc)}"
-            rospy.logerr_throttle(THROTTLE_S, f"detector failed on image (stamp "
-                                  f"{msg.header.stamp.to_sec():.3f}): {problem}")
-            self._after(self.diag.record_failure(problem))
-            return
+        self._handle_frame(msg, self._process, (ImageError,), self._publish,
+                           "CameraDetectionStats")
+
+    def _process(self, msg: Any) -> CameraFrameResult:
+        want = self.pub_annotated is not None and self.pub_annotated.get_num_connections() > 0
+        return self.processor.process(msg, want)
+
+    def _publish(self, result: CameraFrameResult) -> None:
         self.pub_detections.publish(result.detections)
         if result.annotated is not None:
             self.pub_annotated.publish(result.annotated)
         if result.confirmed_objects is not None and self.pub_confirmed is not None:
             self.pub_confirmed.publish(result.confirmed_objects)
-        processing_ms = (time.perf_counter() - t0) * 1e3
-        changed = self.diag.record_published(processing_ms)
-        if result.warning:
-            rospy.logwarn_throttle(THROTTLE_S, result.warning)
-            changed = self.diag.record_warning(result.warning) or changed
-        stamp = msg.header.stamp
-        latency_ms = ((rospy.Time.now() - stamp).to_sec() * 1e3 if not stamp.is_zero()
-                      else float("nan"))
-        counters = self.diag.counters
-        stats = dict(result.stats, processing_ms=processing_ms, latency_ms=latency_ms,
-                     frames_in=counters.frames_in, frames_out=counters.frames_out,
-                     frames_dropped=counters.frames_dropped)
-        self.pub_stats.publish(stats_to_msg(msg.header, stats, self.processor.msgs,
-                                            "CameraDetectionStats"))
-        self._after(changed)
-
-    def _after(self, changed: bool) -> None:
-        if not changed:
-            return
-        level, message, _ = self.diag.status()
-        if level != self._logged_level:
-            self._logged_level = level
-            self.rospy.loginfo(f"diagnostics {LEVEL_NAMES[level]}: {message}")
-        self.publish_diagnostics()
-
-    def _on_timer(self, _event: Any) -> None:
-        self.diag.poll()
-        self.publish_diagnostics()
-
-    def publish_diagnostics(self) -> None:
-        """Publish the current DiagnosticArray on /diagnostics."""
-        with self._diag_lock:
-            self.pub_diag.publish(to_diagnostic_array(
-                self.diag, DIAGNOSTIC_NAME, self.summary.get("model", NODE_NAME),
-                self.rospy.Time.now(), self.summary))
 
 
 def load_detector(params: CameraNodeParams) -> Any:
@@ -586,9 +492,7 @@ def load_detector(params: CameraNodeParams) -> Any:
     try:
         detector.warmup()
     except Exception:
-        close = getattr(detector, "close", None)
-        if close is not None:
-            close()
+        close_detector(detector)
         raise
     return detector
 
@@ -606,35 +510,8 @@ def _summary(detector: Any, params: CameraNodeParams) -> Dict[str, str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the node until shutdown; exit code 0 stopped, 2 bad parameters, 3 engine failure,
     4 the ROS master restarted."""
-    import rospy  # noqa: WPS433
-
-    rospy.init_node(NODE_NAME, argv=list(argv) if argv is not None else sys.argv)
-    private = rospy.get_param("~", {})
-    try:
-        params = validate_camera_params(private)
-    except AdmlopsError as exc:
-        rospy.logfatal(str(exc))
-        rospy.signal_shutdown("bad parameters")
-        return EXIT_BAD_PARAMS
-    rospy.loginfo(f"loading camera engine {params.engine} (backend {params.backend})")
-    try:
-        detector = load_detector(params)
-    except Exception as exc:
-        rospy.logfatal(f"cannot load camera engine {params.engine} with backend "
-                       f"{params.backend!r}: {type(exc).__name__}: {exc}")
-        rospy.signal_shutdown("engine load failed")
-        return EXIT_ENGINE
-    try:
-        summary = _summary(detector, params)
-        node = CameraDetectionNode(params, detector, summary)
-        rospy.loginfo(f"camera_detection ready: {summary}; {params.input_topic} -> "
-                      f"{params.detections_topic}")
-        rospy.spin()
-    finally:
-        close = getattr(detector, "close", None)
-        if close is not None:
-            close()
-    return node.exit_code
+    return run_node(NODE_NAME, argv, validate_camera_params, load_detector, _summary,
+                    CameraDetectionNode, what="camera engine")
 
 
 __all__ = ["CameraNodeParams", "validate_camera_params", "LidarBuffer", "CameraFrameProcessor",

@@ -1,29 +1,23 @@
 """lidar_detection node: PointCloud2 -> LidarDetector -> objects, markers, stats, diagnostics.
 
-A watchdog thread (ros/master_watch.py) asks the ROS master every ~master_check_period_s whether
-it still knows the node: rospy never re-registers with a restarted master, so the node would run
-on unseen. It exits with EXIT_MASTER_LOST instead, for roslaunch ``respawn`` to start it again.
+The error policy, diagnostics and master watchdog are ros/node_base.py's (shared with
+camera_detection).
 """
 from __future__ import annotations
 
 import logging
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.detections import Detections
 from admlops_ros.lidar.pointcloud import PointCloudError, convert_pointcloud2
 from admlops_ros.lidar.sweeps import (REMOVE_CLOSE_M, TIME_FEATURE, SensorPose, SweepAccumulator,
                                       SweepError)
-from admlops_ros.ros.conversions import detections_to_msg, import_messages, stats_to_msg
-from admlops_ros.ros.diagnostics import LEVEL_NAMES, DiagnosticsState, to_diagnostic_array
+from admlops_ros.ros.conversions import detections_to_msg, import_messages
+from admlops_ros.ros.diagnostics import DiagnosticsState
 from admlops_ros.ros.markers import detections_to_markers
-from admlops_ros.ros.master_watch import (EXIT_MASTER_LOST, MASTER_OK, MASTER_WAITING,
-                                          MasterClient, MasterVerdict, MasterWatch,
-                                          MasterWatchdog)
+from admlops_ros.ros.node_base import DetectionNodeBase, run_node
 from admlops_ros.ros.params import NodeParams, validate_params
 from admlops_ros.ros.poses import PoseError
 
@@ -31,11 +25,7 @@ LOG = logging.getLogger(__name__)
 
 NODE_NAME = "lidar_detection"
 DIAGNOSTIC_NAME = "lidar_detection: detector"
-DIAGNOSTIC_PERIOD_S = 1.0
-THROTTLE_S = 5.0
 BUFF_SIZE = 2 ** 24
-EXIT_BAD_PARAMS = 2
-EXIT_ENGINE = 3
 ZERO_FILLABLE = ("intensity",)
 #: ``poses(frame_id, stamp) -> SensorPose`` (raises PoseError): ros/poses.TfPoses or a fake.
 PoseSource = Callable[[str, Any], SensorPose]
@@ -197,19 +187,12 @@ class FrameProcessor:
         return acc.points, acc.num_sweeps, "; ".join(problems)
 
 
-def _release(exc: BaseException) -> str:
-    """The message of a caught exception, with its traceback dropped.
-
-    The traceback holds the frames up into rospy's callback, and with them the cloud, in a
-    reference cycle: kept, every dropped cloud (megabytes) lived until the next full GC
-    collection and the node's RSS rose in steps of tens of MiB (found by scripts/soak.py).
-    """
-    exc.__traceback__ = None
-    return str(exc)
-
-
-class LidarDetectionNode:
+class LidarDetectionNode(DetectionNodeBase):
     """The rospy adapter: subscriptions, publications, diagnostics; the work is FrameProcessor."""
+
+    diagnostic_name = DIAGNOSTIC_NAME
+    node_name = NODE_NAME
+    frame_kind = "cloud"
 
     def __init__(self, params: NodeParams, detector: Any,
                  summary: Optional[Dict[str, str]] = None,
@@ -222,11 +205,9 @@ class LidarDetectionNode:
                 before exiting, so that the respawned node starts with the same configuration.
         """
         import rospy  # noqa: WPS433
-        from diagnostic_msgs.msg import DiagnosticArray  # noqa: WPS433
         from sensor_msgs.msg import PointCloud2  # noqa: WPS433
         from visualization_msgs.msg import MarkerArray  # noqa: WPS433
 
-        self.rospy = rospy
         self.params = params
         poses = None
         sweeps, remove_close, pad_empty = model_sweeps(detector, params)
@@ -242,135 +223,36 @@ class LidarDetectionNode:
                           f"{'on' if remove_close else 'off'}, empty sweeps "
                           f"{'padded with the newest cloud' if pad_empty else 'left empty'}")
         self.processor = FrameProcessor(detector, params, poses=poses)
-        self.diag = DiagnosticsState(params.max_processing_ms, params.error_after_failures)
-        self.summary = dict(summary or {})
-        self._diag_lock = threading.Lock()
-        self._logged_level = self.diag.status()[0]
+        self._init_base(rospy, DiagnosticsState(params.max_processing_ms,
+                                                params.error_after_failures),
+                        summary, restore_params)
         msgs = self.processor.msgs
+        self.output_topic = params.objects_topic
         self.pub_objects = rospy.Publisher(params.objects_topic, msgs.DetectedObjectArray,
                                            queue_size=2)
         self.pub_markers = (rospy.Publisher(params.markers_topic, MarkerArray, queue_size=2)
                             if params.publish_markers else None)
         self.pub_stats = rospy.Publisher(params.stats_topic, msgs.DetectionStats, queue_size=2)
-        self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=10)
-        self.publish_diagnostics()
         self.sub = rospy.Subscriber(params.input_topic, PointCloud2, self._on_cloud,
                                     queue_size=1, buff_size=BUFF_SIZE)
-        self.timer = rospy.Timer(rospy.Duration(DIAGNOSTIC_PERIOD_S), self._on_timer)
-        self.exit_code = 0
-        self.restore_params = dict(restore_params or {})
-        self.master: Optional[MasterClient] = None
-        self.watchdog: Optional[MasterWatchdog] = None
-        if params.master_check_period_s > 0:
-            self._start_watchdog(params.master_check_period_s)
-
-    def _start_watchdog(self, period_s: float) -> None:
-        import rosgraph  # noqa: WPS433
-
-        rospy = self.rospy
-        name = rospy.get_name()
-        master_uri = rosgraph.get_master_uri()  # what rospy.init_node used
-        self.master = MasterClient(master_uri, name)
-        watch = MasterWatch(name, rospy.get_node_uri(), master_uri)
-        self.watchdog = MasterWatchdog(watch, lambda: self.master.lookup_node(name), period_s,
-                                       self._on_master_verdict).start()
-        rospy.on_shutdown(self.watchdog.stop)
-
-    def _on_master_verdict(self, verdict: MasterVerdict) -> None:
-        rospy = self.rospy
-        if not verdict.message or rospy.is_shutdown():
-            return
-        if verdict.state == MASTER_OK:
-            rospy.loginfo(verdict.message)
-        elif verdict.state == MASTER_WAITING:
-            rospy.logwarn(verdict.message)
-        else:
-            self.exit_code = EXIT_MASTER_LOST
-            rospy.logfatal(verdict.message)
-            self._restore_params()
-            rospy.signal_shutdown(f"ROS master restarted (exit code {EXIT_MASTER_LOST})")
-
-    def _restore_params(self) -> None:
-        """Put the node's start-up parameters the new master lacks back (roslaunch set them once)."""
-        if not self.restore_params or self.master is None:
-            return
-        try:
-            restored = self.master.restore_missing(self.restore_params)
-        except Exception as exc:  # the master went away again: the respawn gets the defaults
-            self.rospy.logwarn(f"could not restore parameters on the restarted master "
-                               f"({type(exc).__name__}: {exc}); the respawned node starts with "
-                               f"what the master has")
-            return
-        if restored:
-            self.rospy.loginfo(f"restored {len(restored)} start-up parameters on the restarted "
-                               f"master for the respawned node: {', '.join(restored)}")
+        self._start_base(params.master_check_period_s)
 
     def _on_cloud(self, cloud: Any) -> None:
-        try:
-            self._handle(cloud)
-        except Exception as exc:  # publishing during shutdown, malformed headers, ...
-            if not self.rospy.is_shutdown():
-                self.rospy.logerr_throttle(THROTTLE_S, f"cloud callback failed: "
-                                           f"{type(exc).__name__}: {exc}")
+        self._guarded(self._handle, cloud)
 
     def _handle(self, cloud: Any) -> None:
-        rospy = self.rospy
-        t0 = time.perf_counter()
-        self.diag.record_received()
-        try:
-            want_markers = (self.pub_markers is not None
-                            and self.pub_markers.get_num_connections() > 0)
-            result = self.processor.process(cloud, want_markers)
-        except PointCloudError as exc:  # CloudError too: the node's own drops derive from it
-            problem = _release(exc)
-            rospy.logwarn_throttle(THROTTLE_S, f"dropped cloud (stamp {cloud.header.stamp.to_sec():.3f}, "
-                                   f"frame {cloud.header.frame_id!r}): {problem}")
-            self._after(self.diag.record_dropped(problem))
-            return
-        except Exception as exc:  # the node never dies on input: count and report
-            LOG.debug("detector failure", exc_info=True)
-            problem = f"{type(exc).__name__}: {_release(exc)}"
-            rospy.logerr_throttle(THROTTLE_S, f"detector failed on cloud (stamp "
-                                  f"{cloud.header.stamp.to_sec():.3f}): {problem}")
-            self._after(self.diag.record_failure(problem))
-            return
+        # PointCloudError: CloudError too (the node's own drops derive from it)
+        self._handle_frame(cloud, self._process, (PointCloudError,), self._publish,
+                           "DetectionStats")
+
+    def _process(self, cloud: Any) -> FrameResult:
+        want_markers = self.pub_markers is not None and self.pub_markers.get_num_connections() > 0
+        return self.processor.process(cloud, want_markers)
+
+    def _publish(self, result: FrameResult) -> None:
         self.pub_objects.publish(result.objects)
         if result.markers is not None:
             self.pub_markers.publish(result.markers)
-        processing_ms = (time.perf_counter() - t0) * 1e3
-        changed = self.diag.record_published(processing_ms)
-        if result.warning:
-            rospy.logwarn_throttle(THROTTLE_S, result.warning)
-            changed = self.diag.record_warning(result.warning) or changed
-        stamp = cloud.header.stamp
-        latency_ms = ((rospy.Time.now() - stamp).to_sec() * 1e3 if not stamp.is_zero()
-                      else float("nan"))
-        counters = self.diag.counters
-        stats = dict(result.stats, processing_ms=processing_ms, latency_ms=latency_ms,
-                     frames_in=counters.frames_in, frames_out=counters.frames_out,
-                     frames_dropped=counters.frames_dropped)
-        self.pub_stats.publish(stats_to_msg(cloud.header, stats, self.processor.msgs))
-        self._after(changed)
-
-    def _after(self, changed: bool) -> None:
-        if not changed:
-            return
-        level, message, _ = self.diag.status()
-        if level != self._logged_level:
-            self._logged_level = level
-            self.rospy.loginfo(f"diagnostics {LEVEL_NAMES[level]}: {message}")
-        self.publish_diagnostics()
-
-    def _on_timer(self, _event: Any) -> None:
-        self.diag.poll()
-        self.publish_diagnostics()
-
-    def publish_diagnostics(self) -> None:
-        """Publish the current DiagnosticArray on /diagnostics."""
-        with self._diag_lock:
-            self.pub_diag.publish(to_diagnostic_array(
-                self.diag, DIAGNOSTIC_NAME, self.summary.get("model", NODE_NAME),
-                self.rospy.Time.now(), self.summary))
 
 
 def load_detector(params: NodeParams) -> Any:
@@ -411,47 +293,18 @@ def _summary(detector: Any, params: NodeParams) -> Dict[str, str]:
     return {k: str(v) for k, v in info.items()}
 
 
-def _startup_params(rospy: Any, private: Dict[str, Any]) -> Dict[str, Any]:
-    """The parameters to restore on a restarted master: ~* as read at start, /use_sim_time."""
-    name = rospy.get_name()
-    out = {f"{name}/{key}": value for key, value in private.items()}
-    if rospy.has_param("/use_sim_time"):
-        out["/use_sim_time"] = rospy.get_param("/use_sim_time")
-    return out
+def _build_only(params: NodeParams, detector: Any) -> Optional[int]:
+    """With ~tensorrt_build_only: the plan is built and cached; exit 0 instead of spinning."""
+    if not params.tensorrt_build_only:
+        return None
+    import rospy  # noqa: WPS433
+
+    rospy.loginfo(f"tensorrt_build_only: engine ready ({_summary(detector, params)}); exiting")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the node until shutdown; returns the exit code (0 stopped, 2 bad parameters, 3 engine
     failure, 4 the ROS master restarted: EXIT_MASTER_LOST)."""
-    import rospy  # noqa: WPS433
-
-    rospy.init_node(NODE_NAME, argv=argv if argv is not None else sys.argv)
-    private = rospy.get_param("~", {})
-    try:
-        params = validate_params(private)
-    except AdmlopsError as exc:  # ParamError, or the package directory not found
-        rospy.logfatal(str(exc))
-        rospy.signal_shutdown("bad parameters")
-        return EXIT_BAD_PARAMS
-    rospy.loginfo(f"loading engine {params.engine} (backend {params.backend}, "
-                  f"precision {params.precision})")
-    try:
-        detector = load_detector(params)
-    except Exception as exc:
-        rospy.logfatal(f"cannot load engine {params.engine} with backend {params.backend!r}: "
-                       f"{type(exc).__name__}: {exc}")
-        rospy.signal_shutdown("engine load failed")
-        return EXIT_ENGINE
-    if params.tensorrt_build_only:
-        rospy.loginfo(f"tensorrt_build_only: engine ready ({_summary(detector, params)}); exiting")
-        detector.close()
-        return 0
-    try:
-        summary = _summary(detector, params)
-        node = LidarDetectionNode(params, detector, summary, _startup_params(rospy, private))
-        rospy.loginfo(f"lidar_detection ready: {summary}; {params.input_topic} -> "
-                      f"{params.objects_topic}")
-        rospy.spin()
-    finally:
-        detector.close()
-    return node.exit_code
+    return run_node(NODE_NAME, argv, validate_params, load_detector, _summary,
+                    LidarDetectionNode, before_spin=_build_only)
