@@ -38,8 +38,9 @@ def add_commands(subparsers: Any) -> None:
                    help="gt: the bag's /ground_truth/objects (default); detections: "
                         "pre-annotations from a detections topic; engine: from running "
                         "--engine on each cloud; none: empty label files")
-    p.add_argument("--detections-topic", help="DetectedObjectArray topic for --labels "
-                                              "detections (default: the bag's only one)")
+    p.add_argument("--detections-topic",
+                   help="DetectedObjectArray topic for --labels detections (default: the "
+                        "lidar node's objects_topic, else the bag's only one)")
     p.add_argument("--engine", help="engine bundle for --labels engine (default: shipped)")
     p.add_argument("--backend", default="auto", help="backend for --engine (default auto)")
     p.add_argument("--points-topic", help="cloud topic (default /points_raw or the only one)")
