@@ -81,6 +81,28 @@ class SceneConfig:
             raise SceneConfigError(
                 f"SceneConfig.scene_kinds={self.scene_kinds}: choose from {SCENE_KINDS}")
 
+    @classmethod
+    def preset(cls, name: str) -> "SceneConfig":
+        """A named scene mix: ``default`` (``SceneConfig()``) or ``city`` (the data loop's
+        domain B: a city-centre fleet route, up to twice the pedestrians and cyclists, so
+        some frames are crowded and others are not).
+
+        Raises:
+            SceneConfigError: unknown name.
+        """
+        make = _SCENE_PRESETS.get(str(name).lower())
+        if make is None:
+            raise SceneConfigError(f"unknown scene preset {name!r}; choose one of "
+                                   f"{sorted(_SCENE_PRESETS)}")
+        return make()
+
+
+_SCENE_PRESETS = {
+    "default": SceneConfig,
+    "city": lambda: SceneConfig(num_cars=(2, 18), num_pedestrians=(0, 16),
+                                num_cyclists=(0, 8)),
+}
+
 
 @dataclass
 class Scene:

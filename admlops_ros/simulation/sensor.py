@@ -114,7 +114,8 @@ class SensorConfig:
 
     @classmethod
     def preset(cls, name: str) -> "SensorConfig":
-        """A named sensor: ``hdl64`` (default), ``hdl32``, ``pandar40``, ``vls128``.
+        """A named sensor: ``hdl64`` (default), ``hdl32``, ``pandar40``, ``vls128``, ``hdl32_roof``
+        (the HDL-32E mounted 2.4 m up: the data loop's shifted domain).
 
         Aliases: ``hdl64e``/``64``, ``hdl32e``/``32``, ``pandar40p``/``40``, ``vls128``/``128``.
 
@@ -141,8 +142,15 @@ _PRESETS: Dict[str, Callable[[], "SensorConfig"]] = {
                                      azimuth_step_deg=0.2, max_range=200.0),
     "vls128": lambda: SensorConfig(name="vls128", elevations_deg=_vls128_elevations(),
                                    azimuth_step_deg=0.2, max_range=200.0),
+    # The data loop's domain B (scripts/loop.py): a second vehicle's rig, an HDL-32E on a
+    # roof rack 2.4 m up instead of the HDL-64E at KITTI's 1.73 m. Half the beams, spread over
+    # 41 deg instead of 27, and the ground (and every object) 0.67 m lower in the LiDAR frame.
+    "hdl32_roof": lambda: SensorConfig(name="hdl32_roof", elevations_deg=_hdl32_elevations(),
+                                       azimuth_step_deg=0.16, max_range=100.0,
+                                       mount_height=2.4),
 }
 _ALIASES = {"hdl64": "hdl64", "hdl64e": "hdl64", "64": "hdl64",
             "hdl32": "hdl32", "hdl32e": "hdl32", "32": "hdl32",
             "pandar40": "pandar40", "pandar40p": "pandar40", "40": "pandar40",
-            "vls128": "vls128", "128": "vls128"}
+            "vls128": "vls128", "128": "vls128",
+            "hdl32roof": "hdl32_roof"}
