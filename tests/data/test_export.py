@@ -265,3 +265,52 @@ def test_fov_camera_keeps_only_objects_image_2_sees(sim_bag, tmp_path):
         for obj in kitti_io.read_label(tmp_path / "camera" / "training" / "label_2" /
                                        f"{fr.frame}.txt"):
             assert obj.bbox[2] > obj.bbox[0] and obj.bbox[3] > obj.bbox[1]
+
+
+def test_calib_from_camera_info_and_tf_static(tmp_path):
+    """A recorded-style bag: CameraInfo P and /tf_static base_link -> velodyne, base_link ->
+    camera; the calib joins them (lidar -> camera = the renderer's own extrinsic)."""
+    import genpy
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    from admlops_ros.camera.projection import matrix_to_quaternion
+    from admlops_ros.evaluation import camera_bags
+    from admlops_ros.evaluation.frames import FrameGT
+    from admlops_ros.simulation import SceneConfig, SensorConfig, simulate_frame
+    from admlops_ros.simulation.camera import render_frame
+    sensor = SensorConfig.preset("hdl64")
+    frame = simulate_frame(21, SceneConfig(), sensor)
+    cam = render_frame(21, SceneConfig(), mount_height=sensor.mount_height)
+    base_to_lidar = np.eye(4)
+    base_to_lidar[:3, 3] = (1.2, 0.0, 1.7)                 # lidar -> base_link
+    lidar_to_cam = cam.config.lidar_to_cam
+    base_to_cam = base_to_lidar @ np.linalg.inv(lidar_to_cam)   # camera -> base_link
+
+    def stamped(parent, child, mat):
+        tf = TransformStamped()
+        tf.header.frame_id, tf.child_frame_id = parent, child
+        tf.header.stamp = genpy.Time(1_600_000_000)
+        tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = \
+            mat[:3, 3]
+        q = matrix_to_quaternion(mat[:3, :3])
+        r = tf.transform.rotation
+        r.x, r.y, r.z, r.w = q
+        return tf
+
+    bag = tmp_path / "recorded.bag"
+    with bags.BagWriter(bag) as writer:
+        writer.write(frame.points, FrameGT(frame.boxes, frame.names,
+                                           difficulty=np.asarray(frame.difficulty)))
+        camera_bags.write_camera(writer, cam.image, cam.config.P, None)
+        writer.write_message("/tf_static", TFMessage([
+            stamped("base_link", "velodyne", base_to_lidar),
+            stamped("base_link", "camera", base_to_cam)]))
+    summary = ex.export_dataset([bag], tmp_path / "ds", workers=1)
+    fr = summary.frames[0]
+    assert fr.calib == ("bag:/camera/camera_info P, /tf_static velodyne->camera, "
+                        "R0_rect identity")
+    calib = kitti_io.read_calib(tmp_path / "ds" / "training" / "calib" / "000000.txt")
+    np.testing.assert_allclose(calib.lidar2cam, lidar_to_cam, atol=1e-9)
+    np.testing.assert_allclose(calib.P2, cam.config.P)
+    np.testing.assert_allclose(calib.R0_rect, np.eye(3))
