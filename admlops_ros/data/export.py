@@ -861,8 +861,8 @@ def check_label_file(path: Path) -> List[kitti_io.KittiObject]:
     """The objects of a label_2 file, checked line by line.
 
     Raises:
-        ExportError: a line that does not parse, or a box with a size <= 0, or occlusion
-            outside -1..3, named by file and line.
+        ExportError: a line that does not parse, a type that is not a KITTI class, a box
+            with a size <= 0, or occlusion outside -1..3, named by file and line.
     """
     try:
         objects = kitti_io.read_label(path)
@@ -872,6 +872,9 @@ def check_label_file(path: Path) -> List[kitti_io.KittiObject]:
     for lineno, obj in zip(lines, objects):
         if obj.type == kitti_io.DONT_CARE:
             continue
+        if obj.type not in mmdet3d_infos.KITTI_CLASSES:
+            raise ExportError(f"{path}:{lineno}: type {obj.type!r} is not a KITTI class "
+                              f"({', '.join(mmdet3d_infos.KITTI_CLASSES)} or DontCare)")
         if min(obj.dimensions) <= 0:
             raise ExportError(f"{path}:{lineno}: {obj.type} has dimensions (h, w, l) "
                               f"{obj.dimensions}; every size must be > 0")

@@ -214,6 +214,14 @@ def test_existing_dataset_is_not_overwritten(sim_bag, tmp_path):
         ex.export_dataset([sim_bag], tmp_path / "other", labels="bogus")
 
 
+def _check_error(tmp_path: Path, line: str) -> str:
+    path = tmp_path / "check.txt"
+    path.write_text(line + "\n")
+    with pytest.raises(ex.ExportError, match=r"check.txt:1: ") as err:
+        ex.check_label_file(path)
+    return str(err.value)
+
+
 def test_import_labels_replaces_valid_files_and_names_bad_lines(sim_bag, tmp_path, capsys):
     from admlops_ros.cli import main
     ds = tmp_path / "ds"
@@ -228,6 +236,9 @@ def test_import_labels_replaces_valid_files_and_names_bad_lines(sim_bag, tmp_pat
     bad[1] = "Car 0.00 0 oops"
     (company / "000002.txt").write_text("\n".join(bad) + "\n")
     (company / "000042.txt").write_text("")
+    assert "type 'car' is not a KITTI class" in _check_error(tmp_path, "car 0 0 0 1 2 3 4 "
+                                                             "1.5 1.6 3.9 1 1.6 20 0")
+    assert "dimensions" in _check_error(tmp_path, "Car 0 0 0 1 2 3 4 0 1.6 3.9 1 1.6 20 0")
     code = main(["import-labels", str(company), "-d", str(ds)])
     assert code == 1
     out = capsys.readouterr()
