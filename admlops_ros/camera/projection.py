@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from admlops_ros.camera.kitti_calib import KittiError, read_calib
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.lidar.geometry import box_corners_3d
 
@@ -21,7 +22,6 @@ BOX_EDGES = np.array([[0, 3], [3, 7], [7, 4], [4, 0],     # bottom (z = 0)
                       [0, 1], [3, 2], [7, 6], [4, 5]],    # vertical
                      np.int64)
 _KITTI_SHAPES = {"P2": (3, 4), "R0_rect": (3, 3), "Tr_velo_to_cam": (3, 4)}
-_KITTI_ALIASES = {"R_rect": "R0_rect", "R0": "R0_rect", "Tr_velo_cam": "Tr_velo_to_cam"}
 
 
 class ProjectionError(AdmlopsError, ValueError):
@@ -98,7 +98,14 @@ class CameraModel:
         Raises:
             ProjectionError: a key is missing or has the wrong number of values.
         """
-        values = read_kitti_calib(calib) if isinstance(calib, (str, Path)) else dict(calib)
+        if isinstance(calib, (str, Path)):
+            try:
+                kc = read_calib(calib)
+            except KittiError as exc:
+                raise ProjectionError(str(exc)) from None
+            values = {"P2": kc.P2, "R0_rect": kc.R0_rect, "Tr_velo_to_cam": kc.Tr_velo_to_cam}
+        else:
+            values = dict(calib)
         missing = [k for k in _KITTI_SHAPES if k not in values]
         if missing:
             raise ProjectionError(f"KITTI calib lacks {', '.join(missing)} (needs P2, R0_rect, "
@@ -253,40 +260,6 @@ def project_boxes(camera: CameraModel, boxes3d: np.ndarray) -> ProjectedBoxes:
     return ProjectedBoxes(boxes2d, unclipped, valid, edges, visible, depth)
 
 
-def read_kitti_calib(path: Union[str, Path]) -> Dict[str, np.ndarray]:
-    """The matrices of a KITTI object calib file (``KEY: v1 v2 ...`` lines), by key.
-
-    Only P2, R0_rect and Tr_velo_to_cam are checked and shaped ([3, 4], [3, 3], [3, 4]); other
-    keys are returned flat.
-
-    Raises:
-        ProjectionError: the file is unreadable, a value is not a number, or a needed key is
-            missing or has the wrong number of values.
-    """
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ProjectionError(f"cannot read KITTI calib {path}: {exc}") from None
-    values: Dict[str, np.ndarray] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if ":" not in line:
-            continue
-        key, rest = line.split(":", 1)
-        key = _KITTI_ALIASES.get(key.strip(), key.strip())
-        try:
-            nums = np.array([float(v) for v in rest.split()], np.float64)
-        except ValueError as exc:
-            raise ProjectionError(f"{path}:{lineno}: {key} has a non-number ({exc})") from None
-        if key in _KITTI_SHAPES:
-            nums = _matrix(nums, _KITTI_SHAPES[key], f"{path}:{lineno}: {key}")
-        values[key] = nums
-    missing = [k for k in _KITTI_SHAPES if k not in values]
-    if missing:
-        raise ProjectionError(f"{path}: KITTI calib lacks {', '.join(missing)} (needs P2, "
-                              "R0_rect, Tr_velo_to_cam)")
-    return values
-
-
 def transform_matrix(translation: Sequence[float], quaternion: Sequence[float]) -> np.ndarray:
     """[4, 4] rigid transform from a translation (x, y, z) and a quaternion (x, y, z, w).
 
@@ -424,5 +397,5 @@ def fuse(boxes2d: np.ndarray, names2d: Sequence[str], projected: ProjectedBoxes,
 
 
 __all__ = ["NEAR_PLANE_M", "BOX_EDGES", "ProjectionError", "CameraModel", "ProjectedBoxes",
-           "project_boxes", "read_kitti_calib", "transform_matrix", "iou_matrix",
+           "project_boxes", "transform_matrix", "iou_matrix",
            "FusionResult", "fuse"]

@@ -1,13 +1,12 @@
 """Lidar boxes into the image: KITTI boxes re-projected vs label_2 boxes, near plane, fusion."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from admlops_ros.camera.projection import (CameraModel, ProjectionError, fuse, iou_matrix,
-                                           read_kitti_calib, transform_matrix)
+                                           transform_matrix)
 from tests.paths import REPO_ROOT
 
 KITTI = REPO_ROOT.parent / "shared" / "data" / "kitti" / "training"
@@ -67,12 +66,12 @@ def test_kitti_calib_reader_and_errors(tmp_path):
     path = tmp_path / "calib.txt"
     path.write_text("P2: " + " ".join(["1"] * 12) + "\nR0_rect: 1 0 0 0 1 0 0 0 1\n")
     with pytest.raises(ProjectionError, match="Tr_velo_to_cam"):
-        read_kitti_calib(path)
+        CameraModel.from_kitti(path)
     path.write_text("P2: 1 2 3\nR0_rect: 1 0 0 0 1 0 0 0 1\nTr_velo_to_cam: " + "0 " * 12)
     with pytest.raises(ProjectionError, match="P2 needs 12 numbers"):
-        read_kitti_calib(path)
+        CameraModel.from_kitti(path)
     with pytest.raises(ProjectionError, match="cannot read"):
-        read_kitti_calib(tmp_path / "missing.txt")
+        CameraModel.from_kitti(tmp_path / "missing.txt")
     with pytest.raises(ProjectionError, match="singular"):
         CameraModel(K, np.zeros((4, 4)) + np.diag([0, 0, 0, 1.0]))
 
