@@ -551,10 +551,51 @@ class _BagReader:
                     return msg_to_image(msg)
         return None
 
-    def clouds(self) -> Any:
-        """(stamp ns, raw serialized cloud, pytype) of every cloud, bag order."""
-        for _, raw, t in self.bag.read_messages(topics=[self.points_topic], raw=True):
-            yield _raw_stamp(raw[1], t), raw[1], raw[4]
+    def clouds(self, problems: List[str]) -> Any:
+        """(stamp ns, raw serialized cloud, pytype) of every cloud, bag order; a corrupt
+        tail ends the iteration with a line in ``problems`` (the clouds before it kept)."""
+        count = 0
+        try:
+            for _, raw, t in self.bag.read_messages(topics=[self.points_topic], raw=True):
+                count += 1
+                yield _raw_stamp(raw[1], t), raw[1], raw[4]
+        except Exception as exc:  # noqa: B902 - rosbag raises many kinds on a corrupt chunk
+            problems.append(f"bag {self.path}: reading {self.points_topic} stopped after "
+                            f"{count} clouds: {exc}")
+
+
+def _frame_labels(reader: _BagReader, stamp: int, points: np.ndarray,
+                  calib: kitti_io.KittiCalib, shape: Tuple[int, int], detector: Any
+                  ) -> Tuple[List[kitti_io.KittiObject], str]:
+    """(label objects, label source for the lineage) of one frame, per ``--labels``."""
+    from admlops_ros.evaluation.bags import gt_from_msg
+    from admlops_ros.evaluation.camera_bags import image_gt_from_msg
+    from admlops_ros.ros.conversions import msg_to_detections
+    opts = reader.opts
+    fov_only = opts.fov == "camera"
+    if opts.labels == "gt":
+        gt = gt_from_msg(reader.labels[stamp], str(stamp))
+        img_gt = (image_gt_from_msg(reader.image_gt[stamp]) if stamp in reader.image_gt
+                  else None)
+        return gt_objects(gt, calib, shape, img_gt, fov_only), f"gt:{reader.label_topic}"
+    if opts.labels == "none":
+        return [], "none"
+    if opts.labels == "detections":
+        msg = reader.labels[stamp]
+        dets = msg_to_detections(msg)
+        names = [o.label_name for o in msg.objects]  # o.label is the model's class index
+        source = f"detections:{reader.label_topic}"
+    else:
+        try:
+            dets = detector.detect(points)
+        except Exception as exc:  # noqa: B902 - the engine's own errors: name the bag/stamp
+            raise ExportError(f"bag {reader.path}: engine {opts.engine or '(default)'} failed "
+                              f"on the cloud at stamp {stamp}: {exc}") from exc
+        names = list(dets.label_names())
+        source = f"engine:{opts.engine or 'default'}@{opts.backend}"
+    return kitti_io.lidar_boxes_to_objects(dets.boxes, names, calib, scores=dets.scores,
+                                           image_shape=shape,
+                                           camera_fov_only=fov_only), source
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -567,11 +608,9 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 def _export_bag(task: _BagTask) -> BagExport:
     """One bag -> ``task.staging/training/...`` (frames numbered 0.. in stamp order)."""
-    from admlops_ros.evaluation.bags import POINT_FIELDS, gt_from_msg
-    from admlops_ros.evaluation.camera_bags import image_gt_from_msg
+    from admlops_ros.evaluation.bags import POINT_FIELDS
     from admlops_ros.evaluation.rosbag_io import BagError, open_bag
     from admlops_ros.lidar.pointcloud import convert_pointcloud2
-    from admlops_ros.ros.conversions import msg_to_detections
     opts, path = task.options, task.bag
     try:
         bag, problems = open_bag(Path(path))
@@ -581,7 +620,12 @@ def _export_bag(task: _BagTask) -> BagExport:
     want = None if task.stamps is None else set(int(s) for s in task.stamps)
     detector = None
     try:
-        reader = _BagReader(bag, path, opts)
+        try:
+            reader = _BagReader(bag, path, opts)
+        except (AdmlopsError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: B902 - rosbag's errors on a corrupt index / chunk
+            raise ExportError(f"bag {path} cannot be read: {exc}") from exc
         sha, size, mtime = file_digest(path)
         if opts.labels == "engine":
             from admlops_ros.evaluation.replay import open_detector
@@ -592,16 +636,16 @@ def _export_bag(task: _BagTask) -> BagExport:
         kept: List[Tuple[int, int, FrameLineage]] = []   # (stamp, order, lineage)
         infos: Dict[str, bytes] = {}                      # local frame -> mmdet3d entry
         no_label, seen = [], set()
-        for order, (stamp, data, pytype) in enumerate(reader.clouds()):
+        for order, (stamp, data, pytype) in enumerate(reader.clouds(problems)):
             if want is not None and stamp not in want:
                 continue
             seen.add(stamp)
             if reader.label_topic and stamp not in reader.labels:
                 no_label.append(stamp)
                 continue
-            msg = pytype()
-            msg.deserialize(data)
             try:
+                msg = pytype()
+                msg.deserialize(data)
                 points = convert_pointcloud2(msg, fields=POINT_FIELDS, missing="zeros").points
             except Exception as exc:  # noqa: B902 - one bad cloud must not end the export
                 problems.append(f"bag {path}: cloud at stamp {stamp} skipped: {exc}")
@@ -617,28 +661,7 @@ def _export_bag(task: _BagTask) -> BagExport:
                 shape = (info[1], info[2])
             else:
                 shape = kitti_io.IMAGE_SHAPE
-            fov_only = opts.fov == "camera"
-            if opts.labels == "gt":
-                gt = gt_from_msg(reader.labels[stamp], str(stamp))
-                img_gt = (image_gt_from_msg(reader.image_gt[stamp])
-                          if stamp in reader.image_gt else None)
-                objects = gt_objects(gt, calib, shape, img_gt, fov_only)
-                source = f"gt:{reader.label_topic}"
-            elif opts.labels in ("detections", "engine"):
-                if opts.labels == "detections":
-                    msg = reader.labels[stamp]
-                    dets = msg_to_detections(msg)
-                    names = [o.label_name for o in msg.objects]  # label: the model's index
-                    source = f"detections:{reader.label_topic}"
-                else:
-                    dets = detector.detect(points)
-                    names = list(dets.label_names())
-                    source = f"engine:{opts.engine or 'default'}@{opts.backend}"
-                objects = kitti_io.lidar_boxes_to_objects(
-                    dets.boxes, names, calib, scores=dets.scores, image_shape=shape,
-                    camera_fov_only=fov_only)
-            else:
-                objects, source = [], "none"
+            objects, source = _frame_labels(reader, stamp, points, calib, shape, detector)
             files = _frame_paths(staging, local)
             kitti_io.write_velodyne(files["velodyne"], points)
             kitti_io.write_label(files["label_2"], objects)

@@ -325,3 +325,17 @@ def test_calib_from_camera_info_and_tf_static(tmp_path):
     np.testing.assert_allclose(calib.lidar2cam, lidar_to_cam, atol=1e-9)
     np.testing.assert_allclose(calib.P2, cam.config.P)
     np.testing.assert_allclose(calib.R0_rect, np.eye(3))
+
+
+def test_bag_cut_short_exports_the_frames_before_the_cut(sim_bag, tmp_path):
+    cut = tmp_path / "cut.bag"
+    data = sim_bag.read_bytes()
+    cut.write_bytes(data[:int(len(data) * 0.7)])
+    summary = ex.export_dataset([cut], tmp_path / "ds", workers=1)
+    assert summary.ok and 0 < len(summary.frames) < 3
+    assert any("not indexed" in p for p in summary.problems)
+    full = _frames(sim_bag)
+    for fr in summary.frames:
+        points = kitti_io.read_velodyne(tmp_path / "ds" / "training" / "velodyne" /
+                                        f"{fr.frame}.bin")
+        np.testing.assert_array_equal(points, full[int(fr.frame)].points)
