@@ -1,9 +1,7 @@
 """The `admlops analyze` report: a self-contained HTML page and a text summary of analysis.json."""
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -11,19 +9,16 @@ import numpy as np
 
 from admlops_ros.data.analyze import (ALL, CLASS_2D, FRAME_FEATURE, MAIN_CLASSES,
                                       OBJECT_FEATURES, SCAN_FEATURES, class_table)
-from admlops_ros.evaluation.report import CSS, ReportError, _plt
+from admlops_ros.evaluation.report import CSS, ReportError, figure_png, pyplot
 
 REF_COLOUR, OTHER_COLOUR = "tab:blue", "tab:red"
 MAX_UNDER_ROWS = 60          # under-covered bins listed in the HTML / text (all in the JSON)
 
 
 def _png(fig) -> str:
-    """Base64 PNG of a figure laid out by hand (report._png's tight bbox draws it twice)."""
+    """Base64 PNG of a figure laid out by hand (a tight bounding box draws it twice)."""
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.2, top=0.88, wspace=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    _plt().close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return figure_png(fig, tight=False, dpi=80)
 
 
 def _ext(h: Dict[str, Any]) -> np.ndarray:
@@ -70,7 +65,7 @@ def _groups_of(result: Dict[str, Any]) -> List[str]:
 
 def feature_png(result: Dict[str, Any], section: str, feature: str) -> str:
     """One feature for ALL and the main classes (section "objects" / "objects_per_frame")."""
-    plt = _plt()
+    plt = pyplot()
     groups = _groups_of(result)
     fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 2.8), squeeze=False)
     other = result.get("other")
@@ -89,7 +84,7 @@ def feature_png(result: Dict[str, Any], section: str, feature: str) -> str:
 
 
 def scan_png(result: Dict[str, Any]) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(SCAN_FEATURES), figsize=(3.6 * len(SCAN_FEATURES), 2.8),
                              squeeze=False)
     other = result.get("other")
@@ -101,7 +96,7 @@ def scan_png(result: Dict[str, Any]) -> str:
 
 def grid_png(result: Dict[str, Any]) -> str:
     """Car objects per distance x points-per-box cell (reference; other beside it)."""
-    plt = _plt()
+    plt = pyplot()
     sides = [("reference", result["reference"])] + ([("other", result["other"])]
                                                    if "other" in result else [])
     fig, axes = plt.subplots(1, len(sides), figsize=(5.2 * len(sides), 3.8), squeeze=False)

@@ -26,17 +26,20 @@ class ReportError(AdmlopsError):
     """The report could not be written (output path)."""
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (reports need no display)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def _png(fig) -> str:
+def figure_png(fig, tight: bool = True, dpi: int = 90) -> str:
+    """Base64 PNG of a figure, closed after. ``tight=False`` keeps the figure's own layout
+    (a tight bounding box draws the figure twice: slow for many figures)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _plt().close(fig)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
+    pyplot().close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -55,7 +58,7 @@ def pr_curve_points(res: EvalResult, metric: str, iou_set: str,
 
 def pr_curves_png(res: EvalResult, metric: str = "3d") -> str:
     """Precision-recall curves (headline difficulty), one panel per class, strict and loose."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(res.classes), figsize=(4.2 * len(res.classes), 3.6),
                              squeeze=False)
     for cls, ax in zip(res.classes, axes[0]):
@@ -70,12 +73,12 @@ def pr_curves_png(res: EvalResult, metric: str = "3d") -> str:
                ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def distance_png(res: EvalResult, metric: str = "3d") -> str:
     """AP|R40 per distance band and class, strict and loose IoU."""
-    plt = _plt()
+    plt = pyplot()
     bands = [d for d in res.difficulties if d != "all"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
     width = 0.8 / max(1, len(res.classes))
@@ -93,12 +96,12 @@ def distance_png(res: EvalResult, metric: str = "3d") -> str:
                xlabel="BEV range of the box centre")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("AP (%)")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def latency_png(records: Sequence[Any], definition: str) -> str:
     """Histogram and timeline of per-frame latency; dropped frames marked on the timeline."""
-    plt = _plt()
+    plt = pyplot()
     lat = np.array([r.latency_ms for r in records], np.float64)
     idx = np.arange(len(lat))
     ok = np.isfinite(lat)
@@ -118,7 +121,7 @@ def latency_png(records: Sequence[Any], definition: str) -> str:
     ax2.set(title="latency per frame", xlabel="cloud index", ylabel="ms")
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _draw_boxes(ax, boxes: np.ndarray, colour: str, style: str = "-", lw: float = 1.2) -> None:
@@ -136,7 +139,7 @@ def _draw_boxes(ax, boxes: np.ndarray, colour: str, style: str = "-", lw: float 
 def bev_png(sample: Dict[str, Any], score_threshold: float,
             xlim=(-5.0, 70.0), ylim=(-40.0, 40.0)) -> str:
     """Top view: points, ground truth (green; ignored grey dashed), detections (red, score)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 6.4))
     pts = sample["points"]
     if len(pts):
@@ -157,7 +160,7 @@ def bev_png(sample: Dict[str, Any], score_threshold: float,
            title=f"stamp {sample['stamp_ns'] / 1e9:.3f}: gt green (ignored grey), "
                  f"detections >= {score_threshold:.2f} red")
     ax.title.set_fontsize(8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
@@ -296,7 +299,7 @@ def save_pngs(out_dir: Path, main: Optional[EvalResult], bands: Optional[EvalRes
 
 def pr_curves_2d_png(ev: Any) -> str:
     """2D precision-recall per class: COCO 101-point at IoU 0.5 and 0.75, KITTI moderate R40."""
-    plt = _plt()
+    plt = pyplot()
     classes = ev.classes
     fig, axes = plt.subplots(1, len(classes), figsize=(4.2 * len(classes), 3.6), squeeze=False)
     rec = ev.coco.recall_points
@@ -319,7 +322,7 @@ def pr_curves_2d_png(ev: Any) -> str:
                ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def camera_image_png(sample: Dict[str, Any], score_threshold: float) -> str:
