@@ -53,12 +53,28 @@ class MineError(AdmlopsError):
     """Mining cannot run as asked (bags, engines, weights); the message says how to fix it."""
 
 
+def node_threshold() -> float:
+    """The lidar node's operating score threshold (``score_threshold`` in
+    config/lidar_detection.yaml).
+
+    Raises:
+        MineError: the config keeps the spec's threshold (negative value): pass one.
+    """
+    from admlops_ros.ros.params import CONFIG_NAME, load_defaults
+    value = float(load_defaults().get("score_threshold", -1.0))
+    if value < 0:
+        raise MineError(f"config/{CONFIG_NAME} score_threshold is {value} (the spec's); give "
+                        f"the operating threshold (--threshold)")
+    return value
+
+
 @dataclass(frozen=True)
 class MineConfig:
     """How frames are scored.
 
     Attributes:
-        threshold: the node's operating score threshold (what it publishes).
+        threshold: the operating score threshold (what the node publishes; default: the
+            node's, :func:`node_threshold`).
         band: half-width of the uncertainty triangle around ``threshold``.
         gate_m: association gate (m, BEV centre distance) between consecutive frames.
         edge_margin_m: births / deaths this close (m) to the x/y range edges are explained.
@@ -66,7 +82,7 @@ class MineConfig:
         gt_iou: "loose" or "strict" KITTI IoU per class for misses / false positives.
     """
 
-    threshold: float = 0.3
+    threshold: float = field(default_factory=node_threshold)
     band: float = 0.2
     gate_m: float = 2.0
     edge_margin_m: float = 2.0
@@ -303,7 +319,7 @@ class MineTask:
     backend: str = "auto"
     engine_b: Optional[str] = None  # second engine; None: the first engine's bundle
     backend_b: Optional[str] = None  # None with engine_b None: no disagreement
-    config: MineConfig = MineConfig()
+    config: Optional[MineConfig] = None  # None: MineConfig() (the node's threshold)
     with_gt: bool = False
     points_topic: Optional[str] = None
     gt_topic: Optional[str] = None
@@ -378,7 +394,7 @@ def score_bag(task: MineTask) -> BagScores:
     from admlops_ros.evaluation.bags import read_bag
     from admlops_ros.evaluation.replay import open_detector
     from admlops_ros.lidar.detector import detector_summary
-    cfg = task.config
+    cfg = task.config or MineConfig()
     summary, frames = read_bag(task.bag, task.points_topic,
                                task.gt_topic if task.with_gt else None)
     problems = [p for p in summary.problems if task.with_gt or "ground-truth" not in p]
@@ -566,7 +582,7 @@ def mine(tasks: Sequence[MineTask], weights: Optional[Mapping[str, float]] = Non
     return MineResult(rank(bags, weights), bags, errors)
 
 
-__all__: Sequence[str] = ("MineError", "MineConfig", "MineTask", "FrameScore", "BagScores",
+__all__: Sequence[str] = ("MineError", "MineConfig", "node_threshold", "MineTask", "FrameScore", "BagScores",
                           "MineResult", "COMPONENTS", "DEFAULT_WEIGHTS", "uncertainty_scores",
                           "associate", "temporal_events", "temporal_scores",
                           "disagreement_scores", "gt_errors", "score_bag", "rank", "mine",

@@ -12,19 +12,6 @@ from admlops_ros.argtypes import FRACTION, POSITIVE, POSITIVE_INT, float_in
 LOG = logging.getLogger("admlops.mine")
 
 
-def _threshold(args: argparse.Namespace) -> float:
-    """--threshold, else the node's operating point (config/lidar_detection.yaml)."""
-    from admlops_ros.data.mine import MineError
-    from admlops_ros.ros.params import CONFIG_NAME, load_defaults
-    if args.threshold is not None:
-        return float(args.threshold)
-    value = float(load_defaults().get("score_threshold", -1.0))
-    if value < 0:
-        raise MineError(f"config/{CONFIG_NAME} score_threshold is {value} (the spec's); give "
-                        f"the operating threshold with --threshold")
-    return value
-
-
 def _export(args: argparse.Namespace, chosen: List[Any], out: Path) -> Dict[str, Any]:
     from admlops_ros.data.mine import MineError, stamps_by_bag
     from admlops_ros.parallel import from_args
@@ -47,7 +34,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from admlops_ros.parallel import from_args
     from admlops_ros.evaluation.cli import bag_list, write_json
     bags = bag_list(args.bags)
-    config = m.MineConfig(threshold=_threshold(args), band=args.band, gate_m=args.gate,
+    threshold = m.node_threshold() if args.threshold is None else args.threshold
+    config = m.MineConfig(threshold=threshold, band=args.band, gate_m=args.gate,
                           edge_margin_m=args.edge_margin, agree_iou=args.agree_iou,
                           gt_iou=args.gt_iou)
     weights = m.parse_weights(args.weight or [])

@@ -345,7 +345,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--operating-threshold", type=FRACTION, default=0.3,
                    help="score threshold for precision / recall / TP errors (default 0.3)")
     p.add_argument("--limit", type=POSITIVE_INT, default=None,
-                   help="first N clouds only (offline)")
+                   help="first N clouds only (offline; of each bag)")
     p.add_argument("--points-topic", default=None)
     p.add_argument("--gt-topic", default=None)
     p.add_argument("--camera-bundle", default=None,

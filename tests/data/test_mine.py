@@ -258,3 +258,5 @@ def test_bad_input_messages(tmp_path, capsys):
     assert main(["mine", str(tmp_path / "nope.bag"), "--weight", "speed=2"]) == 2
     with pytest.raises(m.MineError, match="gt_iou"):
         m.MineConfig(gt_iou="tight")
+    from admlops_ros.ros.params import load_defaults
+    assert m.MineConfig().threshold == load_defaults()["score_threshold"]  # the node's
