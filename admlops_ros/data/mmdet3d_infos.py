@@ -48,6 +48,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from admlops_ros.camera.kitti_calib import pad4
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.evaluation import kitti_io
 from admlops_ros.evaluation.protocol import kitti_difficulty
@@ -118,10 +119,9 @@ def frame_info(training: PathLike, frame: str,
         raise InfoError(f"frame {frame}: {exc}") from exc
     hw = _image_hw(training, frame)
     height, width = hw if hw is not None else kitti_io.IMAGE_SHAPE
-    pad = kitti_io._pad4
-    p = {k: pad(getattr(calib, k)) for k in ("P0", "P1", "P2", "P3")}
-    rect = pad(calib.R0_rect).astype(np.float32)
-    trv2c = pad(calib.Tr_velo_to_cam).astype(np.float32)
+    p = {k: pad4(getattr(calib, k)) for k in ("P0", "P1", "P2", "P3")}
+    rect = pad4(calib.R0_rect).astype(np.float32)
+    trv2c = pad4(calib.Tr_velo_to_cam).astype(np.float32)
     lidar2cam = rect @ trv2c                                       # float32, as mmdet3d
     images: Dict[str, Any] = {}
     for i in range(4):
@@ -139,7 +139,7 @@ def frame_info(training: PathLike, frame: str,
         kitti_io.write_velodyne(training / REDUCED_DIR / f"{frame}.bin", in_fov)
     lidar_points = {"num_pts_feats": 4, "lidar_path": f"{frame}.bin",
                     "Tr_velo_to_cam": trv2c.tolist(),
-                    "Tr_imu_to_velo": _f32(pad(calib.Tr_imu_to_velo))}
+                    "Tr_imu_to_velo": _f32(pad4(calib.Tr_imu_to_velo))}
     return {"sample_idx": int(frame), "images": images, "lidar_points": lidar_points,
             "instances": _instances(objects, calib, in_fov, p["P2"],
                                     categories if categories is not None else {})}
