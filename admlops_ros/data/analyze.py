@@ -371,16 +371,12 @@ def plan_shards(inputs: Sequence[str], split: Optional[str] = None, fov_only: bo
 
 def _kitti_shard(shard: Shard) -> Stats:
     from admlops_ros.data.kitti_dataset import KittiDataset
-    from admlops_ros.evaluation import kitti_io
     stats = Stats(inputs=[shard.path])
     root = Path(shard.path)
     dataset = KittiDataset(root, split=list(shard.ids), fov_only=shard.fov_only)
     for index, frame_id in enumerate(shard.ids):
         try:
             frame = dataset[index]
-            # occlusion / truncation are not in DatasetFrame: the label again (same order)
-            care = [o for o in kitti_io.read_label(root / "label_2" / f"{frame_id}.txt")
-                    if o.type != kitti_io.DONT_CARE]
         except (AdmlopsError, OSError) as exc:
             where = str(exc).split(":")[0] if str(root) in str(exc) else str(root / frame_id)
             stats.holes.append(_hole(shard.path, where, f"frame {frame_id} skipped: "
@@ -388,8 +384,7 @@ def _kitti_shard(shard: Shard) -> Stats:
             continue
         stats.add_scan(frame.points)
         stats.add_objects(frame.boxes, frame.names, frame.num_points, frame.difficulty,
-                          np.array([o.occluded for o in care], np.float64),
-                          np.array([o.truncated for o in care], np.float64))
+                          frame.occluded.astype(np.float64), frame.truncated)
     return stats
 
 

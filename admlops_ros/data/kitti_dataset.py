@@ -13,7 +13,7 @@ otherwise every unlabelled car behind the vehicle would train as background.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -47,6 +47,8 @@ class DatasetFrame:
         names: [M] KITTI class names (Car, Van, Pedestrian, Cyclist, ...).
         difficulty: [M] int64 KITTI level 0 easy, 1 moderate, 2 hard, -1 none (ignored).
         num_points: [M] int64 points inside each box.
+        occluded: [M] int64 KITTI occlusion state 0..3 (-1 unknown).
+        truncated: [M] float64 KITTI truncation 0..1.
         frame_id: the file stem, e.g. ``000123``.
         source: the dataset directory (lineage).
     """
@@ -58,6 +60,8 @@ class DatasetFrame:
     num_points: np.ndarray
     frame_id: str
     source: str
+    occluded: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    truncated: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
 
 def fov_mask(points: np.ndarray, calib: kitti_io.KittiCalib,
@@ -123,11 +127,15 @@ class KittiDataset:
                           if (self.root / "label_2" / f"{p.stem}.txt").is_file())
         if isinstance(split, str):
             path = Path(split)
-            if not path.is_file():
-                path = self.root / "ImageSets" / f"{split}.txt"
+            places = [self.root / "ImageSets" / f"{split}.txt",
+                      self.root.parent / "ImageSets" / f"{split}.txt"]  # KITTI/mmdet3d layout
+            for place in places if not path.is_file() else ():
+                if place.is_file():
+                    path = place
+                    break
             if not path.is_file():
                 raise DatasetError(f"split {split!r}: neither a file nor "
-                                   f"{self.root / 'ImageSets' / (split + '.txt')}")
+                                   f"{' nor '.join(str(p) for p in places)}")
             split = read_split(path)
         missing = [i for i in split if not (self.root / "velodyne" / f"{i}.bin").is_file()]
         if missing:
@@ -152,7 +160,16 @@ class KittiDataset:
         return DatasetFrame(points=np.ascontiguousarray(points, np.float32), boxes=boxes,
                             names=list(gt.names), difficulty=difficulty.astype(np.int64),
                             num_points=inside.sum(axis=0).astype(np.int64), frame_id=frame,
-                            source=str(self.root))
+                            source=str(self.root),
+                            occluded=_per_box(gt.occluded, len(boxes), -1, np.int64),
+                            truncated=_per_box(gt.truncated, len(boxes), 0.0, np.float64))
+
+
+def _per_box(values, n: int, fill: float, dtype) -> np.ndarray:
+    """A label column as an [n] array (``fill`` where the labels do not carry it)."""
+    if values is None:
+        return np.full(n, fill, dtype)
+    return np.asarray(values, dtype).reshape(-1)
 
 
 def mixed_frame_fn(dataset: KittiDataset, ratio: float,

@@ -71,3 +71,22 @@ def test_mixed_frames_are_drawn_from_the_seed_at_the_ratio():
         mixed_frame_fn(ds, 1.5, sim)
     with pytest.raises(DatasetError, match="simulated"):
         mixed_frame_fn(ds, 0.5)
+
+
+def test_split_name_found_beside_training_and_occlusion_carried(tmp_path):
+    """The KITTI/mmdet3d layout keeps ImageSets/ beside training/ (admlops export writes it)."""
+    from admlops_ros.evaluation import kitti_io
+    from admlops_ros.data.kitti_dataset import KittiDataset
+    training = tmp_path / "training"
+    for sub in ("velodyne", "label_2", "calib"):
+        (training / sub).mkdir(parents=True)
+    kitti_io.write_velodyne(training / "velodyne" / "000000.bin", np.zeros((10, 4), np.float32))
+    kitti_io.write_calib(training / "calib" / "000000.txt", kitti_io.nominal_calib())
+    (training / "label_2" / "000000.txt").write_text(
+        "Car 0.25 2 -1.5 100 150 200 250 1.5 1.6 3.9 2.0 1.6 15.0 -1.57\n"
+        "DontCare -1 -1 -10 10 10 20 20 -1 -1 -1 -1000 -1000 -1000 -10\n")
+    (tmp_path / "ImageSets").mkdir()
+    (tmp_path / "ImageSets" / "train.txt").write_text("000000\n")
+    frame = KittiDataset(training, split="train")[0]
+    assert frame.names == ["Car"]
+    assert frame.occluded.tolist() == [2] and frame.truncated.tolist() == [0.25]
