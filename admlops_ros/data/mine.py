@@ -13,8 +13,9 @@ the uncertainty, which looks at the scores around the threshold):
   associated greedily, nearest first, within ``gate_m`` (same class first, then across classes:
   a class switch). A one-frame gap (an object seen at t-1 and t+1 but not at t: flicker) counts
   once, at t; a one-frame ghost (seen at t only) counts once, at t. Births / deaths within
-  ``edge_margin_m`` of the range's x/y edges are explained. No ego-motion compensation: the
-  gate must cover an object's motion relative to the sensor in one frame.
+  ``edge_margin_m`` of the range's x/y edges are explained, and so is everything across a gap
+  of more than ``max_gap_s`` between clouds. No ego-motion compensation: the gate must cover
+  an object's motion relative to the sensor in one frame.
 - ``disagreement`` (with a second engine / backend): ``1 - matched / max(n_a, n_b)``, matched
   = same-class greedy pairs with BEV IoU >= ``agree_iou`` (:func:`disagreement_scores`).
 - ``misses`` and ``false_positives`` (with ground truth in the bag): the KITTI devkit's
@@ -79,6 +80,8 @@ class MineConfig:
         gate_m: association gate (m, BEV centre distance) between consecutive frames.
         edge_margin_m: births / deaths this close (m) to the x/y range edges are explained.
         agree_iou: BEV IoU for two engines' boxes to count as the same object.
+        max_gap_s: consecutive scored clouds further apart than this (s) are not compared
+            (a gap in the recording, dropped clouds): the later one starts a new sequence.
         gt_iou: "loose" or "strict" KITTI IoU per class for misses / false positives.
     """
 
@@ -88,11 +91,12 @@ class MineConfig:
     edge_margin_m: float = 2.0
     agree_iou: float = 0.5
     gt_iou: str = "loose"
+    max_gap_s: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise MineError(f"threshold must be in [0, 1], got {self.threshold}")
-        for name in ("band", "gate_m", "agree_iou"):
+        for name in ("band", "gate_m", "agree_iou", "max_gap_s"):
             if not getattr(self, name) > 0:
                 raise MineError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.edge_margin_m < 0:
@@ -200,16 +204,19 @@ class TemporalEvents:
 
 def temporal_events(preds: Sequence[FramePred], threshold: float, gate_m: float,
                     point_cloud_range: Optional[Sequence[float]] = None,
-                    edge_margin_m: float = 2.0) -> TemporalEvents:
+                    edge_margin_m: float = 2.0,
+                    breaks: Optional[Sequence[bool]] = None) -> TemporalEvents:
     """Births, deaths and class switches of the published detections, frame by frame.
 
-    Frame t is compared with t-1 (frame 0 has no events: the bag's start explains them). A
-    death at t that reappears at t+1 within ``2 * gate_m`` (same class) is a flicker: it counts
-    at t and its rebirth at t+1 does not count. A birth at t that dies at t+1 is a ghost: it
-    counts at t and its death at t+1 does not count.
+    Frame t is compared with t-1 (frame 0 has no events: the bag's start explains them; so
+    does a frame with ``breaks[t]`` True, e.g. after a gap in the recording). A death at t
+    that reappears at t+1 within ``2 * gate_m`` (same class) is a flicker: it counts at t and
+    its rebirth at t+1 does not count. A birth at t that dies at t+1 is a ghost: it counts at
+    t and its death at t+1 does not count.
     """
     kept = [published(p, threshold) for p in preds]
     n = len(kept)
+    cut = [True] + [bool(b) for b in (breaks[1:] if breaks is not None else [False] * (n - 1))]
     births = np.zeros(n, np.int64)
     deaths = np.zeros(n, np.int64)
     switches = np.zeros(n, np.int64)
@@ -217,8 +224,10 @@ def temporal_events(preds: Sequence[FramePred], threshold: float, gate_m: float,
     ghosts = np.zeros(n, np.int64)
     assoc = [associate(kept[t - 1], kept[t], gate_m) for t in range(1, n)]  # assoc[t-1]: t-1->t
     edge_prev = [near_edge(p.boxes, point_cloud_range, edge_margin_m) for p in kept]
-    lost = [[]] + [[i for i in a.lost if not edge_prev[t][i]] for t, a in enumerate(assoc)]
-    new = [[]] + [[j for j in a.new if not edge_prev[t + 1][j]] for t, a in enumerate(assoc)]
+    lost = [[]] + [[] if cut[t + 1] else [i for i in a.lost if not edge_prev[t][i]]
+                   for t, a in enumerate(assoc)]
+    new = [[]] + [[] if cut[t + 1] else [j for j in a.new if not edge_prev[t + 1][j]]
+                  for t, a in enumerate(assoc)]
     skip_new: List[Set[int]] = [set() for _ in range(n)]  # rebirths of flickers
     skip_lost: List[Set[int]] = [set() for _ in range(n)]  # deaths of ghosts
     for t in range(1, n - 1):
@@ -228,7 +237,7 @@ def temporal_events(preds: Sequence[FramePred], threshold: float, gate_m: float,
             for _, j in associate(a, b, 2.0 * gate_m).pairs:
                 flickers[t] += 1
                 skip_new[t + 1].add(new[t + 1][j])
-        ghost_b = set(assoc[t].lost)  # t objects that have no partner at t+1
+        ghost_b = set() if cut[t + 1] else set(assoc[t].lost)  # t objects gone at t+1
         for j in new[t]:
             if j in ghost_b:
                 ghosts[t] += 1
@@ -236,7 +245,7 @@ def temporal_events(preds: Sequence[FramePred], threshold: float, gate_m: float,
     for t in range(1, n):
         births[t] = sum(1 for j in new[t] if j not in skip_new[t])
         deaths[t] = sum(1 for i in lost[t] if i not in skip_lost[t])
-        switches[t] = len(assoc[t - 1].switches)
+        switches[t] = 0 if cut[t] else len(assoc[t - 1].switches)
     return TemporalEvents(births, deaths, switches, flickers, ghosts)
 
 
@@ -248,9 +257,17 @@ def _subset(pred: FramePred, idx: Sequence[int]) -> FramePred:
 
 def temporal_scores(preds: Sequence[FramePred], threshold: float, gate_m: float,
                     point_cloud_range: Optional[Sequence[float]] = None,
-                    edge_margin_m: float = 2.0) -> np.ndarray:
+                    edge_margin_m: float = 2.0,
+                    breaks: Optional[Sequence[bool]] = None) -> np.ndarray:
     """[F] unexplained births + deaths + class switches (see :func:`temporal_events`)."""
-    return temporal_events(preds, threshold, gate_m, point_cloud_range, edge_margin_m).score
+    return temporal_events(preds, threshold, gate_m, point_cloud_range, edge_margin_m,
+                           breaks).score
+
+
+def gaps(stamps_ns: Sequence[int], max_gap_s: float) -> List[bool]:
+    """[F] True where a frame follows the previous one by more than ``max_gap_s`` (and at 0)."""
+    s = np.asarray(stamps_ns, np.int64)
+    return [True] + (np.diff(s) > int(round(max_gap_s * 1e9))).tolist()
 
 
 def disagreement_scores(preds_a: Sequence[FramePred], preds_b: Sequence[FramePred],
@@ -421,7 +438,8 @@ def score_bag(task: MineTask) -> BagScores:
     n = len(kept)
     raw: Dict[str, np.ndarray] = {
         "uncertainty": uncertainty_scores(preds_a, cfg.threshold, cfg.band)}
-    events = temporal_events(preds_a, cfg.threshold, cfg.gate_m, pcr, cfg.edge_margin_m)
+    events = temporal_events(preds_a, cfg.threshold, cfg.gate_m, pcr, cfg.edge_margin_m,
+                             gaps([f.stamp_ns for f, _ in kept], cfg.max_gap_s))
     raw["temporal"] = events.score
     raw["disagreement"] = (disagreement_scores(preds_a, [p[1] for _, p in kept], cfg.threshold,
                                                cfg.agree_iou)
@@ -584,7 +602,7 @@ def mine(tasks: Sequence[MineTask], weights: Optional[Mapping[str, float]] = Non
 
 __all__: Sequence[str] = ("MineError", "MineConfig", "node_threshold", "MineTask", "FrameScore", "BagScores",
                           "MineResult", "COMPONENTS", "DEFAULT_WEIGHTS", "uncertainty_scores",
-                          "associate", "temporal_events", "temporal_scores",
+                          "associate", "temporal_events", "temporal_scores", "gaps",
                           "disagreement_scores", "gt_errors", "score_bag", "rank", "mine",
                           "parse_weights", "pick_random", "stamps_by_bag", "write_csv",
                           "ranking_json", "table")

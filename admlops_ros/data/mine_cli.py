@@ -37,7 +37,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     threshold = m.node_threshold() if args.threshold is None else args.threshold
     config = m.MineConfig(threshold=threshold, band=args.band, gate_m=args.gate,
                           edge_margin_m=args.edge_margin, agree_iou=args.agree_iou,
-                          gt_iou=args.gt_iou)
+                          gt_iou=args.gt_iou, max_gap_s=args.max_gap)
     weights = m.parse_weights(args.weight or [])
     tasks = [m.MineTask(str(b), args.engine, args.backend, args.engine_b, args.backend_b,
                         config, args.with_gt, args.points_topic, args.gt_topic, args.limit)
@@ -103,6 +103,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--edge-margin", type=float_in(0.0), default=2.0,
                    help="temporal: births / deaths this close (m) to the range edge are "
                         "explained (default 2.0)")
+    p.add_argument("--max-gap", type=POSITIVE, default=0.25,
+                   help="temporal: clouds further apart than this (s) are not compared: a gap "
+                        "in the recording starts a new sequence (default 0.25)")
     p.add_argument("--agree-iou", type=float_in(0.0, 1.0, lo_open=True), default=0.5,
                    help="disagreement: BEV IoU for the same object (default 0.5)")
     p.add_argument("--gt-iou", choices=("loose", "strict"), default="loose",

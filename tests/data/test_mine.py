@@ -82,6 +82,16 @@ def test_ghost_switch_and_range_edge():
     assert m.temporal_scores(frames, 0.3, 2.0, None, 0.0).tolist() == [0, 1, 1, 1]
 
 
+def test_a_gap_in_the_recording_starts_a_new_sequence():
+    car, ped = (20, 0, "Car", 0.9), (30, -5, "Pedestrian", 0.8)
+    frames = [pred([car]), pred([car]), pred([ped]), pred([ped]), pred([car])]
+    assert m.temporal_scores(frames, 0.3, 2.0, PCR).tolist() == [0, 0, 2, 0, 2]
+    stamps = [0, 100, 1100, 1200, 1300]  # ms: 1 s without clouds before frame 2
+    breaks = m.gaps([t * 1_000_000 for t in stamps], 0.25)
+    assert breaks == [True, False, True, False, False]
+    assert m.temporal_scores(frames, 0.3, 2.0, PCR, breaks=breaks).tolist() == [0, 0, 0, 0, 2]
+
+
 def test_disagreement_is_one_minus_matched_fraction():
     a = pred([(10, 0, "Car", 0.9), (20, 0, "Car", 0.9)])
     same = pred([(10.05, 0, "Car", 0.8), (20, 0, "Car", 0.7)])
