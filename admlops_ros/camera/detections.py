@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,3 +57,15 @@ class Detections2D:
     def names(self) -> Tuple[str, ...]:
         """Class name of each detection."""
         return tuple(self.class_names[i] for i in self.labels)
+
+
+def warm_up(detector: Any, runs: int = 2, image_size: Optional[Tuple[int, int]] = None) -> None:
+    """Run ``detector.detect`` on a synthetic BGR image ``runs`` times (engine caches, threads).
+
+    Args:
+        image_size: (height, width) pixels; default the network input of ``detector.spec``.
+    """
+    h, w = image_size or (detector.spec.input.height, detector.spec.input.width)
+    image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    for _ in range(runs):
+        detector.detect(image)

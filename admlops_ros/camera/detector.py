@@ -9,7 +9,7 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 
 from admlops_ros.bundle.camera_spec import CameraBundle, CameraSpec, load_camera_bundle
-from admlops_ros.camera.detections import Detections2D
+from admlops_ros.camera.detections import Detections2D, warm_up
 from admlops_ros.camera.engine import CameraEngine, open_camera_engine
 from admlops_ros.camera.postprocess import postprocess, score_threshold_of
 from admlops_ros.camera.preprocess import ImageMeta, Preprocessor
@@ -117,10 +117,7 @@ class CameraDetector:
 
     def warmup(self, runs: int = 2, image_size: Optional[Tuple[int, int]] = None) -> None:
         """Run the pipeline on a synthetic image (``image_size`` (h, w); default the input)."""
-        h, w = image_size or (self.spec.input.height, self.spec.input.width)
-        image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
-        for _ in range(runs):
-            self.detect(image)
+        warm_up(self, runs, image_size)
 
     def close(self) -> None:
         self.engine.close()

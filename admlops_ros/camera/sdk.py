@@ -17,7 +17,7 @@ import numpy as np
 
 from admlops_ros.backends import BackendError
 from admlops_ros.bundle.camera_spec import SDK_FILES, CameraBundle, CameraSpec
-from admlops_ros.camera.detections import Detections2D
+from admlops_ros.camera.detections import Detections2D, warm_up
 from admlops_ros.camera.postprocess import score_threshold_of
 from admlops_ros.camera.preprocess import PreprocessError
 
@@ -190,10 +190,8 @@ class SdkDetector:
         return out
 
     def warmup(self, runs: int = 2, image_size: Optional[Tuple[int, int]] = None) -> None:
-        h, w = image_size or (self.spec.input.height, self.spec.input.width)
-        image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
-        for _ in range(runs):
-            self.detect(image)
+        """Run the pipeline on a synthetic image (``image_size`` (h, w); default the input)."""
+        warm_up(self, runs, image_size)
 
     def close(self) -> None:
         if isinstance(self._detector, _IsolatedSdk):
