@@ -34,7 +34,8 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import (Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set,
+                    Tuple)
 
 import numpy as np
 
@@ -47,7 +48,6 @@ COMPONENTS: Tuple[str, ...] = ("uncertainty", "temporal", "disagreement", "misse
                                "false_positives")
 DEFAULT_WEIGHTS: Dict[str, float] = {"uncertainty": 1.0, "temporal": 1.0, "disagreement": 1.0,
                                      "misses": 1.0, "false_positives": 1.0}
-LABELS = ("engine", "gt")
 
 
 class MineError(AdmlopsError):
@@ -379,9 +379,18 @@ class BagScores:
     engine: Dict[str, Any] = field(default_factory=dict)
 
 
+class _Scored(NamedTuple):
+    """A cloud the detectors handled, without its points (a bag's worth is kept)."""
+
+    stamp_ns: int
+    index: int
+    gt: Optional[FrameGT]
+    preds: List[FramePred]  # one per detector
+
+
 def _detect_frames(task: MineTask, detectors: Sequence[Any], frames: Iterator[Any],
-                   problems: List[str]) -> Iterator[Tuple[Any, List[FramePred]]]:
-    """(frame, one FramePred per detector) for every cloud the detectors handled."""
+                   problems: List[str]) -> Iterator[_Scored]:
+    """Every cloud the detectors handled, with one FramePred per detector."""
     from admlops_ros.evaluation.replay import restrict_to_range
     pcr = detectors[0].voxelizer.point_cloud_range
     for frame in frames:
@@ -397,9 +406,8 @@ def _detect_frames(task: MineTask, detectors: Sequence[Any], frames: Iterator[An
             problems.append(f"{task.bag}: detector failed on cloud at stamp "
                             f"{frame.stamp_ns / 1e9:.6f}: {exc}; frame not scored")
             continue
-        if frame.gt is not None:
-            frame.gt = restrict_to_range(frame.gt, pcr)
-        yield frame, preds
+        gt = None if frame.gt is None else restrict_to_range(frame.gt, pcr)
+        yield _Scored(int(frame.stamp_ns), int(frame.index), gt, preds)
 
 
 def score_bag(task: MineTask) -> BagScores:
@@ -434,30 +442,29 @@ def score_bag(task: MineTask) -> BagScores:
         frames.close()
         for d in detectors:
             d.close()
-    preds_a = [p[0] for _, p in kept]
+    preds_a = [k.preds[0] for k in kept]
     n = len(kept)
     raw: Dict[str, np.ndarray] = {
         "uncertainty": uncertainty_scores(preds_a, cfg.threshold, cfg.band)}
     events = temporal_events(preds_a, cfg.threshold, cfg.gate_m, pcr, cfg.edge_margin_m,
-                             gaps([f.stamp_ns for f, _ in kept], cfg.max_gap_s))
+                             gaps([k.stamp_ns for k in kept], cfg.max_gap_s))
     raw["temporal"] = events.score
-    raw["disagreement"] = (disagreement_scores(preds_a, [p[1] for _, p in kept], cfg.threshold,
-                                               cfg.agree_iou)
+    raw["disagreement"] = (disagreement_scores(preds_a, [k.preds[1] for k in kept],
+                                               cfg.threshold, cfg.agree_iou)
                            if task.two_engines else np.full(n, math.nan))
     if task.with_gt:
         raw["misses"], raw["false_positives"] = gt_errors(
-            preds_a, [f.gt for f, _ in kept], classes, cfg.threshold, cfg.gt_iou)
+            preds_a, [k.gt for k in kept], classes, cfg.threshold, cfg.gt_iou)
     else:
         raw["misses"] = raw["false_positives"] = np.full(n, math.nan)
     scores = []
-    for k, (frame, preds) in enumerate(kept):
+    for k, frame in enumerate(kept):
         values = {c: (None if math.isnan(raw[c][k]) else float(raw[c][k])) for c in COMPONENTS}
-        counts = {"detections": int(np.sum(preds[0].scores >= cfg.threshold)),
+        counts = {"detections": int(np.sum(frame.preds[0].scores >= cfg.threshold)),
                   "births": int(events.births[k]), "deaths": int(events.deaths[k]),
                   "switches": int(events.switches[k]), "flickers": int(events.flickers[k]),
                   "ghosts": int(events.ghosts[k])}
-        scores.append(FrameScore(task.bag, int(frame.stamp_ns), int(frame.index), values,
-                                 counts))
+        scores.append(FrameScore(task.bag, frame.stamp_ns, frame.index, values, counts))
     return BagScores(task.bag, summary.num_clouds, scores, problems, engine)
 
 
