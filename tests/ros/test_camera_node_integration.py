@@ -11,7 +11,7 @@ import pytest
 
 from admlops_ros.ros.processes import start, stop, topic_has_subscriber, wait_for
 from tests.paths import REPO_ROOT as REPO
-from tests.ros.conftest import DEVEL
+from tests.ros.conftest import DEVEL, run_rostest
 
 NODE = DEVEL / "lib" / "admlops_ros" / "camera_detection"
 DRIVER = REPO / "tests" / "ros" / "camera_driver.py"
@@ -100,10 +100,4 @@ def test_bad_parameter_stops_camera_node(core):
 def test_rostest_camera_detection(tmp_path):
     """tests/rostest/camera_detection.test: shipped engine, 10 Hz headers, a malformed image,
     lidar objects confirmed through CameraInfo and a live static tf."""
-    from admlops_ros.ros.processes import ros_env
-    env = ros_env("http://127.0.0.1:11311", tmp_path)  # rostest starts its own master
-    env["ROS_TEST_RESULTS_DIR"] = str(tmp_path / "results")
-    result = subprocess.run(["rostest", "--text", "admlops_ros", "camera_detection.test"],
-                            env=env, capture_output=True, text=True, timeout=600)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0 and "RESULT: SUCCESS" in out, out[-6000:]
+    run_rostest("camera_detection.test", tmp_path)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from admlops_ros.ros.processes import ros_env
-from tests.ros.conftest import DEVEL
+from tests.ros.conftest import DEVEL, run_rostest
 NODE = DEVEL / "lib" / "admlops_ros" / "lidar_detection"
 
 pytestmark = [
@@ -69,9 +68,4 @@ def test_unknown_class_filter_lists_model_classes(core):
 @pytest.mark.slow
 def test_rostest_lidar_detection(tmp_path):
     """tests/rostest/lidar_detection.test: default engine, 10 Hz stamps, malformed clouds."""
-    env = ros_env("http://127.0.0.1:11311", tmp_path)  # rostest starts its own master
-    env["ROS_TEST_RESULTS_DIR"] = str(tmp_path / "results")
-    result = subprocess.run(["rostest", "--text", "admlops_ros", "lidar_detection.test"],
-                            env=env, capture_output=True, text=True, timeout=600)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0 and "RESULT: SUCCESS" in out, out[-6000:]
+    run_rostest("lidar_detection.test", tmp_path)

@@ -3,11 +3,11 @@
 lidar objects through CameraInfo + a live static tf (velodyne -> camera)."""
 from __future__ import annotations
 
+import os
 import sys
-import threading
 import time
 import unittest
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import rospy
@@ -22,6 +22,9 @@ from admlops_ros.evaluation.bags import gt_to_msg
 from admlops_ros.evaluation.camera_bags import camera_info_msg, image_to_msg
 from admlops_ros.evaluation.frames import FrameGT
 from admlops_ros.ros.conversions import import_messages
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))  # rosrun runs this file as is
+from rostest_recorder import Recorder  # noqa: E402
 from admlops_ros.simulation import simulate_frame
 from admlops_ros.simulation.camera import render_frame
 
@@ -34,32 +37,6 @@ STATS = "/detection/camera_detector/stats"
 DIAG_PREFIX = "camera_detection"
 READY_TIMEOUT_S = 180.0   # engine load + warm-up on a busy 2-core machine
 SEED = 1_000_003          # a held-out rendered frame (not in the camera model's training seeds)
-
-
-class Recorder:
-    """Collects messages per topic (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.msgs: Dict[str, List] = {}
-
-    def callback(self, topic: str):
-        def on_msg(msg) -> None:
-            with self.lock:
-                self.msgs.setdefault(topic, []).append(msg)
-        return on_msg
-
-    def get(self, topic: str) -> List:
-        with self.lock:
-            return list(self.msgs.get(topic, []))
-
-    def wait(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not rospy.is_shutdown():
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
 
 
 class TestCameraDetection(unittest.TestCase):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
-import threading
 import time
 import unittest
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import rospy
@@ -18,6 +18,9 @@ from std_msgs.msg import Header
 
 from admlops_ros.lidar.pointcloud import array_to_pointcloud2
 from admlops_ros.ros.conversions import import_messages
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))  # rosrun runs this file as is
+from rostest_recorder import Recorder  # noqa: E402
 
 PKG = "admlops_ros"
 NODE = "/lidar_detection"
@@ -36,32 +39,6 @@ def scene(seed: int, n_ground: int = 15000) -> np.ndarray:
     car = np.column_stack([rng.uniform(10, 14, 2000), rng.uniform(-1, 1, 2000),
                            rng.uniform(-1.7, -0.2, 2000), rng.uniform(0, 1, 2000)])
     return np.vstack([ground, car]).astype(np.float32)
-
-
-class Recorder:
-    """Collects messages per topic (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.msgs: Dict[str, List] = {}
-
-    def callback(self, topic: str):
-        def on_msg(msg) -> None:
-            with self.lock:
-                self.msgs.setdefault(topic, []).append(msg)
-        return on_msg
-
-    def get(self, topic: str) -> List:
-        with self.lock:
-            return list(self.msgs.get(topic, []))
-
-    def wait(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not rospy.is_shutdown():
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
 
 
 class TestLidarDetection(unittest.TestCase):
