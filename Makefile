@@ -26,6 +26,7 @@ bench: setup      ## benchmark tables (medians, ratios vs in-process baselines) 
 	$(PY) scripts/bench_nus_pointpillars.py
 	NUMBA_NUM_THREADS=1 $(PY) scripts/bench_simulation.py --json build/bench_simulation.json
 	$(PY) scripts/bench_eval.py
+	$(PY) scripts/bench_data.py --json build/bench_data.json
 
 bench-ros: build  ## ROS overhead through a real roscore and a 10 Hz x 60 s soak (drops)
 	bash scripts/with_ros_env.sh $(PY) scripts/bench_ros.py --json build/bench_ros.json
