@@ -296,7 +296,7 @@ def gt_errors(preds: Sequence[FramePred], gts: Sequence[Optional[FrameGT]],
     matching nothing is a false positive. Ignored ground truth (``FrameGT.ignore``) and the
     neighbour class (Van for Car, Person_sitting for Pedestrian) are neither.
     """
-    from admlops_ros.evaluation.matching import _match_frame, box_overlaps
+    from admlops_ros.evaluation.matching import match_frame, box_overlaps
     from admlops_ros.evaluation.protocol import NEIGHBOUR_CLASS, EvalConfig
     config = EvalConfig()
     misses = np.full(len(preds), math.nan)
@@ -314,7 +314,7 @@ def gt_errors(preds: Sequence[FramePred], gts: Sequence[Optional[FrameGT]],
             ig = np.where(g_names == name, np.where(ignore, 1, 0),
                           np.where(g_names == NEIGHBOUR_CLASS.get(name, "\0"), 1, -1))
             idt = np.where(d_names == name, 0, -1)
-            _, f, m = _match_frame(ov, ig.astype(np.int64), idt.astype(np.int64),
+            _, f, m = match_frame(ov, ig.astype(np.int64), idt.astype(np.int64),
                                    p.scores.astype(np.float64), np.zeros((len(p), 0)), 0,
                                    config.min_overlap("bev", iou_set, cls), float(threshold),
                                    True, np.empty(len(g), np.int64))

@@ -27,7 +27,7 @@ _NO_DETECTION = -10000000.0
 
 
 @njit(cache=False)
-def _match_frame(ov, ig, idt, sc, dcov, n_dc, min_overlap, thresh, compute_fp, match):
+def match_frame(ov, ig, idt, sc, dcov, n_dc, min_overlap, thresh, compute_fp, match):
     """Devkit matching on one frame; writes match[g] = det index of TPs; returns tp, fp, fn."""
     n_dt = idt.shape[0]
     n_gt = ig.shape[0]
@@ -92,7 +92,7 @@ def _match_frame(ov, ig, idt, sc, dcov, n_dc, min_overlap, thresh, compute_fp, m
 @njit(cache=False)
 def _run_frames(ov, ov_off, gt_off, dt_off, dcov, dcov_off, dc_off, ig, idt, sc, min_overlap,
                 thresh, compute_fp, match):
-    """:func:`_match_frame` over all frames; match[g] is a flat det index (or -1)."""
+    """:func:`match_frame` over all frames; match[g] is a flat det index (or -1)."""
     tp = 0
     fp = 0
     fn = 0
@@ -105,7 +105,7 @@ def _run_frames(ov, ov_off, gt_off, dt_off, dcov, dcov_off, dc_off, ig, idt, sc,
         o = ov[ov_off[f]:ov_off[f + 1]].reshape((d1 - d0, g1 - g0))
         dc = dcov[dcov_off[f]:dcov_off[f + 1]].reshape((d1 - d0, n_dc))
         m = match[g0:g1]
-        a, b, c = _match_frame(o, ig[g0:g1], idt[d0:d1], sc[d0:d1], dc, n_dc, min_overlap,
+        a, b, c = match_frame(o, ig[g0:g1], idt[d0:d1], sc[d0:d1], dc, n_dc, min_overlap,
                                thresh, compute_fp, m)
         for i in range(g1 - g0):
             if m[i] >= 0:
