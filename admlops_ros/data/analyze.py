@@ -3,7 +3,7 @@
 Inputs are KITTI-format directories (read with :class:`KittiDataset`) and rosbags with ground
 truth (:func:`read_bag`); several inputs merge into one set of statistics. The work is split
 into shards (one per bag, one per ``chunk`` frames of a dataset) run by
-:func:`admlops_ros.data.parallel.map_tasks`. Every shard counts on the FIXED bin edges of
+:func:`admlops_ros.parallel.map_tasks`. Every shard counts on the FIXED bin edges of
 :data:`FEATURES`, so merging is a sum of integer counts (and a min / max for ranges): the merged
 result equals a serial run exactly, whatever ran the shards.
 
@@ -428,7 +428,7 @@ def analyze_sets(sets: Sequence[Sequence[str]], split: Sequence[Optional[str]] =
     Raises:
         AnalyzeError: an input is neither a dataset nor a bag; a set has no readable frame.
     """
-    from admlops_ros.data.parallel import map_tasks
+    from admlops_ros.parallel import map_tasks
     planned = []
     for k, inputs in enumerate(sets):
         planned.append(plan_shards(inputs, split[k] if k < len(split) else None, fov_only,

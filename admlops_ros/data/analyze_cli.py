@@ -14,7 +14,7 @@ LOG = logging.getLogger("admlops.analyze")
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from admlops_ros.data import analyze, analyze_report
-    from admlops_ros.data.parallel import from_args
+    from admlops_ros.parallel import from_args
     from admlops_ros.evaluation.cli import write_json
     sets = [args.dataset] + ([args.compare] if args.compare else [])
     stats = analyze.analyze_sets(
@@ -36,7 +36,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `analyze`."""
-    from admlops_ros.data.parallel import add_parallel_arguments
+    from admlops_ros.parallel import add_parallel_arguments
     p = subparsers.add_parser(
         "analyze", help="dataset statistics (classes, distance, heading, size, points per box, "
                         "occlusion, difficulty, scans); --compare: shift and under-covered bins")

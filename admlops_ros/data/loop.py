@@ -181,7 +181,7 @@ def bag_jobs(cfg: LoopConfig) -> Tuple[List[BagJob], BagJob, BagJob]:
 
 
 def _map(fn, items: Sequence[Any], workers: int) -> List[Any]:
-    from admlops_ros.data.parallel import map_tasks
+    from admlops_ros.parallel import map_tasks
     outcomes = map_tasks(fn, list(items), workers=workers)
     failed = [f"{o.item}: {o.error}" for o in outcomes if not o.ok]
     if failed:

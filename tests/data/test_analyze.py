@@ -270,7 +270,7 @@ def ray_token(monkeypatch):
 @pytest.mark.slow
 def test_ray_equals_serial(tmp_path, ray_token):
     pytest.importorskip("ray")
-    from admlops_ros.data.parallel import LOCAL
+    from admlops_ros.parallel import LOCAL
     ds = str(write_dataset(tmp_path / "ds"))
     far = str(write_dataset(tmp_path / "far", shift_m=12.0))
     serial = run([[ds], [far]], workers=1, chunk=1)
