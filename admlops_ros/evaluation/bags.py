@@ -214,14 +214,24 @@ def bag_from_kitti(kitti_dir: os.PathLike, frames: Sequence[str], out: os.PathLi
                    progress: bool = True, images: str = "auto") -> int:
     """Write KITTI object frames (velodyne + label_2 + calib) as a bag; returns frames written.
 
+    Every frame also carries its calibration and the labels' 2D fields, whatever ``images``
+    says: ``/tf`` velodyne -> camera at the frame's stamp (the pose of the rectified camera
+    in the LiDAR frame, ``inverse(R0_rect @ Tr_velo_to_cam)``; one per frame, as KITTI frames
+    of different drives have different calibrations), ``/camera/camera_info`` (P = P2, the
+    size of image_2) and ``/ground_truth/image_objects`` (each label's 2D box, truncation,
+    occlusion, DontCare regions; the same label_2 lines, in the order of
+    ``/ground_truth/objects``), so ``admlops eval`` removes what lies outside the camera view
+    and scores with KITTI's difficulty rules (:mod:`admlops_ros.evaluation.fov`).
+
     Args:
-        images: "raw" (sensor_msgs/Image bgr8) or "png" (CompressedImage) adds image_2, its
-            CameraInfo (P2) and the labels' 2D boxes (:mod:`camera_bags`); "none" writes
-            clouds only; "auto" is "raw" when ``kitti_dir/image_2`` exists, else "none".
+        images: "raw" (sensor_msgs/Image bgr8) or "png" (CompressedImage) adds image_2
+            (:mod:`camera_bags`); "none" writes no image (the CameraInfo size is then read
+            from the image_2 PNG header when the file exists, else KITTI's 1242x375);
+            "auto" is "raw" when ``kitti_dir/image_2`` exists, else "none".
     """
     from tqdm import tqdm
 
-    from admlops_ros.evaluation import camera_bags
+    from admlops_ros.evaluation import camera_bags, kitti_io
     if not frames:
         raise BagError("no KITTI frame ids given (use --ids or --split)")
     if images == "auto":
@@ -229,14 +239,37 @@ def bag_from_kitti(kitti_dir: os.PathLike, frames: Sequence[str], out: os.PathLi
     if images not in ("none",) + camera_bags.IMAGE_FORMATS:
         raise BagError(f"--images {images!r} unknown; use auto, none, "
                        f"{', '.join(camera_bags.IMAGE_FORMATS)}")
+    root = Path(kitti_dir)
     with BagWriter(out) as writer:
         for frame in tqdm(frames, desc="bag-from-kitti", unit="frame", disable=not progress):
             points, gt = kitti_frame_gt(kitti_dir, frame)
             writer.write(points, gt)
+            calib = kitti_io.read_calib(root / "calib" / f"{frame}.txt")
+            camera_bags.write_transform(writer, LIDAR_FRAME_ID, camera_bags.CAMERA_FRAME_ID,
+                                        np.linalg.inv(calib.lidar2cam))
             if images != "none":
                 image, p2, gt2d = camera_bags.read_kitti_image(kitti_dir, frame)
                 camera_bags.write_camera(writer, image, p2, gt2d, images)
+            else:
+                gt2d = camera_bags.kitti_image_gt(
+                    kitti_io.read_label(root / "label_2" / f"{frame}.txt"), frame)
+                camera_bags.write_camera(writer, None, calib.P2, gt2d,
+                                         image_size=_png_size(root / "image_2" / f"{frame}.png"))
         return writer.count
+
+
+def _png_size(path: Path) -> Tuple[int, int]:
+    """(height, width) from a PNG's IHDR chunk; KITTI's (375, 1242) when there is no PNG."""
+    from admlops_ros.evaluation.kitti_io import IMAGE_SHAPE
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return IMAGE_SHAPE
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return IMAGE_SHAPE
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return height, width
 
 
 def bag_from_sim(out: os.PathLike, count: int, seed: int = 0, sensor: str = "hdl64",

@@ -38,6 +38,7 @@ CAMERA_INFO_TOPIC = "/camera/camera_info"
 IMAGE_GT_TOPIC = "/ground_truth/image_objects"
 CAMERA_FRAME_ID = "camera"
 TF_STATIC_TOPIC = "/tf_static"
+TF_TOPIC = "/tf"
 IMAGE_TYPE = "sensor_msgs/Image"
 COMPRESSED_TYPE = "sensor_msgs/CompressedImage"
 GT_TYPE = "admlops_ros/DetectedObjectArray"
@@ -194,13 +195,15 @@ def read_kitti_image(kitti_dir: os.PathLike, frame: str) -> Tuple[np.ndarray, np
     return image, np.asarray(calib.P2, np.float64).reshape(3, 4), kitti_image_gt(objects, frame)
 
 
-def write_static_transform(writer: Any, parent: str, child: str, child_to_parent: np.ndarray,
-                           topic: str = TF_STATIC_TOPIC) -> None:
-    """A latched tf2_msgs/TFMessage on /tf_static at the stamp of the frame ``writer`` last wrote.
+def write_transform(writer: Any, parent: str, child: str, child_to_parent: np.ndarray,
+                    topic: str = TF_TOPIC, latch: bool = False) -> None:
+    """A tf2_msgs/TFMessage (one transform, the stamp of the frame ``writer`` last wrote).
 
     Args:
         child_to_parent: [4, 4] transform of ``child``-frame points into the ``parent`` frame
             (the pose of ``child`` in ``parent``), e.g. camera -> velodyne.
+        topic: /tf for a per-frame transform (bag-from-kitti: each KITTI frame has its own
+            calibration), /tf_static (latched) for a fixed one.
     """
     import copy
 
@@ -217,20 +220,40 @@ def write_static_transform(writer: Any, parent: str, child: str, child_to_parent
         (float(v) for v in m[:3, 3])
     q = tf.transform.rotation
     q.x, q.y, q.z, q.w = matrix_to_quaternion(m[:3, :3])
-    writer.write_message(topic, TFMessage(transforms=[tf]), latch=True)
+    writer.write_message(topic, TFMessage(transforms=[tf]), latch=latch)
 
 
-def write_camera(writer: Any, image: np.ndarray, P: np.ndarray, gt: Optional[ImageGT],
-                 fmt: str = "raw") -> None:
+def write_static_transform(writer: Any, parent: str, child: str, child_to_parent: np.ndarray,
+                           topic: str = TF_STATIC_TOPIC) -> None:
+    """A latched tf2_msgs/TFMessage on /tf_static at the stamp of the frame ``writer`` last wrote.
+
+    Args:
+        child_to_parent: [4, 4] transform of ``child``-frame points into the ``parent`` frame
+            (the pose of ``child`` in ``parent``), e.g. camera -> velodyne.
+    """
+    write_transform(writer, parent, child, child_to_parent, topic, latch=True)
+
+
+def write_camera(writer: Any, image: Optional[np.ndarray], P: np.ndarray, gt: Optional[ImageGT],
+                 fmt: str = "raw", image_size: Optional[Tuple[int, int]] = None) -> None:
     """Image, CameraInfo and 2D ground truth of the frame ``writer`` (a BagWriter) just wrote,
-    with its cloud's stamp."""
+    with its cloud's stamp.
+
+    Args:
+        image: HxWx3 BGR, or None for CameraInfo and 2D ground truth without the image
+            (then ``image_size`` (height, width) gives the CameraInfo's size).
+    """
     import copy
     header = copy.deepcopy(writer.last_header)
     header.frame_id = CAMERA_FRAME_ID
-    topic = COMPRESSED_TOPIC if fmt == "png" else IMAGE_TOPIC
-    writer.write_message(topic, image_to_msg(image, header, fmt))
+    if image is not None:
+        topic = COMPRESSED_TOPIC if fmt == "png" else IMAGE_TOPIC
+        writer.write_message(topic, image_to_msg(image, header, fmt))
+        image_size = image.shape[:2]
+    if image_size is None:
+        raise BagError("write_camera without an image needs image_size (height, width)")
     writer.write_message(CAMERA_INFO_TOPIC,
-                         camera_info_msg(P, image.shape[1], image.shape[0], header))
+                         camera_info_msg(P, image_size[1], image_size[0], header))
     if gt is not None:
         writer.write_message(IMAGE_GT_TOPIC, image_gt_to_msg(gt, header, writer.messages))
 
@@ -371,5 +394,6 @@ __all__: Sequence[str] = ("IMAGE_TOPIC", "COMPRESSED_TOPIC", "CAMERA_INFO_TOPIC"
                           "IMAGE_GT_TOPIC", "CAMERA_FRAME_ID", "IMAGE_FORMATS", "image_to_msg",
                           "msg_to_image", "camera_info_msg", "image_gt_to_msg",
                           "image_gt_from_msg", "kitti_image_gt", "read_kitti_image",
-                          "write_camera", "CameraFrame", "CameraBagSummary",
+                          "write_camera", "write_transform", "write_static_transform",
+                          "CameraFrame", "CameraBagSummary",
                           "read_camera_bag", "resolve_camera_topics")

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from admlops_ros.errors import AdmlopsError
+from admlops_ros.evaluation import fov as fov_filter
 from admlops_ros.evaluation.bags import BagFrame, BagSummary, read_bag
 from admlops_ros.evaluation.frames import FrameGT, FramePred
 from admlops_ros.evaluation.metrics import evaluate
@@ -76,10 +77,12 @@ class ReplayResult:
     records: List[FrameRecord]
     gts: List[FrameGT]
     preds: List[FramePred]
-    samples: List[Dict[str, Any]]  # {"stamp_ns", "points" [K, 3], "gt": FrameGT, "pred": FramePred}
+    samples: List[Dict[str, Any]]  # {"stamp_ns", "points" [K, 3], "gt": FrameGT, "pred": FramePred,
+    #                                 "calib": FrameCalib or None, "image": BGR or None}
     wall_s: float
     problems: List[str] = field(default_factory=list)
     rate: float = 1.0
+    fov: Dict[str, Any] = field(default_factory=dict)  # FovStats.to_dict() of the run
 
 
 def restrict_to_range(gt: FrameGT, point_cloud_range: Sequence[float]) -> FrameGT:
@@ -96,11 +99,55 @@ def _sample_indices(n: int, k: int = BEV_SAMPLES) -> set:
     return set(np.linspace(0, max(n - 1, 0), min(k, n)).round().astype(int).tolist())
 
 
-def _keep_sample(samples: List[Dict[str, Any]], frame: BagFrame, pred: FramePred) -> None:
+def _keep_sample(samples: List[Dict[str, Any]], frame: BagFrame, pred: FramePred,
+                 calib: Optional["fov_filter.FrameCalib"] = None) -> None:
     pts = frame.points if frame.points is not None else np.zeros((0, 3), np.float32)
     step = max(1, len(pts) // BEV_POINTS)
     samples.append({"stamp_ns": frame.stamp_ns, "points": pts[::step, :3].copy(),
-                    "gt": frame.gt, "pred": pred})
+                    "gt": frame.gt, "pred": pred, "calib": calib, "image": None})
+
+
+def _check_fov(fov: str) -> None:
+    if fov not in fov_filter.FOV_MODES:
+        raise ReplayError(f"fov {fov!r} unknown; use one of {', '.join(fov_filter.FOV_MODES)} "
+                          f"(camera: score what lies in image 2, as KITTI does; all: everything)")
+
+
+def _open_camera(bag: os.PathLike, summary: BagSummary, problems: List[str], fov: str
+                 ) -> "fov_filter.BagCamera":
+    """The bag's calibration and 2D ground truth; a note in ``problems`` when ``fov`` is
+    "camera" and the bag has no calibration (then nothing is removed)."""
+    cam = fov_filter.read_bag_camera(bag, summary.points_topic)
+    if fov == "camera" and not cam.has_calibration:
+        problems.append(f"bag {summary.path} has no camera calibration (CameraInfo and a "
+                        f"{summary.points_topic} frame -> camera transform on /tf or "
+                        f"/tf_static): predictions outside the camera view are not removed "
+                        f"(fov camera needs them; write KITTI bags with bag-from-kitti)")
+    return cam
+
+
+def _scored(frame: BagFrame, pred: FramePred, cam: "fov_filter.BagCamera",
+            pcr: Sequence[float], fov: str, stats: "fov_filter.FovStats"
+            ) -> Tuple[Optional[FrameGT], FramePred, Optional["fov_filter.FrameCalib"]]:
+    """(gt, predictions as scored, calib) of one frame: the KITTI 2D fields of the bag's 2D
+    ground truth joined to its 3D ground truth (KITTI difficulty rules), ground truth outside
+    the model's range ignored, then the FOV filter ``fov``."""
+    calib = cam.calib(frame.stamp_ns)
+    gt = frame.gt
+    if gt is not None:
+        gt = fov_filter.with_kitti_fields(gt, cam.image_gt.get(frame.stamp_ns))
+        gt = restrict_to_range(gt, pcr)
+    gt, pred = fov_filter.filter_frame(gt, pred, calib, pcr, fov, stats)
+    return gt, pred, calib
+
+
+def _attach_images(bag: os.PathLike, cam: "fov_filter.BagCamera",
+                   samples: List[Dict[str, Any]]) -> None:
+    if not cam.image_topic or not samples:
+        return
+    images = fov_filter.read_images(bag, cam.image_topic, [s["stamp_ns"] for s in samples])
+    for s in samples:
+        s["image"] = images.get(s["stamp_ns"])
 
 
 def open_detector(engine: Optional[str], backend: str, score_threshold: Optional[float] = None):
@@ -118,7 +165,7 @@ def open_detector(engine: Optional[str], backend: str, score_threshold: Optional
 def run_offline(bag: os.PathLike, engine: Optional[str] = None, backend: str = "auto",
                 score_threshold: Optional[float] = None, limit: Optional[int] = None,
                 progress: bool = True, points_topic: Optional[str] = None,
-                gt_topic: Optional[str] = None) -> ReplayResult:
+                gt_topic: Optional[str] = None, fov: str = "camera") -> ReplayResult:
     """Read the bag and run the detector in this process on every cloud (deterministic).
 
     Args:
@@ -127,19 +174,25 @@ def run_offline(bag: os.PathLike, engine: Optional[str] = None, backend: str = "
         backend: ``auto``, ``onnxruntime``, ``openvino[-f32|-bf16]``, ``tensorrt``.
         score_threshold: override of the spec's score threshold.
         limit: stop after this many clouds.
+        fov: "camera" (default): predictions and ground truth outside image 2 are removed
+            before scoring, with each frame's calibration from the bag, as mmdet3d / OpenPCDet
+            do for KITTI (:mod:`admlops_ros.evaluation.fov`); "all": nothing is removed.
 
     Raises:
         BagError, ReplayError: with a message naming the bag / topic / engine.
     """
     from tqdm import tqdm
     from admlops_ros.lidar.detector import detector_summary
+    _check_fov(fov)
     summary, frames = read_bag(bag, points_topic, gt_topic)
+    problems = list(summary.problems)
+    cam = _open_camera(bag, summary, problems, fov)
+    stats = fov_filter.FovStats(fov)
     detector = open_detector(engine, backend, score_threshold)
     records: List[FrameRecord] = []
     gts: List[FrameGT] = []
     preds: List[FramePred] = []
     samples: List[Dict[str, Any]] = []
-    problems = list(summary.problems)
     total = summary.num_clouds if limit is None else min(limit, summary.num_clouds)
     keep = _sample_indices(total)
     t0 = time.perf_counter()
@@ -174,14 +227,17 @@ def run_offline(bag: os.PathLike, engine: Optional[str] = None, backend: str = "
             rec.timings_ms = dict(dets.timings_ms)
             rec.latency_ms = float(dets.timings_ms.get("total", math.nan))
             pred = FramePred.from_detections(dets, frame.frame_id)
-            if frame.gt is not None:
-                frame.gt = restrict_to_range(frame.gt, detector.voxelizer.point_cloud_range)
-                gts.append(frame.gt)
-                preds.append(pred)
+            gt, scored, calib = _scored(frame, pred, cam, detector.voxelizer.point_cloud_range,
+                                        fov, stats)
+            if gt is not None:
+                frame.gt = gt
+                gts.append(gt)
+                preds.append(scored)
             if frame.index in keep:
-                _keep_sample(samples, frame, pred)
+                _keep_sample(samples, frame, pred, calib)
+    _attach_images(bag, cam, samples)
     return ReplayResult("offline", summary, info, records, gts, preds, samples,
-                        time.perf_counter() - t0, problems)
+                        time.perf_counter() - t0, problems, fov=stats.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,13 +292,14 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
                progress: bool = True, points_topic: Optional[str] = None,
                gt_topic: Optional[str] = None, log_dir: Optional[os.PathLike] = None,
                objects_topic: str = OBJECTS_TOPIC, stats_topic: str = STATS_TOPIC,
-               sweeps: Optional[int] = None) -> ReplayResult:
+               sweeps: Optional[int] = None, fov: str = "camera") -> ReplayResult:
     """A private roscore, the node from lidar_detection.launch, ``rosbag play``, recorded output.
 
     Latency is wall clock from the cloud arriving at this recorder to its objects arriving
     (both over loopback); a cloud without an objects message with its stamp is dropped. The
     bag's /tf and /tf_static are played too (the node's multi-sweep input looks up each
     cloud's pose); ``sweeps`` is the node's ``~sweeps`` (None: the spec's input.sweeps).
+    ``fov`` as in :func:`run_offline`.
 
     Raises:
         BagError, ReplayError: bag problems; roscore / node / rosbag failing to start (the
@@ -251,19 +308,19 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
     from tqdm import tqdm
     from admlops_ros.ros import processes as proc
     from admlops_ros.ros.conversions import msg_to_detections
+    _check_fov(fov)
     summary, frames = read_bag(bag, points_topic, gt_topic)
     frames_list = list(frames)  # gt + points kept for metrics and BEV samples
+    problems = list(summary.problems)
+    cam = _open_camera(bag, summary, problems, fov)
+    stats = fov_filter.FovStats(fov)
     name, opts = parse_backend(backend)
     spec = _bundle_spec(engine)
     pcr = spec.voxelization.point_cloud_range
     if score_threshold is None:  # the node's operating default is higher; AP wants the spec's
         score_threshold = spec.score_threshold
-    for frame in frames_list:
-        if frame.gt is not None:
-            frame.gt = restrict_to_range(frame.gt, pcr)
     log_dir = Path(log_dir or Path.cwd() / "admlops_eval_logs")
     log_dir.mkdir(parents=True, exist_ok=True)
-    problems = list(summary.problems)
     rate = float(rate or 1.0)
     launch_args = [f"engine:={Path(engine).resolve()}" if engine else "engine:=",
                    f"backend:={name}", f"input_topic:={summary.points_topic}",
@@ -352,6 +409,9 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
         records.append(rec)
         got = recorder.objects.get(frame.stamp_ns)
         if got is None:
+            if frame.gt is not None:  # scored below as a frame without predictions
+                frame.gt, _, _ = _scored(frame, FramePred.empty(frame.frame_id), cam, pcr,
+                                         fov, stats)
             continue
         t_obj, msg = got
         dets = msg_to_detections(msg)
@@ -366,11 +426,14 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
             rec.timings_ms = {"preprocess": st.preprocess_ms, "inference": st.inference_ms,
                               "postprocess": st.postprocess_ms, "total": st.detect_ms,
                               "processing": st.processing_ms, "conversion": st.conversion_ms}
-        if frame.gt is not None:
-            gts.append(frame.gt)
-            preds.append(pred)
+        gt, scored, calib = _scored(frame, pred, cam, pcr, fov, stats)
+        if gt is not None:
+            frame.gt = gt
+            gts.append(gt)
+            preds.append(scored)
         if frame.index in keep:
-            _keep_sample(samples, frame, pred)
+            _keep_sample(samples, frame, pred, calib)
+    _attach_images(bag, cam, samples)
     # clouds the node never answered still count in the metrics as frames without predictions
     for frame, rec in zip(frames_list, records):
         if frame.gt is not None and not rec.detected:
@@ -379,7 +442,7 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
     info = {"bundle": str(engine or "(default)"), "backend": backend, "node": NODE_NAME,
             "play_wall_s": wall_play}
     return ReplayResult("online", summary, info, records, gts, preds, samples,
-                        time.perf_counter() - t_start, problems, rate)
+                        time.perf_counter() - t_start, problems, rate, fov=stats.to_dict())
 
 
 def _bundle_spec(engine: Optional[str]) -> Any:
@@ -456,6 +519,7 @@ def summarize(result: ReplayResult, config: Optional[EvalConfig] = None
         "real_time_factor": rtf, "real_time_factor_definition": rtf_doc,
         "rate": result.rate, "wall_s": result.wall_s,
         "problems": list(result.problems),
+        "fov": dict(result.fov) or None,
         "metrics": main.to_dict() if main is not None else None,
         "metrics_by_distance": bands.to_dict() if bands is not None and bands is not main
         else None,
