@@ -163,6 +163,106 @@ def bev_png(sample: Dict[str, Any], score_threshold: float,
     return figure_png(fig)
 
 
+# ---------------------------------------------------------------------------------------------
+# Detections against labels on the camera image and in BEV (frames with a calibration)
+
+BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4),
+             (0, 4), (1, 5), (2, 6), (3, 7))
+
+
+def _draw_boxes_image(ax, boxes: np.ndarray, lidar2img: np.ndarray, colour: str,
+                      lw: float = 1.2, style: str = "-") -> None:
+    """3D boxes (LiDAR) as their 12 projected edges; boxes with a corner behind the camera
+    (depth < 0.1 m) are left out."""
+    from admlops_ros.evaluation.kitti_io import lidar_box_corners
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
+    if not len(boxes):
+        return
+    corners = lidar_box_corners(boxes)                                   # [N, 8, 3]
+    homo = np.concatenate([corners, np.ones(corners.shape[:2] + (1,))], axis=2)
+    img = homo @ np.asarray(lidar2img, np.float64)[:3].T                 # [N, 8, 3]
+    for c in img:
+        if (c[:, 2] < 0.1).any():
+            continue
+        uv = c[:, :2] / c[:, 2:3]
+        for a, b in BOX_EDGES:
+            ax.plot(uv[[a, b], 0], uv[[a, b], 1], style, color=colour, lw=lw)
+
+
+def camera_view_png(sample: Dict[str, Any], score_threshold: float) -> str:
+    """The frame's image (a blank canvas of its size when the bag has no image) with the
+    projected 3D boxes: labels green (ignored grey dashed), detections >= threshold red."""
+    plt = pyplot()
+    calib = sample["calib"]
+    h, w = calib.image_size
+    fig, ax = plt.subplots(figsize=(9.6, 9.6 * h / max(w, 1) + 0.4))
+    image = sample.get("image")
+    if image is not None:
+        ax.imshow(np.asarray(image)[:, :, ::-1])
+    else:
+        ax.imshow(np.full((h, w, 3), 235, np.uint8))
+    gt: Optional[FrameGT] = sample.get("gt")
+    if gt is not None and len(gt):
+        ign = np.zeros(len(gt), bool) if gt.ignore is None else np.asarray(gt.ignore, bool)
+        _draw_boxes_image(ax, gt.boxes[~ign], calib.lidar2img, "limegreen", 1.6)
+        _draw_boxes_image(ax, gt.boxes[ign], calib.lidar2img, "grey", 1.0, "--")
+    pred: FramePred = sample["pred"]
+    keep = pred.scores >= score_threshold
+    _draw_boxes_image(ax, pred.boxes[keep], calib.lidar2img, "red", 1.0)
+    ax.set(xlim=(0, w), ylim=(h, 0))
+    ax.set_axis_off()
+    n_gt = 0 if gt is None else len(gt)
+    ax.set_title(f"stamp {sample['stamp_ns'] / 1e9:.3f}: {n_gt} labels (green), "
+                 f"{int(keep.sum())} detections >= {score_threshold:.2f} (red)"
+                 + ("" if image is not None else " (no image in the bag)"), fontsize=8)
+    return figure_png(fig)
+
+
+def fov_bev_png(sample: Dict[str, Any], score_threshold: float,
+                xlim=(-5.0, 70.0), ylim=(-40.0, 40.0)) -> str:
+    """Top view of a calibrated frame: points in image 2 dark, others light, labels green,
+    detections red (solid in the camera view, dotted outside it)."""
+    from admlops_ros.evaluation import fov
+    plt = pyplot()
+    calib = sample["calib"]
+    fig, ax = plt.subplots(figsize=(6.4, 6.4))
+    pts = np.asarray(sample["points"])
+    if len(pts):
+        inside = fov.points_in_fov(pts, calib)
+        ax.scatter(pts[~inside, 0], pts[~inside, 1], s=0.2, c="#cccccc", linewidths=0)
+        ax.scatter(pts[inside, 0], pts[inside, 1], s=0.3, c="#333333", linewidths=0)
+    gt: Optional[FrameGT] = sample.get("gt")
+    if gt is not None and len(gt):
+        _draw_boxes(ax, gt.boxes, "limegreen", "-", 1.8)
+    pred: FramePred = sample["pred"]
+    keep = pred.scores >= score_threshold
+    boxes = pred.boxes[keep]
+    seen, _ = fov.boxes_in_fov(boxes, calib)
+    _draw_boxes(ax, boxes[seen], "red", "-", 1.0)
+    _draw_boxes(ax, boxes[~seen], "red", ":", 0.8)
+    ax.set(xlim=xlim, ylim=ylim, aspect="equal", xlabel="x (m, forward)", ylabel="y (m, left)",
+           title=f"labels green; detections >= {score_threshold:.2f} red: {int(seen.sum())} in "
+                 f"the camera view (solid), {int((~seen).sum())} outside (dotted)")
+    ax.title.set_fontsize(8)
+    return figure_png(fig)
+
+
+def labels_vs_detections_html(samples: Sequence[Dict[str, Any]], score_threshold: float) -> str:
+    """The report section comparing detections with labels for the samples that carry a
+    calibration (KITTI bags, simulated bags with a camera); "" when none does."""
+    calibrated = [s for s in samples if s.get("calib") is not None]
+    if not calibrated:
+        return ""
+    parts = ["<h2>Detections against labels: camera view and bird's-eye view</h2>"
+             "<p>Projected 3D boxes with the frame's calibration: labels green, detections at "
+             f"or above {score_threshold:.2f} red.</p>"]
+    for s in calibrated:
+        parts.append(f"<div><img style='width:62%' src='data:image/png;base64,"
+                     f"{camera_view_png(s, score_threshold)}'><img style='width:36%' "
+                     f"src='data:image/png;base64,{fov_bev_png(s, score_threshold)}'></div>")
+    return "".join(parts)
+
+
 def _fmt(v: Any, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
@@ -259,6 +359,7 @@ def write_report(path: Path, results: Dict[str, Any], main: Optional[EvalResult]
                      "</tr>" + "".join(f"<tr><td>{k}</td>" + "".join(
                          f"<td>{_fmt(v[q])}</td>" for q in ("p50", "p90", "p99", "max"))
                          + "</tr>" for k, v in stages.items()) + "</table>")
+    parts.append(labels_vs_detections_html(samples, score_threshold))
     if samples:
         parts.append("<h2>Bird's-eye views</h2>")
         for s in samples:
@@ -286,6 +387,8 @@ def save_pngs(out_dir: Path, main: Optional[EvalResult], bands: Optional[EvalRes
             figs["ap_by_distance.png"] = distance_png(bands, metric)
     for i, s in enumerate(samples):
         figs[f"bev_{i}.png"] = bev_png(s, score_threshold)
+        if s.get("calib") is not None:
+            figs[f"camera_{i}.png"] = camera_view_png(s, score_threshold)
     paths = []
     for name, data in figs.items():
         p = out_dir / name

@@ -155,3 +155,17 @@ def test_eval_on_a_kitti_bag_agrees_with_kitti_eval(kitti_runs, tmp_path):
     # what was written is what the bag path scored
     n_written = sum(len(kitti_io.read_label(p)) for p in sorted(results.glob("*.txt")))
     assert n_written == sum(len(p) for p in camera.preds)
+
+
+@needs_kitti
+def test_report_draws_detections_against_labels(kitti_runs, tmp_path):
+    from admlops_ros.evaluation import replay, report
+    _, camera, _ = kitti_runs
+    assert camera.samples and all(s["calib"] is not None and s["image"] is not None
+                                  for s in camera.samples)
+    results, main, bands = replay.summarize(camera)
+    assert results["fov"]["mode"] == "camera"
+    html = report.write_report(tmp_path / "report.html", results, main, bands, camera.records,
+                               camera.samples[:1], 0.3).read_text()
+    assert "Detections against labels: camera view and bird's-eye view" in html
+    assert html.count("data:image/png;base64,") >= 5  # pr, bands, latency, camera, fov bev, bev
