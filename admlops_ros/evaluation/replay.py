@@ -83,6 +83,7 @@ class ReplayResult:
     problems: List[str] = field(default_factory=list)
     rate: float = 1.0
     fov: Dict[str, Any] = field(default_factory=dict)  # FovStats.to_dict() of the run
+    calibs: List[Any] = field(default_factory=list)  # FrameCalib or None, aligned with gts
 
 
 def restrict_to_range(gt: FrameGT, point_cloud_range: Sequence[float]) -> FrameGT:
@@ -192,6 +193,7 @@ def run_offline(bag: os.PathLike, engine: Optional[str] = None, backend: str = "
     records: List[FrameRecord] = []
     gts: List[FrameGT] = []
     preds: List[FramePred] = []
+    calibs: List[Any] = []
     samples: List[Dict[str, Any]] = []
     total = summary.num_clouds if limit is None else min(limit, summary.num_clouds)
     keep = _sample_indices(total)
@@ -233,11 +235,12 @@ def run_offline(bag: os.PathLike, engine: Optional[str] = None, backend: str = "
                 frame.gt = gt
                 gts.append(gt)
                 preds.append(scored)
+                calibs.append(calib)
             if frame.index in keep:
                 _keep_sample(samples, frame, pred, calib)
     _attach_images(bag, cam, samples)
     return ReplayResult("offline", summary, info, records, gts, preds, samples,
-                        time.perf_counter() - t0, problems, fov=stats.to_dict())
+                        time.perf_counter() - t0, problems, fov=stats.to_dict(), calibs=calibs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,6 +404,8 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
     records: List[FrameRecord] = []
     gts: List[FrameGT] = []
     preds: List[FramePred] = []
+    calibs: List[Any] = []
+    calib_of: Dict[int, Any] = {}
     samples: List[Dict[str, Any]] = []
     keep = _sample_indices(len(frames_list))
     for frame in frames_list:
@@ -410,8 +415,8 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
         got = recorder.objects.get(frame.stamp_ns)
         if got is None:
             if frame.gt is not None:  # scored below as a frame without predictions
-                frame.gt, _, _ = _scored(frame, FramePred.empty(frame.frame_id), cam, pcr,
-                                         fov, stats)
+                frame.gt, _, calib_of[frame.index] = _scored(
+                    frame, FramePred.empty(frame.frame_id), cam, pcr, fov, stats)
             continue
         t_obj, msg = got
         dets = msg_to_detections(msg)
@@ -431,6 +436,7 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
             frame.gt = gt
             gts.append(gt)
             preds.append(scored)
+            calibs.append(calib)
         if frame.index in keep:
             _keep_sample(samples, frame, pred, calib)
     _attach_images(bag, cam, samples)
@@ -439,10 +445,35 @@ def run_online(bag: os.PathLike, engine: Optional[str] = None, backend: str = "a
         if frame.gt is not None and not rec.detected:
             gts.append(frame.gt)
             preds.append(FramePred.empty(frame.frame_id))
+            calibs.append(calib_of.get(frame.index))
     info = {"bundle": str(engine or "(default)"), "backend": backend, "node": NODE_NAME,
             "play_wall_s": wall_play}
     return ReplayResult("online", summary, info, records, gts, preds, samples,
-                        time.perf_counter() - t_start, problems, rate, fov=stats.to_dict())
+                        time.perf_counter() - t_start, problems, rate, fov=stats.to_dict(),
+                        calibs=calibs)
+
+
+def write_kitti_results(result: ReplayResult, out_dir: os.PathLike,
+                        names: Optional[Sequence[str]] = None) -> Path:
+    """The scored predictions as KITTI result files (``names`` or 000000.. by order), each
+    converted with its frame's calibration and image size from the bag (KITTI bags: the calib
+    file's), else :func:`admlops_ros.evaluation.kitti_io.nominal_calib` and 1242 x 375.
+
+    The writer keeps what projects into image 2, so ``admlops kitti-eval`` on these files
+    and the frames' label_2 scores what ``admlops eval`` scored.
+    """
+    from admlops_ros.evaluation import kitti_io
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    nominal = kitti_io.nominal_calib()
+    for i, pred in enumerate(result.preds):
+        calib = result.calibs[i] if i < len(result.calibs) else None
+        objs = kitti_io.lidar_boxes_to_objects(
+            pred.boxes, list(pred.names), calib.kitti_calib() if calib else nominal,
+            scores=pred.scores,
+            image_shape=calib.image_size if calib else kitti_io.IMAGE_SHAPE)
+        kitti_io.write_label(out / f"{names[i] if names else f'{i:06d}'}.txt", objs)
+    return out
 
 
 def _bundle_spec(engine: Optional[str]) -> Any:
@@ -529,4 +560,4 @@ def summarize(result: ReplayResult, config: Optional[EvalConfig] = None
 
 __all__: Sequence[str] = ("ReplayError", "ReplayResult", "FrameRecord", "run_offline",
                           "run_online", "summarize", "latency_stats", "parse_backend",
-                          "open_detector")
+                          "open_detector", "write_kitti_results", "restrict_to_range")

@@ -155,6 +155,10 @@ def test_eval_on_a_kitti_bag_agrees_with_kitti_eval(kitti_runs, tmp_path):
     # what was written is what the bag path scored
     n_written = sum(len(kitti_io.read_label(p)) for p in sorted(results.glob("*.txt")))
     assert n_written == sum(len(p) for p in camera.preds)
+    # the eval's own result files (each frame's calibration from the bag) score the same
+    own = replay.write_kitti_results(camera, tmp_path / "own", FRAMES)
+    again = kitti_eval(KITTI / "label_2", own, with_bbox=False)
+    np.testing.assert_allclose(again.ap_r40, ref.ap_r40, atol=1e-6, equal_nan=True)
 
 
 @needs_kitti
