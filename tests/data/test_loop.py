@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from admlops_ros.data import loop
@@ -47,7 +48,14 @@ def test_bag_jobs_seeds_are_disjoint(tiny):
     assert min(pool_seeds | held_b) > 320_000  # above every training seed of M0
     summary, frames = bags.read_bag(pool[0])
     assert summary.num_clouds == 2 and summary.gt_topic is not None
+    first = next(iter(frames))
     frames.close()
+    # B's clouds and boxes are in the common lidar frame, 1.73 m above ground, not the sensor's
+    from admlops_ros.simulation import SceneConfig, SensorConfig, simulate_frame
+    sim = simulate_frame(full.pool_seed, SceneConfig.preset("city"),
+                         SensorConfig.preset("hdl32_roof"))
+    assert np.allclose(first.gt.boxes[:, 2], sim.boxes[:, 2] + (2.4 - 1.73), atol=1e-5)
+    assert np.allclose(first.points[:, 2], sim.points[:, 2] + (2.4 - 1.73), atol=1e-5)
 
 
 def test_mine_select_label_and_fine_tune_command(tiny):
