@@ -51,10 +51,12 @@ train: setup      ## retrain the shipped default model (fixed seeds, ~165 min on
 		--frame-seed-base 300000 --init build/shuffle_sim_small/latest.pth \
 		--out build/shuffle2_sim_small
 
-train-camera: setup  ## retrain engines/camera_sim_3class (renders build/camera once; ~30 min on 2 cores, time-based)
+train-camera: setup  ## retrain engines/camera_sim_3class (renders build/camera once; ~40 min on 2 cores: two time-based phases, then 3000 iterations)
 	$(PY) scripts/train_camera.py --minutes 14 --iterations 100000 --batch-size 8 --lr 4e-3 --out build/camera/run
 	$(PY) scripts/train_camera.py --minutes 6 --iterations 100000 --batch-size 8 --lr 2e-3 \
-		--init build/camera/run/latest.pth --out build/camera/run2 --export engines/camera_sim_3class
+		--init build/camera/run/latest.pth --out build/camera/run2
+	$(PY) scripts/train_camera.py --iterations 3000 --batch-size 8 --lr 2e-3 --threads 1 \
+		--init build/camera/run2/latest.pth --out build/camera/run3 --export engines/camera_sim_3class
 
 engine: setup     ## export the trained checkpoint and pack engines/pointpillars_sim_3class
 	$(PY) scripts/export_onnx.py --config sim_small --checkpoint build/shuffle2_sim_small/latest.pth --bundle $(ENGINE)
