@@ -76,6 +76,8 @@ def sim_scans(seed: int, count: int, out_dir: Path) -> List[Dict[str, Any]]:
     from admlops_ros.evaluation import kitti_io
     from admlops_ros.evaluation.frames import FrameGT
     from admlops_ros.simulation import SceneConfig, SensorConfig, simulate_frame
+    import shutil
+    shutil.rmtree(out_dir, ignore_errors=True)  # no frames of an earlier, longer run
     sensor = SensorConfig.preset("hdl64")
     items = []
     for k in range(count):
@@ -436,9 +438,15 @@ def summarise(real: List[Dict[str, Any]], sim: List[Dict[str, Any]], out: Path,
     fig.savefig(out / "intensity.png", dpi=90, bbox_inches="tight")
     plt.close(fig)
 
-    if analysis is not None:
-        res["analyze_shift"] = [r for r in analysis.get("shift", {}).get("divergences", [])
-                                if r.get("group") in (None, "scan", "all", "Car")][:20]
+    if analysis is not None:  # admlops analyze: labelled real frames vs the simulated ones
+        res["analyze_shift"] = [
+            {k: r[k] for k in ("group", "feature", "jsd_bits", "reference_total", "other_total")}
+            for r in analysis.get("shift", {}).get("divergences", [])
+            if r.get("group") in ("scan", "all", "Car") and r.get("reference_total", 0) >= 5][:8]
+        per_frame = analysis["reference"], analysis["other"]
+        res["analyze_objects_per_frame"] = [
+            round(sum(st["class_counts"].values()) / max(1, st["frames_with_gt"]), 2)
+            for st in per_frame]
 
     # detections
     if have_dets:
@@ -602,6 +610,12 @@ def table(res: Dict[str, Any]) -> str:
     for k in ("median_min_range_m", "p10_min_range_m", "empty_azimuth_bins_pct"):
         lines.append(row(f"blind zone {k}", f2(res["blind_zone"]["real"][k]),
                          f2(res["blind_zone"]["sim"][k])))
+    if "analyze_objects_per_frame" in res:
+        r_, s_ = res["analyze_objects_per_frame"]
+        lines.append(row("labelled objects per frame (admlops analyze)", f2(r_), f2(s_)))
+        for r in res["analyze_shift"]:
+            lines.append(row(f"analyze JSD {r['group']}/{r['feature']}"[:44],
+                             f"{r['jsd_bits']:.2f} bits", ""))
     if "car_points_real_over_sim_fit" in res:
         lines.append(row("real car points / sim at same distance",
                          " ".join(f2(v) for v in res["car_points_real_over_sim_fit"]), "1"))
