@@ -189,6 +189,28 @@ class FovStats:
                 "calibration": sorted(set(self.calib_sources))}
 
 
+def merge_stats(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """One ``fov`` results entry of several runs' :meth:`FovStats.to_dict` (counts summed;
+    empty entries, from runs that did not record one, are skipped)."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    modes = sorted({p["mode"] for p in parts})
+    total = FovStats(modes[0] if len(modes) == 1 else "/".join(modes))
+    for p in parts:
+        total.frames += p["frames"]
+        total.frames_with_calib += p["frames_with_calibration"]
+        total.predictions_in += p["predictions"]
+        total.predictions_removed += p["predictions_removed"]
+        total.gt_in += p["ground_truth"]
+        total.gt_removed += p["ground_truth_removed"]
+        total.calib_sources += list(p["calibration"])
+    out = total.to_dict()
+    if len(modes) == 1:
+        out["rule"] = parts[0]["rule"]
+    return out
+
+
 def filter_frame(gt: Optional[FrameGT], pred: FramePred, calib: Optional[FrameCalib],
                  point_cloud_range: Optional[Sequence[float]], mode: str,
                  stats: Optional[FovStats] = None) -> Tuple[Optional[FrameGT], FramePred]:
@@ -416,6 +438,7 @@ def with_kitti_fields(gt: FrameGT, image_gt: Any) -> FrameGT:
 
 
 __all__: Sequence[str] = ("FOV_MODES", "FrameCalib", "FovStats", "BagCamera", "boxes_in_fov",
+                          "merge_stats",
                           "points_in_fov", "filter_frame", "subset_gt", "subset_pred",
                           "chain_transform", "read_bag_camera", "read_images",
                           "with_kitti_fields")

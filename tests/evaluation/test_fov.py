@@ -135,6 +135,9 @@ def test_filter_frame_removes_predictions_and_gt_outside(calib):
     assert p4 is pred and g4 is gt
     with pytest.raises(fov.BagError, match="camera, all"):
         fov.filter_frame(gt, pred, calib, PCR, "image")
+    merged = fov.merge_stats([stats.to_dict(), {}, stats.to_dict()])
+    assert (merged["mode"], merged["frames"], merged["predictions_removed"]) == ("camera", 2, 8)
+    assert fov.merge_stats([{}]) == {}
 
 
 def test_chain_transform_joins_and_inverts():
