@@ -144,12 +144,14 @@ def merge_replays(results: Sequence[Any], wall_s: float, failed: Sequence[str] =
     from admlops_ros.evaluation.bags import BagSummary
     from admlops_ros.evaluation.replay import BEV_SAMPLES, ReplayResult
     first = results[0]
-    records, gts, preds, samples, problems = [], [], [], [], []
+    from admlops_ros.evaluation.fov import merge_stats
+    records, gts, preds, samples, problems, calibs = [], [], [], [], [], []
     for r in results:
         offset = len(records)
         records += [replace(rec, index=offset + rec.index) for rec in r.records]
         gts += r.gts
         preds += r.preds
+        calibs += r.calibs if len(r.calibs) == len(r.gts) else [None] * len(r.gts)
         samples += r.samples
         problems += [p if r.bag.path in p else f"{r.bag.path}: {p}" for p in r.problems]
     problems += [f"bag not evaluated: {f}" for f in failed]
@@ -165,7 +167,7 @@ def merge_replays(results: Sequence[Any], wall_s: float, failed: Sequence[str] =
         float(sum(r.bag.duration_s for r in results)))
     return ReplayResult("offline", summary, first.engine, records, gts, preds,
                         [samples[i] for i in keep.tolist()] if samples else [], wall_s,
-                        problems)
+                        problems, fov=merge_stats([r.fov for r in results]), calibs=calibs)
 
 
 def eval_bags(bags: Sequence[Path], *, ray_address=None, workers=None, **kw):
@@ -212,11 +214,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UsageError(f"the camera eval takes one bag, got {len(bags)}")
         args.bag = str(bags[0])
         return cmd_eval_camera(args, camera)
-    from admlops_ros.evaluation.kitti_eval import write_kitti_results
     from admlops_ros.evaluation.protocol import EvalConfig
     kw = dict(engine=args.engine, backend=args.backend, score_threshold=args.score_threshold,
               progress=not args.no_progress, points_topic=args.points_topic,
-              gt_topic=args.gt_topic)
+              gt_topic=args.gt_topic, fov=args.fov)
     out = Path(args.out)
     per_bag = None
     if len(bags) > 1 or args.ray or args.workers is not None:
@@ -241,8 +242,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report.save_pngs(out / "figures", main, bands, result.records, result.samples, op,
                      results["latency_definition"])
     if result.preds:
-        write_kitti_results(out / "kitti_results", result.preds,
-                            [f"{i:06d}" for i in range(len(result.preds))])
+        replay.write_kitti_results(result, out / "kitti_results")
     _print_summary(results, main, bands)
     LOG.info("wrote %s, %s, figures/ and kitti_results/", out / "results.json", html)
     return 0
@@ -348,6 +348,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="first N clouds only (offline; of each bag)")
     p.add_argument("--points-topic", default=None)
     p.add_argument("--gt-topic", default=None)
+    p.add_argument("--fov", choices=("camera", "all"), default="camera",
+                   help="camera (default): score only the predictions and ground truth seen in "
+                        "image 2, with each frame's calibration from the bag (CameraInfo and "
+                        "/tf or /tf_static), as mmdet3d / OpenPCDet do for KITTI; bags without "
+                        "one are scored whole; all: score everything")
     p.add_argument("--camera-bundle", default=None,
                    help="camera bundle directory: score 2D detections of the bag's images "
                         "(COCO mAP / AP50, KITTI 2D AP); also chosen when --engine is a "
