@@ -40,11 +40,12 @@ Labels (``labels``):
 truncation 1; ``camera`` keeps only what image 2 sees, as KITTI's own labels.
 
 Calib: ``calib`` (a KITTI calib file) for every frame if given; else the bag's CameraInfo
-``P`` as P0..P3 with the lidar -> camera transform of the bag's ``/tf_static`` as
-``Tr_velo_to_cam`` (``R0_rect`` identity; the cloud's and the image's ``header.frame_id``
-joined through the static tree, the image frame taken as the optical frame as the camera node
-does), or without one the nominal KITTI extrinsic; else :func:`kitti_io.nominal_calib`. The
-lineage names the source of each frame's calib.
+``P`` as P0..P3 with the lidar -> camera transform at the frame's stamp (the bag's ``/tf`` of
+that frame, as bag-from-kitti writes one per frame, joined with ``/tf_static``; read by
+:func:`admlops_ros.evaluation.fov.read_bag_camera` exactly as ``admlops eval`` reads it) as
+``Tr_velo_to_cam`` (``R0_rect`` identity; the CameraInfo's frame taken as the optical frame as
+the camera node does), or without one the nominal KITTI extrinsic; else
+:func:`kitti_io.nominal_calib`. The lineage names the source of each frame's calib.
 """
 from __future__ import annotations
 
@@ -84,7 +85,6 @@ LINEAGE_FIELDS = ("frame", "split", "bag", "bag_sha256", "bag_size", "bag_mtime_
 MATCH_IOU = 0.3
 DET_TYPE = "admlops_ros/DetectedObjectArray"
 CAMERA_INFO_TYPE = "sensor_msgs/CameraInfo"
-TF_STATIC = "/tf_static"
 
 
 class ExportError(AdmlopsError, ValueError):
@@ -423,51 +423,29 @@ def _camera_topics(topics: Mapping[str, str], opts: ExportOptions, path: str
     return image, info, image_gt
 
 
-def _calib_for(opts: ExportOptions, info_p: Optional[np.ndarray], info_topic: Optional[str],
-               extrinsic: Optional[np.ndarray] = None, tf_what: str = ""
-               ) -> Tuple[kitti_io.KittiCalib, str]:
-    """The frame's calibration and where it came from (the module docstring's order)."""
+def _calib_for(opts: ExportOptions, frame_calib: Any, info_p: Optional[np.ndarray],
+               info_topic: Optional[str]) -> Tuple[kitti_io.KittiCalib, str]:
+    """The frame's calibration and where it came from (the module docstring's order).
+
+    Args:
+        frame_calib: the bag's calibration at the frame's stamp (evaluation.fov.FrameCalib:
+            CameraInfo P and the lidar -> camera tf), or None.
+        info_p: the frame's CameraInfo P, or None.
+    """
     if opts.calib:
         return kitti_io.read_calib(opts.calib), f"file:{opts.calib}"
     calib = kitti_io.nominal_calib()
+    if frame_calib is not None:
+        p = np.asarray(frame_calib.P, np.float64).reshape(3, 4)
+        calib = dataclasses.replace(calib, P0=p.copy(), P1=p.copy(), P2=p.copy(), P3=p.copy(),
+                                    R0_rect=np.eye(3),
+                                    Tr_velo_to_cam=np.asarray(frame_calib.lidar2cam)[:3].copy())
+        return calib, f"bag:{frame_calib.source}, R0_rect identity"
     if info_p is None:
         return calib, "nominal"
     p = np.asarray(info_p, np.float64).reshape(3, 4)
     calib = dataclasses.replace(calib, P0=p.copy(), P1=p.copy(), P2=p.copy(), P3=p.copy())
-    if extrinsic is None:
-        return calib, f"bag:{info_topic} P, nominal R0_rect/Tr_velo_to_cam"
-    calib = dataclasses.replace(calib, R0_rect=np.eye(3),
-                                Tr_velo_to_cam=np.asarray(extrinsic, np.float64)[:3].copy())
-    return calib, f"bag:{info_topic} P, {tf_what}"
-
-
-def _header_frame(data: bytes) -> str:
-    """``header.frame_id`` of a serialized message that starts with std_msgs/Header."""
-    (n,) = struct.unpack_from("<I", data, 12)
-    return data[16:16 + n].decode("utf-8", "replace").lstrip("/")
-
-
-def static_extrinsic(transforms: Sequence[Tuple[str, str, np.ndarray]], lidar_frame: str,
-                     camera_frame: str) -> Optional[np.ndarray]:
-    """[4, 4] lidar -> camera (optical) frame through a tree of static transforms, or None.
-
-    Args:
-        transforms: (parent, child, [4, 4] child -> parent) per TransformStamped, as tf
-            stores them (``header.frame_id``, ``child_frame_id``).
-        lidar_frame, camera_frame: the cloud's and the image's ``header.frame_id``.
-    """
-    to_cam: Dict[str, np.ndarray] = {camera_frame: np.eye(4)}
-    changed = True
-    while changed and lidar_frame not in to_cam:
-        changed = False
-        for parent, child, mat in transforms:
-            if parent in to_cam and child not in to_cam:
-                to_cam[child] = to_cam[parent] @ mat
-                changed = True
-            elif child in to_cam and parent not in to_cam:
-                to_cam[parent] = to_cam[child] @ np.linalg.inv(mat)
-                changed = True
-    return to_cam.get(lidar_frame)
+    return calib, f"bag:{info_topic} P, nominal R0_rect/Tr_velo_to_cam"
 
 
 class _BagReader:
@@ -499,41 +477,12 @@ class _BagReader:
             else:
                 self.info[stamp] = (np.asarray(msg.P, np.float64), int(msg.height),
                                     int(msg.width))
-        camera_frame = ""
         if self.image_topic:
             for _, raw, t in bag.read_messages(topics=[self.image_topic], raw=True):
                 self.image_times.setdefault(_raw_stamp(raw[1], t), []).append(t)
-                camera_frame = camera_frame or _header_frame(raw[1])
-        self.extrinsic, self.tf_what = self._extrinsic(bag, topics, camera_frame)
-
-    def _extrinsic(self, bag: Any, topics: Mapping[str, str], camera_frame: str
-                   ) -> Tuple[Optional[np.ndarray], str]:
-        """lidar -> camera from ``/tf_static`` (the camera node's convention: the image's
-        frame is the optical frame), or (None, "") when the bag cannot give it."""
-        from admlops_ros.camera.projection import transform_matrix
-        from admlops_ros.evaluation.bags import TF_TYPES
-        if topics.get(TF_STATIC) not in TF_TYPES or not (camera_frame or self.info_topic):
-            return None, ""
-        if not camera_frame:
-            for _, raw, _ in bag.read_messages(topics=[self.info_topic], raw=True):
-                camera_frame = _header_frame(raw[1])
-                break
-        lidar_frame = ""
-        for _, raw, _ in bag.read_messages(topics=[self.points_topic], raw=True):
-            lidar_frame = _header_frame(raw[1])
-            break
-        edges = []
-        for _, msg, _ in bag.read_messages(topics=[TF_STATIC]):
-            for tf in msg.transforms:
-                tr, q = tf.transform.translation, tf.transform.rotation
-                edges.append((tf.header.frame_id.lstrip("/"), tf.child_frame_id.lstrip("/"),
-                              transform_matrix((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w))))
-        if not (lidar_frame and camera_frame):
-            return None, ""
-        mat = static_extrinsic(edges, lidar_frame, camera_frame)
-        if mat is None:
-            return None, ""
-        return mat, f"{TF_STATIC} {lidar_frame}->{camera_frame}, R0_rect identity"
+        # the lidar -> camera transform per stamp (/tf per frame or /tf_static), as eval reads it
+        from admlops_ros.evaluation.fov import read_bag_camera
+        self.camera = read_bag_camera(path, self.points_topic, self.info_topic)
 
     def camera_info(self, stamp: int) -> Optional[Tuple[np.ndarray, int, int]]:
         """The CameraInfo of this stamp, else the first of the bag."""
@@ -653,8 +602,8 @@ def _export_bag(task: _BagTask) -> BagExport:
             local = f"{len(kept):06d}"
             image = reader.image(stamp) if reader.image_topic else None
             info = reader.camera_info(stamp)
-            calib, calib_src = _calib_for(opts, None if info is None else info[0],
-                                          reader.info_topic, reader.extrinsic, reader.tf_what)
+            calib, calib_src = _calib_for(opts, reader.camera.calib(stamp),
+                                          None if info is None else info[0], reader.info_topic)
             if image is not None:
                 shape = image.shape[:2]
             elif info is not None and info[1] > 0 and info[2] > 0:
@@ -845,8 +794,7 @@ def export_dataset(bags: Sequence[PathLike], out: PathLike, *, labels: str = "gt
 
 __all__ = ["ExportError", "ExportOptions", "ExportSummary", "FrameLineage", "BagExport",
            "LABEL_SOURCES", "FOV_MODES", "export_dataset", "gt_objects", "match_image_gt",
-           "read_lineage", "write_lineage", "write_imagesets", "split_frames", "file_digest",
-           "static_extrinsic"]
+           "read_lineage", "write_lineage", "write_imagesets", "split_frames", "file_digest"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_images_exported_with_their_2d_labels(image_bag, tmp_path):
         assert fr.image == "/camera/image_raw" and fr.stamp_ns == cam.stamp_ns
         png = cv2.imread(str(training / "image_2" / f"{fr.frame}.png"), cv2.IMREAD_COLOR)
         np.testing.assert_array_equal(png, cam.image)
-        assert fr.calib.startswith("bag:/camera/camera_info")
+        assert fr.calib.startswith("bag:/tf_static velodyne->camera + CameraInfo P")
         objects = kitti_io.read_label(training / "label_2" / f"{fr.frame}.txt")
         boxes2d = {tuple(np.round(b, 2)) for b in cam.gt.boxes}
         from_bag = [o for o in objects if tuple(np.round(o.bbox, 2)) in boxes2d]
@@ -319,8 +319,7 @@ def test_calib_from_camera_info_and_tf_static(tmp_path):
             stamped("base_link", "camera", base_to_cam)]))
     summary = ex.export_dataset([bag], tmp_path / "ds", workers=1)
     fr = summary.frames[0]
-    assert fr.calib == ("bag:/camera/camera_info P, /tf_static velodyne->camera, "
-                        "R0_rect identity")
+    assert fr.calib == "bag:/tf_static velodyne->camera + CameraInfo P, R0_rect identity"
     calib = kitti_io.read_calib(tmp_path / "ds" / "training" / "calib" / "000000.txt")
     np.testing.assert_allclose(calib.lidar2cam, lidar_to_cam, atol=1e-9)
     np.testing.assert_allclose(calib.P2, cam.config.P)
@@ -339,3 +338,22 @@ def test_bag_cut_short_exports_the_frames_before_the_cut(sim_bag, tmp_path):
         points = kitti_io.read_velodyne(tmp_path / "ds" / "training" / "velodyne" /
                                         f"{fr.frame}.bin")
         np.testing.assert_array_equal(points, full[int(fr.frame)].points)
+
+
+def test_calib_per_frame_from_a_kitti_bag(tmp_path):
+    """bag-from-kitti writes each frame's lidar -> camera on /tf; export writes it back."""
+    kitti = REPO_ROOT.parent / "shared" / "data" / "kitti" / "training"
+    if not (kitti / "calib").is_dir():
+        pytest.skip(f"the real KITTI frames are not at {kitti} (../shared absent)")
+    from admlops_ros.evaluation.bags import bag_from_kitti
+    frames = sorted(p.stem for p in (kitti / "calib").glob("*.txt"))[:2]
+    bag = tmp_path / "kitti.bag"
+    bag_from_kitti(kitti, frames, bag, progress=False, images="none")
+    summary = ex.export_dataset([bag], tmp_path / "ds", workers=1)
+    for i, frame in enumerate(frames):
+        assert summary.frames[i].calib.startswith("bag:/tf per frame")
+        back = kitti_io.read_calib(tmp_path / "ds" / "training" / "calib" / f"{i:06d}.txt")
+        real = kitti_io.read_calib(kitti / "calib" / f"{frame}.txt")
+        # a quaternion holds only the orthonormal part of KITTI's (not quite orthonormal)
+        # R0_rect @ Tr_velo_to_cam: ~2e-5 relative
+        np.testing.assert_allclose(back.lidar2img, real.lidar2img, rtol=1e-4, atol=1e-3)
