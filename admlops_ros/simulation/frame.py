@@ -55,11 +55,15 @@ def _ground_samples(sensor: SensorConfig) -> np.ndarray:
 def cast(scene: Scene, sensor: SensorConfig, seed: int):
     """Ray-casts ``scene``; noise is drawn from its own stream of ``seed``.
 
+    Sensors with the extended fields (`SensorConfig.extended`: per-laser origins, ego mask,
+    far-field and zero-intensity losses) draw those uniforms from a second stream, so the
+    first stream, and every frame of the older presets, stay as they were.
+
     Returns:
         (points [N, 4] float32, point_owner [N] int32, alone [M] int64, hits [M] int64); see
         `raycast.cast_scan`.
     """
-    elev = np.sort(np.radians(np.asarray(sensor.elevations_deg, np.float64)))
+    elev, origin_z, extra_drop = sensor.sorted_beams()
     n_az = sensor.num_azimuths
     n_rays = n_az * len(elev)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E9502]))
@@ -68,12 +72,26 @@ def cast(scene: Scene, sensor: SensorConfig, seed: int):
     drop_u = rng.random(n_rays, dtype=np.float32)
     n_sectors = int(round(360.0 / SECTOR_DEG))
     start, index = rc.build_sectors(scene.prims, n_sectors)
+    beam_drop = float(sensor.dropout_prob) + extra_drop
+    azimuths = (np.arange(n_az) + 0.5) * 2.0 * np.pi / n_az - np.pi
+    min_tan = sensor.blind_min_tan(azimuths)
+    if sensor.extended:
+        rng2 = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E9502, 2]))
+        aux_u = rng2.random(n_rays, dtype=np.float32)
+        aux_z = rng2.random(n_rays, dtype=np.float32)
+    else:
+        aux_u = aux_z = np.ones(1, np.float32)   # never read: the losses are off
+    zi_near, zi_far = (float(v) for v in sensor.zero_intensity_prob)
+    far_r0, far_r1 = (float(v) for v in sensor.far_dropout_range_m)
     return rc.cast_scan(np.tan(elev), np.cos(elev), np.sin(elev), n_az, _ground_samples(sensor),
                         scene.terrain, scene.road, scene.prims, scene.owner, start, index,
                         len(scene.boxes), float(sensor.max_range), float(sensor.min_range),
                         noise_r, noise_i, drop_u, float(sensor.range_noise_std),
                         float(sensor.dropout_prob), float(sensor.intensity_noise_std),
-                        float(sensor.incidence_exponent))
+                        float(sensor.incidence_exponent), origin_z, beam_drop, min_tan,
+                        aux_u, aux_z, float(sensor.far_dropout), far_r0, far_r1, zi_near,
+                        zi_far, float(sensor.zero_intensity_dark),
+                        int(seed) & 0x7FFFFFFFFFFFFFFF)
 
 
 def simulate_frame(seed: int, scene: SceneConfig = SceneConfig(),

@@ -24,7 +24,8 @@ K_B = 8          # half width (box) / semi-axis y (ellipsoid)
 K_C = 9          # semi-axis z (ellipsoid; its centre z is (zlo + zhi) / 2)
 K_REFL = 10      # material reflectivity 0..1
 K_RADIUS = 11    # bounding radius in the xy plane (for azimuth culling)
-NUM_COLUMNS = 12
+K_PASS = 12      # probability that a ray passes through (foliage, fence mesh); 0 solid
+NUM_COLUMNS = 13
 
 
 class PrimitiveList:
@@ -41,25 +42,31 @@ class PrimitiveList:
         return len(self._rows)
 
     def add_box(self, cx: float, cy: float, z_lo: float, z_hi: float, yaw: float,
-                length: float, width: float, refl: float, owner: int = -1) -> None:
-        """Box with yaw about +z; ``length`` along the heading, ``width`` across it."""
+                length: float, width: float, refl: float, owner: int = -1,
+                see_through: float = 0.0) -> None:
+        """Box with yaw about +z; ``length`` along the heading, ``width`` across it.
+
+        ``see_through`` (every primitive): probability that a ray passes it unseen (ragged
+        foliage, fence mesh); labelled objects keep 0.
+        """
         a, b = 0.5 * length, 0.5 * width
         self._rows.append((BOX, cx, cy, z_lo, z_hi, math.cos(yaw), math.sin(yaw), a, b, 0.0,
-                           refl, math.hypot(a, b)))
+                           refl, math.hypot(a, b), see_through))
         self._owner.append(owner)
 
     def add_cylinder(self, cx: float, cy: float, z_lo: float, z_hi: float, radius: float,
-                     refl: float, owner: int = -1) -> None:
+                     refl: float, owner: int = -1, see_through: float = 0.0) -> None:
         """Vertical cylinder from ``z_lo`` to ``z_hi``."""
         self._rows.append((CYLINDER, cx, cy, z_lo, z_hi, 1.0, 0.0, radius, radius, 0.0, refl,
-                           radius))
+                           radius, see_through))
         self._owner.append(owner)
 
     def add_ellipsoid(self, cx: float, cy: float, cz: float, yaw: float, ax: float, ay: float,
-                      az: float, refl: float, owner: int = -1) -> None:
+                      az: float, refl: float, owner: int = -1,
+                      see_through: float = 0.0) -> None:
         """Ellipsoid centred at (cx, cy, cz) with semi-axes (ax along heading, ay, az)."""
         self._rows.append((ELLIPSOID, cx, cy, cz - az, cz + az, math.cos(yaw), math.sin(yaw),
-                           ax, ay, az, refl, max(ax, ay)))
+                           ax, ay, az, refl, max(ax, ay), see_through))
         self._owner.append(owner)
 
     def pack(self) -> Tuple[np.ndarray, np.ndarray]:
@@ -78,15 +85,19 @@ class ObjectFrame:
         self.prims, self.x, self.y, self.z, self.yaw, self.owner = prims, x, y, z, yaw, owner
         self._c, self._s = math.cos(yaw), math.sin(yaw)
 
+    def to_world(self, u: float, v: float) -> Tuple[float, float]:
+        """World (x, y) of the object-frame point (u, v)."""
+        return self._to_world(u, v)
+
     def _to_world(self, u: float, v: float) -> Tuple[float, float]:
         return self.x + self._c * u - self._s * v, self.y + self._s * u + self._c * v
 
     def box(self, u0: float, u1: float, v0: float, v1: float, z0: float, z1: float,
-            refl: float) -> None:
+            refl: float, see_through: float = 0.0) -> None:
         """Axis-aligned (in the object frame) box u0..u1 x v0..v1 x z0..z1."""
         cx, cy = self._to_world(0.5 * (u0 + u1), 0.5 * (v0 + v1))
         self.prims.add_box(cx, cy, self.z + z0, self.z + z1, self.yaw, u1 - u0, v1 - v0, refl,
-                           self.owner)
+                           self.owner, see_through)
 
     def cylinder(self, u: float, v: float, z0: float, z1: float, radius: float,
                  refl: float) -> None:

@@ -1,9 +1,10 @@
 """Numba ray-casting kernels: height-field ground, road surface, primitives, azimuth culling.
 
-All beams of one firing share the sensor origin (0, 0, 0) and one azimuth, so a scan is a
-range image of ``num_azimuths`` columns x ``num_beams`` rows. Rays are parametrised by their
-horizontal distance ``r``: a ray of azimuth ``a`` and elevation ``e`` is at
-(r cos a, r sin a, r tan e) and its 3D range is r / cos e. Per column the horizontal part of
+All beams of one firing share one azimuth, so a scan is a range image of ``num_azimuths``
+columns x ``num_beams`` rows. Beam b fires from (0, 0, oz_b) (``oz`` 0 for every beam unless the
+sensor gives per-laser vertical offsets, as the HDL-64E's db.xml does). Rays are parametrised by
+their horizontal distance ``r``: a ray of azimuth ``a`` and elevation ``e`` is at
+(r cos a, r sin a, oz + r tan e) and its 3D range from its firing point is r / cos e. Per column the horizontal part of
 every ray-primitive test is solved once and only the vertical part per beam.
 """
 from __future__ import annotations
@@ -13,8 +14,8 @@ import math
 import numba as nb
 import numpy as np
 
-from .primitives import (BOX, CYLINDER, K_A, K_B, K_C, K_COS, K_CX, K_CY, K_KIND, K_RADIUS,
-                         K_REFL, K_SIN, K_ZHI, K_ZLO)
+from .primitives import (BOX, CYLINDER, K_A, K_B, K_C, K_COS, K_CX, K_CY, K_KIND, K_PASS,
+                         K_RADIUS, K_REFL, K_SIN, K_ZHI, K_ZLO)
 
 NUM_TERRAIN_WAVES = 3
 TERRAIN_PARAMS = 3 + 4 * NUM_TERRAIN_WAVES   # h0, gx, gy, then (amp, kx, ky, phase) per wave
@@ -147,9 +148,22 @@ def build_sectors(prims, n_sectors):
 
 
 @nb.njit(**_JIT)
+def pass_through_u(ray, p, seed):
+    """A uniform in [0, 1) from (ray, primitive, seed): whether a see-through primitive lets
+    this ray pass (splitmix64-style integer hash; no random stream needed)."""
+    z = (np.uint64(ray) * np.uint64(0x9E3779B97F4A7C15)
+         + np.uint64(p) * np.uint64(0xBF58476D1CE4E5B9) + np.uint64(seed))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@nb.njit(**_JIT)
 def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_start, sec_index,
               n_objects, max_range, min_range, noise_r, noise_i, drop_u, range_std, drop_p,
-              int_std, inc_exp):
+              int_std, inc_exp, origin_z, beam_drop, min_tan, aux_u, aux_z, far_drop, far_r0,
+              far_r1, zi_near, zi_far, zi_dark, pass_seed):
     """Casts a full scan.
 
     Args:
@@ -166,6 +180,17 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
             uniforms for dropouts, one per ray (ray = j * B + b).
         range_std, drop_p, int_std: noise sigma (m), dropout probability, intensity sigma.
         inc_exp: intensity = reflectivity * |cos incidence| ** inc_exp + noise (1: Lambertian).
+        origin_z: [B] firing height of each beam above the origin (non-decreasing in b).
+        beam_drop: [B] dropout probability per beam (``drop_p`` is unused by the kernel when
+            this is given; the caller passes drop_p + extra).
+        min_tan: [n_az] lowest tan(elevation) not blocked by the ego vehicle (-inf: none).
+        aux_u, aux_z: [n_az * B] uniforms for the far-field dropout and zero intensity (only
+            read when ``far_drop`` / the zero-intensity probabilities are > 0).
+        far_drop, far_r0, far_r1: extra dropout reaching ``far_drop`` at 3D range far_r1,
+            ramping from far_r0, times (1.3 - min(intensity / 0.5, 1)).
+        zi_near, zi_far, zi_dark: probability of intensity exactly 0 at range 0 / beyond
+            far_r1 (linear between), plus zi_dark when intensity < 0.15.
+        pass_seed: seed of the see-through test (`pass_through_u`).
 
     Returns:
         points [n, 4] float32, point_owner [n] int32 (object index, -1 clutter, -2 ground),
@@ -205,17 +230,18 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
         k = 1
         for b in range(nb_):
             te = tan_e[b]
-            if r_samples[0] * te <= hg[0]:
+            oz = origin_z[b]
+            if oz + r_samples[0] * te <= hg[0]:
                 r_ground[b] = r_samples[0]
                 continue
-            while k < n_k and r_samples[k] * te > hg[k]:
+            while k < n_k and oz + r_samples[k] * te > hg[k]:
                 k += 1
             if k >= n_k:
                 for bb in range(b, nb_):
                     r_ground[bb] = np.inf
                 break
-            f0 = r_samples[k - 1] * te - hg[k - 1]
-            f1 = r_samples[k] * te - hg[k]
+            f0 = (oz + r_samples[k - 1] * te) - hg[k - 1]
+            f1 = (oz + r_samples[k] * te) - hg[k]
             r_ground[b] = r_samples[k - 1] + f0 / (f0 - f1) * (r_samples[k] - r_samples[k - 1])
         # ---- candidates of this column's sector: horizontal part of each test
         sec = int(math.floor(az / two_pi * n_sec)) % n_sec
@@ -306,6 +332,9 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
         for b in range(nb_):
             ray = j * nb_ + b
             te = tan_e[b]
+            if te < min_tan[j]:
+                continue      # the ego vehicle's body blocks this ray
+            oz = origin_z[b]
             best_r = r_ground[b]
             best_c = -1
             best_face = -1
@@ -313,7 +342,7 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
                 p = c_idx[c]
                 if c_axis[c] == 3:
                     semi_z = prims[p, K_C]
-                    zc = 0.5 * (prims[p, K_ZLO] + prims[p, K_ZHI]) / semi_z
+                    zc = (0.5 * (prims[p, K_ZLO] + prims[p, K_ZHI]) - oz) / semi_z
                     tz = te / semi_z
                     aq = c_a[c] + tz * tz
                     bq = c_b[c] - 2.0 * zc * tz
@@ -326,8 +355,8 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
                         continue
                     face = 3
                 else:
-                    zlo = prims[p, K_ZLO]
-                    zhi = prims[p, K_ZHI]
+                    zlo = prims[p, K_ZLO] - oz
+                    zhi = prims[p, K_ZHI] - oz
                     if te > 1e-12:
                         rlo = zlo / te
                         rhi = zhi / te
@@ -347,6 +376,8 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
                     exit_ = c_tout[c] if c_tout[c] < rhi else rhi
                     if entry > exit_ or entry <= 1e-6:
                         continue
+                if prims[p, K_PASS] > 0.0 and pass_through_u(ray, p, pass_seed) < prims[p, K_PASS]:
+                    continue      # through a gap in the foliage / mesh
                 ob = owner[p]
                 if ob >= 0 and entry < r_ground[b] and last_ray[ob] != ray:
                     rng3 = entry / cos_e[b]
@@ -367,14 +398,14 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
                 ob = owner[c_idx[best_c]]
                 if ob >= 0:
                     hits[ob] += 1
-            if drop_u[ray] < drop_p:
+            if drop_u[ray] < beam_drop[b]:
                 continue
             dx = ca * cos_e[b]
             dy = sa * cos_e[b]
             dz = sin_e[b]
             px = best_r * ca
             py = best_r * sa
-            pz = best_r * te
+            pz = oz + best_r * te
             # surface normal (sign irrelevant: only |cos incidence| is used)
             if best_c < 0:
                 gx, gy = terrain_gradient(px, py, tp)
@@ -409,10 +440,21 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
                 inten = 0.0
             elif inten > 1.0:
                 inten = 1.0
+            if far_drop > 0.0 and rng3 > far_r0:
+                ramp = min((rng3 - far_r0) / (far_r1 - far_r0), 1.0)
+                if aux_u[ray] < far_drop * ramp * (1.3 - min(inten / 0.5, 1.0)):
+                    continue
+            if zi_near > 0.0 or zi_far > 0.0 or zi_dark > 0.0:
+                ramp = min(rng3 / far_r1, 1.0)
+                p0 = zi_near + (zi_far - zi_near) * ramp
+                if inten < 0.15:
+                    p0 += zi_dark
+                if aux_z[ray] < p0:
+                    inten = 0.0
             rng3 += range_std * noise_r[ray]
             out[n_out, 0] = rng3 * dx
             out[n_out, 1] = rng3 * dy
-            out[n_out, 2] = rng3 * dz
+            out[n_out, 2] = oz + rng3 * dz
             out[n_out, 3] = inten
             out_owner[n_out] = ob
             n_out += 1

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from . import raycast as rc
 from .primitives import PrimitiveList
 from .sensor import DEFAULT_MOUNT_HEIGHT
-from .shapes import (OBJECT_BUILDERS, add_bush, add_pole, add_street_furniture, add_tree)
+from .shapes import (HARD_NEGATIVE_BUILDERS, HARD_NEGATIVE_CLASSES, OBJECT_BUILDERS, add_bush,
+                     add_pole, add_street_furniture, add_tree)
 
 from admlops_ros.errors import AdmlopsError
 
@@ -51,7 +52,19 @@ class SceneConfig:
         clutter: multiplier for trees, poles, bushes and street furniture.
         max_slope: bound of the terrain's plane gradient (rise / run).
         bump_slope: bound of each of the terrain's three sine waves' slope.
-        scene_kinds: kinds to draw from (urban, residential, rural).
+        scene_kinds: kinds to draw from (urban, residential, rural); a kind given twice is
+            drawn twice as often.
+        ground_pitch_deg: () or (mean, std, limit): the terrain plane's slope along +x (rising
+            forward) drawn from N(mean, std) clipped to +-limit, replacing the uniform
+            ``max_slope`` draw (domain randomisation of the sensor's pitch on the road).
+        ground_roll_deg: () or (mean, std, limit): the same across the road (rising left).
+        hard_negatives: ((class, mean count per frame), ...) unlabelled street clutter placed
+            by `shapes.HARD_NEGATIVE_BUILDERS` (classes `shapes.HARD_NEGATIVE_CLASSES`: bush,
+            hedge, tree, pole, sign, wall, fence, guard_rail, trailer, grass, facade); each
+            count is Poisson with that mean. Empty: none (the default scene).
+
+    Everything the last three fields add is drawn from a second random stream of the seed,
+    so a config without them gives exactly the scenes it always gave.
     """
 
     num_cars: Tuple[int, int] = (3, 15)
@@ -66,6 +79,9 @@ class SceneConfig:
     max_slope: float = 0.02
     bump_slope: float = 0.012
     scene_kinds: Tuple[str, ...] = SCENE_KINDS
+    ground_pitch_deg: Tuple[float, ...] = ()
+    ground_roll_deg: Tuple[float, ...] = ()
+    hard_negatives: Tuple[Tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("num_cars", "num_pedestrians", "num_cyclists"):
@@ -80,6 +96,43 @@ class SceneConfig:
         if unknown or not self.scene_kinds:
             raise SceneConfigError(
                 f"SceneConfig.scene_kinds={self.scene_kinds}: choose from {SCENE_KINDS}")
+        for name in ("ground_pitch_deg", "ground_roll_deg"):
+            v = getattr(self, name)
+            if v and (len(v) != 3 or v[1] < 0.0 or v[2] <= 0.0 or v[2] > 10.0):
+                raise SceneConfigError(
+                    f"SceneConfig.{name}={v}: give (mean, std >= 0, limit in (0, 10]) degrees "
+                    f"or ()")
+        for item in self.hard_negatives:
+            if (len(item) != 2 or item[0] not in HARD_NEGATIVE_CLASSES
+                    or not 0.0 <= float(item[1]) <= 500.0):
+                raise SceneConfigError(
+                    f"SceneConfig.hard_negatives entry {item!r}: give (class, mean count "
+                    f"0..500) with class one of {HARD_NEGATIVE_CLASSES}")
+
+    def hard_negative_counts(self) -> Dict[str, float]:
+        """Mean count per frame of each hard-negative class (0 for the ones not given)."""
+        out = {name: 0.0 for name in HARD_NEGATIVE_CLASSES}
+        for name, mean in self.hard_negatives:
+            out[name] += float(mean)
+        return out
+
+    @classmethod
+    def kitti_streets(cls, **overrides) -> "SceneConfig":
+        """KITTI-like streets (preset ``kitti_streets``): the default object mix on mostly
+        urban / residential streets with the clutter that made the shipped model fire on real
+        scans (docs/real_vs_sim.md: vegetation, poles and signs, walls and fences, sparse
+        ground patches at 30-45 m, tall facades and crowns for the top lasers, parked
+        trailers) as unlabelled hard negatives, and the ground tilted as measured on the
+        real scans: pitch +0.65 deg median (+0.2..+1.1), roll -3.2..+0.6, randomised as pitch
+        ~N(0.5, 0.4) and roll ~N(0, 1.2) clipped to +-1.5 / +-3.5 deg (the real distribution
+        beyond 6 frames is unknown). ``overrides`` replace fields, e.g.
+        ``hard_negatives=(("bush", 20.0),)`` for one class only.
+        """
+        kw = dict(scene_kinds=("urban", "urban", "residential", "residential", "rural"),
+                  ground_pitch_deg=(0.5, 0.4, 1.5), ground_roll_deg=(0.0, 1.2, 3.5),
+                  hard_negatives=KITTI_HARD_NEGATIVES)
+        kw.update(overrides)
+        return cls(**kw)
 
     @classmethod
     def preset(cls, name: str) -> "SceneConfig":
@@ -97,8 +150,16 @@ class SceneConfig:
         return make()
 
 
+# Mean count per frame of each clutter class in `SceneConfig.kitti_streets` (the real labelled
+# frames' false positives: vegetation 79, objects 34, walls / fences 31, ground 25 over 6
+# frames, on top of the default scene's own trees, poles and buildings).
+KITTI_HARD_NEGATIVES = (("bush", 20.0), ("hedge", 10.0), ("tree", 16.0), ("pole", 8.0),
+                        ("sign", 6.0), ("wall", 8.0), ("fence", 8.0), ("guard_rail", 1.0),
+                        ("trailer", 1.5), ("grass", 8.0), ("facade", 14.0))
+
 _SCENE_PRESETS = {
     "default": SceneConfig,
+    "kitti_streets": SceneConfig.kitti_streets,
     "city": lambda: SceneConfig(num_cars=(2, 18), num_pedestrians=(0, 16),
                                 num_cyclists=(0, 8)),
 }
@@ -222,10 +283,14 @@ def _terrain(rng: np.random.Generator, cfg: SceneConfig, mount_height: float) ->
 class _Builder:
     """Accumulates one scene; methods add the layers in order."""
 
-    def __init__(self, rng: np.random.Generator, cfg: SceneConfig, mount_height: float) -> None:
+    def __init__(self, rng: np.random.Generator, cfg: SceneConfig, mount_height: float,
+                 rng2: Optional[np.random.Generator] = None) -> None:
         self.rng, self.cfg = rng, cfg
+        self.rng2 = rng2 if rng2 is not None else np.random.default_rng(0)
         self.kind = str(rng.choice(list(cfg.scene_kinds)))
         self.tp = _terrain(rng, cfg, mount_height)
+        if cfg.ground_pitch_deg or cfg.ground_roll_deg:
+            self._tilt()
         self.prims = PrimitiveList()
         self.free = _Footprints()
         self.boxes: List[Tuple[float, ...]] = []
@@ -237,6 +302,63 @@ class _Builder:
 
     def h(self, x: float, y: float) -> float:
         return float(rc.terrain_height(x, y, self.tp))
+
+    def _tilt(self) -> None:
+        """Terrain plane slope from the pitch / roll distributions (second stream)."""
+        for col, spec in ((1, self.cfg.ground_pitch_deg), (2, self.cfg.ground_roll_deg)):
+            if spec:
+                mean, std, limit = spec
+                deg = float(np.clip(self.rng2.normal(mean, std), -limit, limit))
+                self.tp[col] = math.tan(math.radians(deg))
+
+    # ---- hard negatives (unlabelled clutter; second stream) ----------------------------
+    def hard_negatives(self) -> None:
+        """Places `SceneConfig.hard_negatives` clutter where real streets have it: the road
+        edge and verge (vegetation, poles, signs, walls, fences, guard rails), the parking
+        lane or verge (trailers), bare verge patches 25-50 m away (grass), set-back facades."""
+        rng = self.rng2
+        for name, mean in self.cfg.hard_negatives:
+            for _ in range(int(rng.poisson(float(mean)))):
+                self._hard_negative(str(name))
+
+    def _hard_negative(self, name: str) -> None:
+        rng = self.rng2
+        place = HARD_NEGATIVE_BUILDERS[name]
+        footprint = place.footprint(rng)            # (length along the road, width across)
+        half_w = 0.5 * footprint[1]
+        side = 1 if rng.random() < 0.5 else -1
+        edge = self.half[side] + self.sidewalk_w
+        if name == "grass":
+            dist = rng.uniform(25.0, 50.0)
+            s = dist * (1.0 if rng.random() < 0.8 else -1.0)
+            d = side * (edge + half_w + rng.uniform(0.3, 12.0))
+        elif name == "facade":
+            s = rng.uniform(-ROAD_EXTENT, ROAD_EXTENT)
+            d = side * (edge + half_w + rng.uniform(0.3, 8.0))
+        elif name == "trailer":
+            s = rng.uniform(-40.0, 60.0)
+            d = side * (self.traffic_half + 0.5 * self.park_w if self.park[side]
+                        else edge + half_w + rng.uniform(1.0, 4.0))
+        elif name in ("pole", "sign", "guard_rail"):
+            s = rng.uniform(-80.0, 110.0)
+            d = side * (self.half[side] + half_w + rng.uniform(0.2, 0.6))
+        else:   # vegetation, walls, fences: the road edge or a little beyond
+            s = rng.uniform(-80.0, 110.0)
+            d = side * (edge + half_w + rng.uniform(0.1, 3.0 if name in ("wall", "fence")
+                                                     else 8.0))
+        x, y = self.road.point(s, d)
+        if x * x + y * y < 4.5 ** 2:
+            return
+        yaw = self.road.heading(s)
+        corners = _rect_corners(x, y, footprint[0], footprint[1], yaw)
+        if self.free.overlaps(corners):
+            return
+        z = self.h(x, y)
+        on_walk = self.half[side] <= abs(d) <= self.half[side] + self.sidewalk_w
+        if on_walk:
+            z = self.sidewalk_top(s, side) or z
+        place.build(self.prims, rng, x, y, z, yaw, footprint, self.h)
+        self.free.add(corners)
 
     # ---- road -------------------------------------------------------------------------
     def _road(self) -> None:
@@ -529,10 +651,13 @@ def generate_scene(seed: int, cfg: Optional[SceneConfig] = None,
     """
     cfg = cfg if cfg is not None else SceneConfig()
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5CE9E]))
-    b = _Builder(rng, cfg, mount_height)
+    rng2 = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5CE9E, 0x4B17]))
+    b = _Builder(rng, cfg, mount_height, rng2)
     b.sidewalks()
     b.buildings()
     b.roadside()
+    if cfg.hard_negatives:
+        b.hard_negatives()
     b.objects()
     prims, owner = b.prims.pack()
     boxes = (np.asarray(b.boxes, np.float32).reshape(-1, 7))

@@ -191,3 +191,230 @@ def add_bush(prims: PrimitiveList, rng: np.random.Generator, x: float, y: float,
     prims.add_ellipsoid(x, y, z + 0.6 * az, rng.uniform(0, np.pi), ax, ay, az,
                         rng.uniform(0.35, 0.55))
     return max(ax, ay)
+
+
+# ---- hard negatives: unlabelled street clutter (SceneConfig.hard_negatives) -----------------
+# Each builder gives a footprint (length along the road, width across it, metres) drawn from
+# the scene's second random stream, and builds the primitives inside it. Vegetation and mesh
+# are ``see_through``: a share of the rays passes (ragged returns, random gaps), so what the
+# lidar sees of them is scattered, as on real bushes, hedges and crowns.
+
+class _HardNegative:
+    """A clutter class: `footprint(rng)` then `build(prims, rng, x, y, z, yaw, fp, height)`."""
+
+    def footprint(self, rng: np.random.Generator):
+        raise NotImplementedError
+
+    def build(self, prims: PrimitiveList, rng: np.random.Generator, x: float, y: float,
+              z: float, yaw: float, fp, height) -> None:
+        raise NotImplementedError
+
+
+def _leaf(rng: np.random.Generator) -> float:
+    """Foliage reflectivity (dark to mid)."""
+    return float(rng.uniform(0.15, 0.45))
+
+
+class _Bush(_HardNegative):
+    """2-5 overlapping ellipsoids 0.4-1.8 m tall, 40-70 % of the rays pass."""
+
+    def footprint(self, rng):
+        return (float(rng.uniform(1.2, 4.0)), float(rng.uniform(1.0, 2.5)))
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        f = ObjectFrame(prims, x, y, z, yaw)
+        for _ in range(int(rng.integers(2, 6))):
+            au = rng.uniform(0.3, 0.5) * fp[0]
+            av = rng.uniform(0.3, 0.5) * fp[1]
+            az = rng.uniform(0.25, 0.9)
+            u = rng.uniform(-0.5, 0.5) * (fp[0] - 2 * au) if fp[0] > 2 * au else 0.0
+            v = rng.uniform(-0.5, 0.5) * (fp[1] - 2 * av) if fp[1] > 2 * av else 0.0
+            cx, cy = f.to_world(u, v)
+            prims.add_ellipsoid(cx, cy, z + rng.uniform(0.3, 0.9) * az, yaw, au, av, az,
+                                _leaf(rng), see_through=float(rng.uniform(0.4, 0.7)))
+
+
+class _Hedge(_HardNegative):
+    """A hedge along the road, 5-25 m, 0.8-2.5 m tall with a ragged top (1-3 m pieces)."""
+
+    def footprint(self, rng):
+        return (float(rng.uniform(5.0, 25.0)), float(rng.uniform(0.6, 1.4)))
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        f = ObjectFrame(prims, x, y, z, yaw)
+        base = rng.uniform(0.8, 2.2)
+        u = -0.5 * fp[0]
+        while u < 0.5 * fp[0] - 0.3:
+            piece = min(rng.uniform(1.0, 3.0), 0.5 * fp[0] - u)
+            cx, cy = f.to_world(u + 0.5 * piece, rng.normal(0.0, 0.08))
+            top = base + rng.normal(0.0, 0.2)
+            zz = height(cx, cy)
+            prims.add_box(cx, cy, zz - 0.1, zz + max(top, 0.5), yaw, piece,
+                          fp[1] * rng.uniform(0.8, 1.0), _leaf(rng),
+                          see_through=float(rng.uniform(0.25, 0.5)))
+            u += piece
+
+
+class _Tree(_HardNegative):
+    """Trunk 1.5-4.5 m and one to three crowns up to 6-14 m: the top lasers' tall world."""
+
+    def footprint(self, rng):
+        return (0.8, 0.8)
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        trunk_r = rng.uniform(0.1, 0.35)
+        trunk_h = rng.uniform(1.5, 4.5)
+        crown = rng.uniform(1.5, 4.0)
+        crown_z = crown * rng.uniform(0.9, 1.6)
+        prims.add_cylinder(x, y, z - 0.1, z + trunk_h + crown_z, trunk_r, rng.uniform(0.2, 0.4))
+        for k in range(int(rng.integers(1, 4))):
+            ox, oy = rng.normal(0.0, 0.3 * crown, 2) if k else (0.0, 0.0)
+            c = crown * (rng.uniform(0.6, 0.9) if k else 1.0)
+            prims.add_ellipsoid(x + ox, y + oy, z + trunk_h + crown_z * rng.uniform(0.8, 1.2),
+                                rng.uniform(0, np.pi), c, c * rng.uniform(0.7, 1.0),
+                                crown_z * (c / crown), _leaf(rng),
+                                see_through=float(rng.uniform(0.45, 0.75)))
+
+
+class _Pole(_HardNegative):
+    """Street lamp, sign post or traffic light (`add_pole`)."""
+
+    def footprint(self, rng):
+        return (0.5, 0.5)
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        add_pole(prims, rng, x, y, z, yaw)
+
+
+class _Sign(_HardNegative):
+    """Road signs: a plate on one post, a direction board on two posts, or an advert pillar."""
+
+    def footprint(self, rng):
+        return (float(rng.uniform(0.6, 2.6)), 0.4)
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        f = ObjectFrame(prims, x, y, z, yaw)
+        kind = rng.choice(3, p=[0.5, 0.35, 0.15])
+        refl = float(rng.uniform(0.6, 0.95))   # retro-reflective faces
+        if kind == 0:
+            h = rng.uniform(1.8, 3.2)
+            f.cylinder(0.0, 0.0, -0.1, h, 0.035, 0.45)
+            w = min(fp[0], 0.9)
+            f.box(-0.5 * w, 0.5 * w, -0.02, 0.02, h - rng.uniform(0.5, 0.9), h, refl)
+        elif kind == 1:
+            w = fp[0]
+            h = rng.uniform(2.0, 3.5)
+            for u in (-0.4 * w, 0.4 * w):
+                f.cylinder(u, 0.0, -0.1, h, 0.05, 0.45)
+            f.box(-0.5 * w, 0.5 * w, -0.03, 0.03, h - rng.uniform(0.8, 1.5), h, refl)
+        else:
+            f.cylinder(0.0, 0.0, -0.1, rng.uniform(2.5, 3.2), 0.6, float(rng.uniform(0.2, 0.6)))
+
+
+class _Wall(_HardNegative):
+    """Garden / retaining wall along the road, 5-30 m, 0.4-3 m tall."""
+
+    def footprint(self, rng):
+        return (float(rng.uniform(5.0, 30.0)), float(rng.uniform(0.2, 0.5)))
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        top = rng.uniform(0.4, 3.0)
+        zz = min(height(cx, cy) for cx, cy in _ends(x, y, yaw, fp[0]))
+        prims.add_box(x, y, zz - 0.3, zz + top, yaw, fp[0], fp[1], float(rng.uniform(0.15, 0.5)))
+
+
+class _Fence(_HardNegative):
+    """Mesh / picket fence 1-2.2 m: posts every 2-3 m, a panel 50-80 % see-through."""
+
+    def footprint(self, rng):
+        return (float(rng.uniform(6.0, 30.0)), 0.12)
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        f = ObjectFrame(prims, x, y, z, yaw)
+        top = rng.uniform(1.0, 2.2)
+        f.box(-0.5 * fp[0], 0.5 * fp[0], -0.02, 0.02, 0.0, top, float(rng.uniform(0.2, 0.5)),
+              see_through=float(rng.uniform(0.5, 0.8)))
+        u = -0.5 * fp[0]
+        step = rng.uniform(2.0, 3.0)
+        while u <= 0.5 * fp[0]:
+            f.cylinder(u, 0.0, -0.1, top + 0.05, 0.04, 0.4)
+            u += step
+
+
+class _GuardRail(_HardNegative):
+    """Steel guard rail along the road edge 0.5-0.8 m up, posts every 2 m, 20-60 m long."""
+
+    def footprint(self, rng):
+        return (float(rng.uniform(20.0, 60.0)), 0.3)
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        f = ObjectFrame(prims, x, y, z, yaw)
+        f.box(-0.5 * fp[0], 0.5 * fp[0], -0.06, 0.06, 0.45, 0.8, 0.6)
+        u = -0.5 * fp[0]
+        while u <= 0.5 * fp[0]:
+            f.box(u - 0.05, u + 0.05, -0.05, 0.05, -0.1, 0.7, 0.45)
+            u += 2.0
+
+
+class _Trailer(_HardNegative):
+    """Parked trailer (unlabelled: not a Car / Van): flat bed or box body, one axle, drawbar."""
+
+    def footprint(self, rng):
+        return (float(rng.uniform(2.5, 6.0)) + 1.2, float(rng.uniform(1.5, 2.4)))
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        f = ObjectFrame(prims, x, y, z, yaw)
+        length, width = fp[0] - 1.2, fp[1]
+        hl, hw = 0.5 * length, 0.5 * width
+        bed = rng.uniform(0.5, 0.8)
+        paint = float(rng.uniform(0.15, 0.6))
+        f.box(-hl, hl, -hw, hw, bed, bed + 0.3, paint)
+        if rng.random() < 0.6:   # box body or tarp
+            f.box(-hl, hl, -hw, hw, bed + 0.3, bed + rng.uniform(1.0, 2.4), paint)
+        for v in (-1.0, 1.0):
+            f.ellipsoid(0.0, v * (hw - 0.15), 0.3, 0.3, 0.1, 0.3, 0.05)
+        f.box(hl, hl + 1.2, -0.05, 0.05, bed - 0.1, bed, 0.4)
+
+
+class _Grass(_HardNegative):
+    """Rough verge: flat ragged mounds 0.1-0.45 m high, 1.5-6 m across (the sparse ground
+    patches at 30-45 m the shipped model calls cars)."""
+
+    def footprint(self, rng):
+        return (float(rng.uniform(2.0, 8.0)), float(rng.uniform(1.5, 6.0)))
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        f = ObjectFrame(prims, x, y, z, yaw)
+        for _ in range(int(rng.integers(2, 7))):
+            u = rng.uniform(-0.4, 0.4) * fp[0]
+            v = rng.uniform(-0.4, 0.4) * fp[1]
+            cx, cy = f.to_world(u, v)
+            az = rng.uniform(0.08, 0.3)
+            prims.add_ellipsoid(cx, cy, height(cx, cy), yaw, rng.uniform(0.4, 1.5),
+                                rng.uniform(0.4, 1.5), az, _leaf(rng),
+                                see_through=float(rng.uniform(0.2, 0.5)))
+
+
+class _Facade(_HardNegative):
+    """Set-back building facade 8-30 m wide, 5-20 m tall (what the top lasers see)."""
+
+    def footprint(self, rng):
+        return (float(rng.uniform(8.0, 30.0)), float(rng.uniform(6.0, 14.0)))
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        zz = min(height(cx, cy) for cx, cy in _ends(x, y, yaw, fp[0]))
+        prims.add_box(x, y, zz - 0.3, zz + rng.uniform(5.0, 20.0), yaw, fp[0], fp[1],
+                      float(rng.uniform(0.2, 0.6)))
+
+
+def _ends(x: float, y: float, yaw: float, length: float):
+    c, s = np.cos(yaw), np.sin(yaw)
+    return ((x - 0.5 * length * c, y - 0.5 * length * s), (x, y),
+            (x + 0.5 * length * c, y + 0.5 * length * s))
+
+
+HARD_NEGATIVE_BUILDERS = {"bush": _Bush(), "hedge": _Hedge(), "tree": _Tree(), "pole": _Pole(),
+                          "sign": _Sign(), "wall": _Wall(), "fence": _Fence(),
+                          "guard_rail": _GuardRail(), "trailer": _Trailer(), "grass": _Grass(),
+                          "facade": _Facade()}
+HARD_NEGATIVE_CLASSES = tuple(HARD_NEGATIVE_BUILDERS)
