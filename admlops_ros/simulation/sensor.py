@@ -99,7 +99,9 @@ def hdl64e_s2_kitti() -> "SensorConfig":
       is zeroed with a probability that grows with range and with darkness (domain
       randomisation: the real cause per surface is not measured).
     - Far-field loss: real scans have 0.8x the simulated points at 20-40 m and 0.57x at
-      40-80 m; an extra dropout ramps in with range, more on dark surfaces.
+      40-80 m, while far real cars carry 2-3x the points of simulated ones: an extra dropout
+      ramps in with range on grazing and dark returns (the far road), not on facing
+      surfaces.
     """
     return SensorConfig(
         name="hdl64e_s2_kitti", elevations_deg=_S2_KITTI_ELEVATIONS, azimuth_step_deg=0.17,
@@ -137,8 +139,10 @@ class SensorConfig:
             nearer than the mask at its azimuth, interpolated as cos^2 / sin^2 between the
             three); empty: no mask. A value below the lowest beam's reach has no effect.
         far_dropout: extra dropout reached at ``far_dropout_range_m[1]`` (linear ramp from
-            ``far_dropout_range_m[0]``), scaled by (1.3 - min(intensity / 0.5, 1)): dark far
-            surfaces are lost most; 0: off.
+            ``far_dropout_range_m[0]``), scaled by (1 - |cos incidence|) and by
+            (1.3 - min(intensity / 0.5, 1)): grazing (far road, roofs) and dark far surfaces
+            are lost most, surfaces facing the sensor (car sides, walls) keep their returns;
+            0: off.
         far_dropout_range_m: (start, full) 3D range of the far-field dropout ramp, metres.
         zero_intensity_prob: (near, far) probability that a return's intensity is exactly 0
             at range 0 and at ``far_dropout_range_m[1]`` and beyond (linear between); (0, 0):
