@@ -376,6 +376,33 @@ class _Trailer(_HardNegative):
         f.box(hl, hl + 1.2, -0.05, 0.05, bed - 0.1, bed, 0.4)
 
 
+class _Truck(_HardNegative):
+    """Parked box truck (KITTI's Truck class, not a Car / Van: unlabelled here): a cab and a
+    taller cargo box, 6-10 m long, 2.3-2.55 m wide, 2.8-3.8 m tall, two or three axles."""
+
+    def footprint(self, rng):
+        return (float(rng.uniform(6.0, 10.0)), float(rng.uniform(2.3, 2.55)))
+
+    def build(self, prims, rng, x, y, z, yaw, fp, height):
+        f = ObjectFrame(prims, x, y, z, yaw)
+        length, width = fp
+        hl, hw = 0.5 * length, 0.5 * width
+        paint = float(rng.uniform(0.2, 0.7))
+        cab = rng.uniform(1.8, 2.3)
+        top = rng.uniform(2.8, 3.8)
+        cab_top = top - rng.uniform(0.4, 0.8)
+        f.box(hl - cab, hl, -hw + 0.05, hw - 0.05, 0.5, 1.5, paint)              # cab body
+        f.box(hl - cab, hl - 0.05, -hw + 0.1, hw - 0.1, 1.5, cab_top - 0.15, 0.06)  # glass
+        f.box(hl - cab, hl - 0.1, -hw + 0.05, hw - 0.05, cab_top - 0.15, cab_top, paint)
+        f.box(-hl, hl - cab - 0.15, -hw, hw, rng.uniform(0.9, 1.2), top,
+              float(rng.uniform(0.3, 0.8)))
+        f.box(-hl + 0.3, hl - 0.3, -0.5, 0.5, 0.4, 1.0, 0.2)       # chassis rails
+        axles = [hl - 1.2, -hl + 1.5] + ([-hl + 2.8] if length > 8.0 else [])
+        for u in axles:
+            for v in (-1.0, 1.0):
+                f.ellipsoid(u, v * (hw - 0.25), 0.5, 0.5, 0.15, 0.5, 0.05)
+
+
 class _Grass(_HardNegative):
     """Rough verge: flat ragged mounds 0.1-0.45 m high, 1.5-6 m across (the sparse ground
     patches at 30-45 m the shipped model calls cars)."""
@@ -415,6 +442,7 @@ def _ends(x: float, y: float, yaw: float, length: float):
 
 HARD_NEGATIVE_BUILDERS = {"bush": _Bush(), "hedge": _Hedge(), "tree": _Tree(), "pole": _Pole(),
                           "sign": _Sign(), "wall": _Wall(), "fence": _Fence(),
-                          "guard_rail": _GuardRail(), "trailer": _Trailer(), "grass": _Grass(),
+                          "guard_rail": _GuardRail(), "trailer": _Trailer(), "truck": _Truck(),
+                          "grass": _Grass(),
                           "facade": _Facade()}
 HARD_NEGATIVE_CLASSES = tuple(HARD_NEGATIVE_BUILDERS)

@@ -160,9 +160,14 @@ def test_kitti_streets_hard_negatives_unlabelled(s2_frames):
 
 def test_hard_negative_counts_option():
     one = SceneConfig.kitti_streets(hard_negatives=(("trailer", 30.0),))
+    none = SceneConfig.kitti_streets(hard_negatives=())
     assert one.hard_negative_counts()["trailer"] == 30.0 and one.hard_negative_counts()["bush"] == 0
     assert set(SceneConfig.kitti_streets().hard_negative_counts()) == set(HARD_NEGATIVE_CLASSES)
-    none = SceneConfig.kitti_streets(hard_negatives=())
+    plain = [len(generate_scene(seed, none).prims) for seed in (5, 6, 7)]
+    for name in HARD_NEGATIVE_CLASSES:        # every class builds alone (where it fits)
+        cfg = SceneConfig.kitti_streets(hard_negatives=((name, 25.0),))
+        extra = [len(generate_scene(seed, cfg).prims) - n for seed, n in zip((5, 6, 7), plain)]
+        assert min(extra) >= 0 and sum(extra) > 0, name
     more = generate_scene(3, one)
     assert len(more.prims) > len(generate_scene(3, none).prims)
     with pytest.raises(SceneConfigError):
@@ -171,12 +176,17 @@ def test_hard_negative_counts_option():
         SceneConfig(ground_pitch_deg=(0.5, 0.4))
 
 
-def test_ground_pitch_roll_randomised():
+def test_ground_pitch_roll_height_randomised():
     cfg = SceneConfig.kitti_streets(hard_negatives=())
-    pitch = [math.degrees(math.atan(generate_scene(s, cfg).terrain[1])) for s in range(40)]
-    roll = [math.degrees(math.atan(generate_scene(s, cfg).terrain[2])) for s in range(40)]
+    terrains = [generate_scene(s, cfg).terrain for s in range(40)]
+    pitch = [math.degrees(math.atan(t[1])) for t in terrains]
+    roll = [math.degrees(math.atan(t[2])) for t in terrains]
+    drop = [-1.73 - t[0] for t in terrains]
     assert 0.3 < np.mean(pitch) < 0.7 and max(np.abs(pitch)) <= 1.5 + 1e-9
     assert 0.6 < np.std(roll) < 1.8 and max(np.abs(roll)) <= 3.5 + 1e-9
+    assert 0.0 < np.mean(drop) < 0.04 and max(np.abs(drop)) <= 0.08 + 1e-9
+    # the default scene keeps its uniform plane slope and the nominal height
+    assert generate_scene(0).terrain[0] == -1.73
 
 
 def test_see_through_primitive_passes_a_share_of_rays():
