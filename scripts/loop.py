@@ -32,9 +32,10 @@ def _parser() -> argparse.ArgumentParser:
             continue
         value = getattr(defaults, name)
         flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            p.add_argument(flag, action="store_const", const=True, default=None,
-                           help=f"turn on (default {value})")
+        if isinstance(value, bool):  # --skip-eval turns on, --no-gt-sampling turns off
+            p.add_argument(flag if not value else "--no-" + flag[2:], dest=name,
+                           action="store_const", const=not value, default=None,
+                           help=f"{'turn off' if value else 'turn on'} {name}")
             continue
         kind = type(value) if value is not None else str
         p.add_argument(flag, type=kind, default=None, help=f"default {value}")

@@ -73,9 +73,9 @@ class LoopConfig:
         backend, backend_b: M0's engine backend, and the second backend for disagreement.
         iterations, lr, batch_size, dataset_ratio, frame_seed_base, gt_db_frames: the
             fine-tuning (``admlops train``) settings.
-        gt_sampling: ground-truth sampling while fine-tuning. Off by default: its database
-            holds the labelled B objects, and pasted into the mixed-in A frames they would sit
-            0.67 m below A's ground.
+        gt_sampling: ground-truth sampling while fine-tuning (as M0 was trained); its
+            database holds the labelled B objects, pasted into B and A frames alike (both in
+            the common frame, so at the right height).
         train_threads: torch threads per fine-tuning run (the two runs go in parallel).
         workers: processes for the per-bag steps (bags, mining, evaluation).
         skip_eval: stop after exporting the M1 bundles (smoke tests).
@@ -103,12 +103,12 @@ class LoopConfig:
     backend: str = "openvino"
     backend_b: Optional[str] = "openvino-bf16"
     iterations: int = 1000
-    lr: float = 5e-4
+    lr: float = 3e-4
     batch_size: int = 2
     dataset_ratio: float = 0.5
     frame_seed_base: int = 400_000
     gt_db_frames: int = 300
-    gt_sampling: bool = False
+    gt_sampling: bool = True
     train_threads: int = 1
     workers: int = 2
     skip_eval: bool = False

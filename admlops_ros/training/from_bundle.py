@@ -7,8 +7,11 @@ constant folding (``onnx::Conv_NNN`` weight and bias, in graph order); the pilla
 :class:`~admlops_ros.training.deploy_graph.FoldedPillarFeatureNet` rewrite (``w_offsets``,
 ``w_cluster``, ``shift``). This module inverts both:
 
-- folded conv ``(W, b)`` -> conv weight ``W`` and a BatchNorm with gamma 1, beta ``b``,
-  running mean 0, running var ``1 - eps`` (the identity in eval mode);
+- folded conv ``(W, b)`` -> conv weight ``c W`` and a BatchNorm with gamma ``1 / c``, beta
+  ``b``, running mean 0, running var ``1 - eps`` (in eval mode the folded conv again); ``c``,
+  a power of two, gives the weight about the std of the trainer's initialisation, as a
+  trained weight has, where the fold left it 5-10x smaller (fine-tuning steps would
+  otherwise be that much larger);
 - the pillar fold ``s * (W' (p - c) + bias_v) + t`` -> a PFN linear layer whose columns sum to
   ``W'`` (the voxel-centre columns, which in mmdet3d's legacy mode see the same offsets as the
   raw x, y, z, get zero) and a BatchNorm with scale 1 and shift ``t``.
@@ -22,6 +25,7 @@ torch and onnx only.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -32,7 +36,7 @@ from torch import nn
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.training.configs import PointPillarsConfig
 
-__all__ = ["BundleWeightsError", "state_dict_from_bundle", "recalibrate_batchnorm",
+__all__ = ["BundleWeightsError", "state_dict_from_bundle", "kaiming_std", "recalibrate_batchnorm",
            "init_checkpoint", "resolve_init"]
 
 LOG = logging.getLogger(__name__)
@@ -74,14 +78,32 @@ def _folded_backbone_convs(graph, arrays: Dict[str, np.ndarray]
     return out
 
 
-def state_dict_from_bundle(bundle_dir: PathLike, config: PointPillarsConfig
-                           ) -> Dict[str, torch.Tensor]:
+def kaiming_std(shape: Tuple[int, ...]) -> float:
+    """Std of the trainer's initialisation of a weight of this shape: Kaiming normal, fan out,
+    for convolutions [out, in, kh, kw]; PyTorch's default Linear init for [out, in]."""
+    if len(shape) == 4:
+        return math.sqrt(2.0 / (shape[0] * shape[2] * shape[3]))
+    return 1.0 / math.sqrt(3.0 * shape[1])
+
+
+def _natural_scale(weight: np.ndarray, target_std: float) -> float:
+    """The power of two nearest to ``target_std / std(weight)`` (exact in float: scaling by
+    it and by its inverse rounds nothing, so the re-exported graph keeps its values)."""
+    std = float(np.std(weight))
+    return float(2.0 ** round(math.log2(target_std / std))) if std > 0 else 1.0
+
+
+def state_dict_from_bundle(bundle_dir: PathLike, config: PointPillarsConfig,
+                           natural_scale: bool = True) -> Dict[str, torch.Tensor]:
     """A ``PointPillars(config)`` state_dict whose eval-mode outputs equal the bundle's ONNX.
 
     Args:
         bundle_dir: engine bundle directory (or its ``end2end.onnx``), exported from this
             project's training network with the pillar fold (``export_onnx(fold=True)``).
         config: the model config it was trained with (e.g. ``SIM_SMALL``).
+        natural_scale: give each rebuilt weight the std of the trainer's initialisation
+            (the BN after it divides it back out), so that fine-tuning steps have the size
+            they had in training; False keeps the folded weights and identity BNs.
 
     Returns:
         A state_dict for ``model.load_state_dict(..., strict=True)``.
@@ -108,9 +130,9 @@ def state_dict_from_bundle(bundle_dir: PathLike, config: PointPillarsConfig
                                      "was trained with")
         out[key] = torch.from_numpy(np.array(value, dtype=np.float32))
 
-    def identity_bn(prefix: str, beta: np.ndarray) -> None:
+    def identity_bn(prefix: str, beta: np.ndarray, gamma: float = 1.0) -> None:
         n = beta.shape[0]
-        put(prefix + ".weight", np.ones(n, np.float32))
+        put(prefix + ".weight", np.full(n, gamma, np.float32))
         put(prefix + ".bias", beta)
         put(prefix + ".running_mean", np.zeros(n, np.float32))
         put(prefix + ".running_var", np.full(n, 1.0 - eps, np.float32))
@@ -132,11 +154,16 @@ def state_dict_from_bundle(bundle_dir: PathLike, config: PointPillarsConfig
         raise BundleWeightsError(f"{path}: {len(convs)} folded backbone convolutions, config "
                                  f"{config.name} has {len(bb_convs)}")
     for conv_key, (weight, bias) in zip(bb_convs, convs):
-        put(conv_key + ".weight", weight)
+        # Folding multiplied each filter by gamma / sigma (0.005-0.02 in the deep stages,
+        # against ~0.04 at Kaiming init): Adam steps of a fine-tuning lr would be 5-10x
+        # larger relative to such weights. Give the conv a training-like scale c and the BN
+        # gamma 1 / c, which leaves the eval-mode function unchanged.
+        c = _natural_scale(weight, kaiming_std(weight.shape)) if natural_scale else 1.0
+        put(conv_key + ".weight", weight * c)
         block, index = conv_key.rsplit(".", 1)  # backbone.blocks.i.j -> BN at j + 1
-        identity_bn(f"{block}.{int(index) + 1}", bias)
+        identity_bn(f"{block}.{int(index) + 1}", bias, 1.0 / c)
 
-    _invert_pillar_fold(path, arrays, config, put, identity_bn)
+    _invert_pillar_fold(path, arrays, config, put, identity_bn, natural_scale)
     missing = set(target) - set(out)
     if missing:
         raise BundleWeightsError(f"{path}: could not rebuild {sorted(missing)}")
@@ -144,7 +171,7 @@ def state_dict_from_bundle(bundle_dir: PathLike, config: PointPillarsConfig
 
 
 def _invert_pillar_fold(path: Path, arrays: Dict[str, np.ndarray], config: PointPillarsConfig,
-                        put: Callable, identity_bn: Callable) -> None:
+                        put: Callable, identity_bn: Callable, natural_scale: bool) -> None:
     """PFN linear + BN from the folded encoder's ``w_offsets`` [C, U], ``w_cluster`` [3, U]
     and ``shift`` [U] (see FoldedPillarFeatureNet: with BN scale 1 the fold is the sum of the
     columns that see the same offsets)."""
@@ -168,8 +195,9 @@ def _invert_pillar_fold(path: Path, arrays: Dict[str, np.ndarray], config: Point
         col += 3
     # the voxel-centre columns [col, col + 3) stay zero: in legacy mode they multiply the same
     # offsets as the raw x, y, z columns, which carry the sum
-    put("voxel_encoder.pfn_layers.0.linear.weight", weight.astype(np.float32))
-    identity_bn("voxel_encoder.pfn_layers.0.norm", arrays["voxel_encoder.shift"])
+    c = _natural_scale(weight, kaiming_std(weight.shape)) if natural_scale else 1.0
+    put("voxel_encoder.pfn_layers.0.linear.weight", (weight * c).astype(np.float32))
+    identity_bn("voxel_encoder.pfn_layers.0.norm", arrays["voxel_encoder.shift"], 1.0 / c)
 
 
 def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Callable[[nn.Module], object]]

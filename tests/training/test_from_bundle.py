@@ -11,8 +11,8 @@ pytest.importorskip("onnxruntime")
 from admlops_ros.training.configs import SIM_SMALL  # noqa: E402
 from admlops_ros.training.export import export_onnx, run_onnxruntime, run_torch  # noqa: E402
 from admlops_ros.training.from_bundle import (BundleWeightsError, init_checkpoint,  # noqa: E402
-                                              recalibrate_batchnorm, resolve_init,
-                                              state_dict_from_bundle)
+                                              kaiming_std, recalibrate_batchnorm,
+                                              resolve_init, state_dict_from_bundle)
 from admlops_ros.training.network import build_model  # noqa: E402
 from tests.paths import REPO_ROOT  # noqa: E402
 
@@ -46,6 +46,18 @@ def test_reexported_onnx_equals_shipped(rebuilt, frame_inputs, tmp_path):
         assert again[name].shape == ref.shape
         assert float(np.abs(again[name] - ref).max()) < 1e-4, name
     assert float(shipped["cls_score0"].max()) > 0.0  # the frame has confident anchors
+
+
+def test_rebuilt_weights_have_the_trainers_scale(rebuilt):
+    """The fold shrank deep filters 5-10x; rebuilt, each has its initialisation's std (the BN
+    gamma after it holds the rest), so fine-tuning steps are as large as in training."""
+    folded = state_dict_from_bundle(BUNDLE, SIM_SMALL, natural_scale=False)
+    last = "backbone.blocks.2.15.weight"
+    assert float(folded[last].std()) < 0.3 * kaiming_std(tuple(folded[last].shape))
+    for name, conv in (("first", rebuilt.backbone.blocks[0][0]),
+                       ("last", rebuilt.backbone.blocks[2][15])):
+        std = float(conv.weight.std())
+        assert 0.7 < std / kaiming_std(tuple(conv.weight.shape)) < 1.42, name  # power of 2
 
 
 def test_recalibrated_batchnorm_keeps_eval_outputs(rebuilt, frame_inputs):
