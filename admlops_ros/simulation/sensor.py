@@ -106,7 +106,7 @@ def hdl64e_s2_kitti() -> "SensorConfig":
     return SensorConfig(
         name="hdl64e_s2_kitti", elevations_deg=_S2_KITTI_ELEVATIONS, azimuth_step_deg=0.17,
         max_range=120.0, beam_origin_z=_S2_KITTI_ORIGIN_Z, beam_dropout=_s2_bottom_dropout(),
-        blind_zone_m=(4.6, 0.0, 6.0), far_dropout=0.45, far_dropout_range_m=(8.0, 60.0),
+        blind_zone_m=(4.6, 0.0, 6.0), far_dropout=0.7, far_dropout_range_m=(8.0, 60.0),
         zero_intensity_prob=(0.06, 0.3), zero_intensity_dark=0.25)
 
 
