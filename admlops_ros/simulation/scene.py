@@ -14,7 +14,7 @@ import numpy as np
 from . import raycast as rc
 from .primitives import PrimitiveList
 from .sensor import DEFAULT_MOUNT_HEIGHT
-from .shapes import (HARD_NEGATIVE_BUILDERS, HARD_NEGATIVE_CLASSES, OBJECT_BUILDERS, add_bush,
+from .shapes import (HARD_NEGATIVE_BUILDERS, HARD_NEGATIVE_CLASSES, OBJECT_STYLES, add_bush,
                      add_pole, add_street_furniture, add_tree)
 
 from admlops_ros.errors import AdmlopsError
@@ -65,6 +65,8 @@ class SceneConfig:
             by `shapes.HARD_NEGATIVE_BUILDERS` (classes `shapes.HARD_NEGATIVE_CLASSES`: bush,
             hedge, tree, pole, sign, wall, fence, guard_rail, trailer, truck, grass, facade); each
             count is Poisson with that mean. Empty: none (the default scene).
+        object_style: ``default`` or ``kitti`` (`shapes.OBJECT_STYLES`: cars and vans with
+            raked, half see-through glass and seats inside).
 
     Everything the last three fields add is drawn from a second random stream of the seed,
     so a config without them gives exactly the scenes it always gave.
@@ -86,6 +88,7 @@ class SceneConfig:
     ground_roll_deg: Tuple[float, ...] = ()
     ground_drop_m: Tuple[float, ...] = ()
     hard_negatives: Tuple[Tuple[str, float], ...] = ()
+    object_style: str = "default"
 
     def __post_init__(self) -> None:
         for name in ("num_cars", "num_pedestrians", "num_cyclists"):
@@ -105,6 +108,9 @@ class SceneConfig:
             if v and (len(v) != 3 or v[1] < 0.0 or v[2] <= 0.0 or v[2] > 10.0):
                 raise SceneConfigError(
                     f"SceneConfig.{name}={v}: give (mean, std >= 0, limit in (0, 10]) or ()")
+        if self.object_style not in OBJECT_STYLES:
+            raise SceneConfigError(f"SceneConfig.object_style={self.object_style!r}: choose "
+                                   f"from {sorted(OBJECT_STYLES)}")
         for item in self.hard_negatives:
             if (len(item) != 2 or item[0] not in HARD_NEGATIVE_CLASSES
                     or not 0.0 <= float(item[1]) <= 500.0):
@@ -130,12 +136,13 @@ class SceneConfig:
         ~N(0.5, 0.4) and roll ~N(0, 1.2) clipped to +-1.5 / +-3.5 deg, the road 1.75 m below
         the sensor (median; 1.69-1.79) as a drop below the 1.73 m mount ~N(0.02, 0.03) clipped
         to +-0.08 m (the real distributions beyond 12 frames are unknown). ``overrides`` replace fields, e.g.
-        ``hard_negatives=(("bush", 20.0),)`` for one class only.
+        ``hard_negatives=(("bush", 20.0),)`` for one class only. Cars and vans have raked,
+        half see-through glass (``object_style="kitti"``).
         """
         kw = dict(scene_kinds=("urban", "urban", "residential", "residential", "rural"),
                   ground_pitch_deg=(0.5, 0.4, 1.5), ground_roll_deg=(0.0, 1.2, 3.5),
                   ground_drop_m=(0.02, 0.03, 0.08),
-                  hard_negatives=KITTI_HARD_NEGATIVES)
+                  hard_negatives=KITTI_HARD_NEGATIVES, object_style="kitti")
         kw.update(overrides)
         return cls(**kw)
 
@@ -637,8 +644,8 @@ class _Builder:
                     z = self.sidewalk_top(s, 1 if d > 0 else -1) or z
                 yaw = math.atan2(math.sin(yaw), math.cos(yaw))
                 owner = len(self.boxes)
-                OBJECT_BUILDERS[name](self.prims, rng, x, y, z, yaw, length, width, height,
-                                      owner)
+                OBJECT_STYLES[cfg.object_style][name](self.prims, rng, x, y, z, yaw, length,
+                                                      width, height, owner)
                 self.boxes.append((x, y, z, length, width, height, yaw))
                 self.names.append(name)
                 self.free.add(_rect_corners(x, y, length, width, yaw))

@@ -18,8 +18,14 @@ def _paint(rng: np.random.Generator) -> float:
 
 
 def add_car(prims: PrimitiveList, rng: np.random.Generator, x: float, y: float, z: float,
-            yaw: float, length: float, width: float, height: float, owner: int) -> None:
-    """Car: bumpers and sills with wheel arches, four wheels, glass cabin and roof."""
+            yaw: float, length: float, width: float, height: float, owner: int,
+            kitti: bool = False) -> None:
+    """Car: bumpers and sills with wheel arches, four wheels, glass cabin and roof.
+
+    ``kitti`` (the kitti_streets scenes): a raked windscreen and rear window (four receding
+    glass steps), glass that lets half the rays through (real car glass returns few points)
+    onto dark seats inside, and a roof shorter than the cabin.
+    """
     f = ObjectFrame(prims, x, y, z, yaw, owner)
     hl, hw = 0.5 * length - INSET, 0.5 * width - INSET
     top = height - INSET
@@ -43,13 +49,36 @@ def add_car(prims: PrimitiveList, rng: np.random.Generator, x: float, y: float, 
     front = hl - rng.uniform(1.0, 1.4)
     rear = -hl + rng.uniform(0.3, 0.6)
     roof = top - 0.08
+    if kitti:
+        _kitti_greenhouse(f, rng, front, rear, belt, roof, top, hw, paint)
+        return
     f.box(rear, front, -hw + 0.1, hw - 0.1, belt, roof, 0.06)
     f.box(rear + 0.25, front - 0.3, -hw + 0.17, hw - 0.17, roof, top, paint)
 
 
+def _kitti_greenhouse(f: ObjectFrame, rng: np.random.Generator, front: float, rear: float,
+                      belt: float, roof: float, top: float, hw: float, paint: float) -> None:
+    """Raked glass in four steps from the belt line to the roof, see-through, seats inside."""
+    screen = rng.uniform(0.5, 0.85)       # windscreen run (horizontal), metres
+    back = rng.uniform(0.3, 0.7)          # rear window run
+    glass_pass = float(rng.uniform(0.35, 0.65))
+    steps = 4
+    dz = (roof - belt) / steps
+    for k in range(steps):
+        t = (k + 0.5) / steps
+        inset = 0.1 + 0.03 * k
+        f.box(rear + t * back, front - t * screen, -hw + inset, hw - inset, belt + k * dz,
+              belt + (k + 1) * dz, 0.06, see_through=glass_pass)
+    f.box(rear + back, front - screen, -hw + 0.2, hw - 0.2, roof, top, paint)
+    f.box(rear + 0.2, front - 0.2, -hw + 0.3, hw - 0.3, belt - 0.2, belt + 0.45,
+          float(rng.uniform(0.05, 0.15)))   # seats and dashboard
+
+
 def add_van(prims: PrimitiveList, rng: np.random.Generator, x: float, y: float, z: float,
-            yaw: float, length: float, width: float, height: float, owner: int) -> None:
-    """Van: tall boxy body with a short bonnet, wheels and a windscreen band."""
+            yaw: float, length: float, width: float, height: float, owner: int,
+            kitti: bool = False) -> None:
+    """Van: tall boxy body with a short bonnet, wheels and a windscreen band (``kitti``: the
+    windscreen raked in three steps and half see-through onto a dark dashboard)."""
     f = ObjectFrame(prims, x, y, z, yaw, owner)
     hl, hw = 0.5 * length - INSET, 0.5 * width - INSET
     top = height - INSET
@@ -70,6 +99,17 @@ def add_van(prims: PrimitiveList, rng: np.random.Generator, x: float, y: float, 
         for v in (-1.0, 1.0):
             f.ellipsoid(u, v * (hw - 0.13), rw, rw, 0.12, rw, 0.05)
     # windscreen band and cab roof over the front axle
+    if kitti:
+        glass_pass = float(rng.uniform(0.35, 0.65))
+        u0 = axle_f - rw - 0.05
+        dz = (top - 0.1 - belt) / 3.0
+        for k in range(3):
+            f.box(u0, bonnet - 0.12 * (k + 0.5), -hw + 0.05, hw - 0.05, belt + k * dz,
+                  belt + (k + 1) * dz, 0.06, see_through=glass_pass)
+        f.box(u0 + 0.1, max(u0 + 0.2, bonnet - 0.45), -hw + 0.2, hw - 0.2, belt - 0.1,
+              belt + 0.4, 0.1)                                      # dashboard and seats
+        f.box(u0, bonnet - 0.3, -hw + 0.05, hw - 0.05, top - 0.1, top, paint)
+        return
     f.box(axle_f - rw - 0.05, bonnet, -hw + 0.05, hw - 0.05, belt, top - 0.1, 0.06)
     f.box(axle_f - rw - 0.05, bonnet - 0.3, -hw + 0.05, hw - 0.05, top - 0.1, top, paint)
 
@@ -124,6 +164,20 @@ def add_cyclist(prims: PrimitiveList, rng: np.random.Generator, x: float, y: flo
 
 OBJECT_BUILDERS = {"Car": add_car, "Van": add_van, "Pedestrian": add_pedestrian,
                    "Cyclist": add_cyclist}
+
+
+def _kitti_car(*args) -> None:
+    add_car(*args, kitti=True)
+
+
+def _kitti_van(*args) -> None:
+    add_van(*args, kitti=True)
+
+
+# SceneConfig.object_style -> builders ("kitti": raked, see-through glass on cars and vans)
+OBJECT_STYLES = {"default": OBJECT_BUILDERS,
+                 "kitti": {"Car": _kitti_car, "Van": _kitti_van, "Pedestrian": add_pedestrian,
+                           "Cyclist": add_cyclist}}
 
 
 def add_tree(prims: PrimitiveList, rng: np.random.Generator, x: float, y: float,

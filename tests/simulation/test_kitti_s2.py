@@ -143,8 +143,11 @@ def test_kitti_streets_hard_negatives_unlabelled(s2_frames):
     plain = generate_scene(seed, SceneConfig.kitti_streets(hard_negatives=()))
     full = generate_scene(seed, SceneConfig.kitti_streets())
     assert len(full.prims) > len(plain.prims) + 100
-    assert (full.owner[full.prims[:, K_PASS] > 0] == -1).all()        # clutter only
-    assert (full.prims[full.owner >= 0, K_PASS] == 0).all()
+    # see-through: clutter, and the glass of kitti-style cars (dark, refl 0.06)
+    labelled_pass = full.prims[(full.owner >= 0) & (full.prims[:, K_PASS] > 0)]
+    assert len(labelled_pass) > 0 and (labelled_pass[:, 10] == 0.06).all()
+    assert (full.prims[(full.owner == -1) & (full.prims[:, K_PASS] > 0), 10] != 0.06).any()
+    assert (generate_scene(seed).prims[:, K_PASS] == 0).all()          # default: solid
     assert set(full.names) <= {"Car", "Van", "Pedestrian", "Cyclist"}
     # points of a labelled object stay in its box (no clutter inside the boxes)
     for frame in s2_frames:
@@ -174,6 +177,8 @@ def test_hard_negative_counts_option():
         SceneConfig(hard_negatives=(("unicorn", 1.0),))
     with pytest.raises(SceneConfigError):
         SceneConfig(ground_pitch_deg=(0.5, 0.4))
+    with pytest.raises(SceneConfigError):
+        SceneConfig(object_style="lego")
 
 
 def test_ground_pitch_roll_height_randomised():
