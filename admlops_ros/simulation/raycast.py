@@ -186,10 +186,10 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
         min_tan: [n_az] lowest tan(elevation) not blocked by the ego vehicle (-inf: none).
         aux_u, aux_z: [n_az * B] uniforms for the far-field dropout and zero intensity (only
             read when ``far_drop`` / the zero-intensity probabilities are > 0).
-        far_drop, far_r0, far_r1: extra dropout reaching ``far_drop`` at 3D range far_r1,
-            ramping from far_r0, times (1 - |cos incidence|) (grazing returns: far road and
-            roofs go, facing surfaces stay) and (1.3 - min(intensity / 0.5, 1)) (dark go
-            first).
+        far_drop, far_r0, far_r1: extra dropout of ground and see-through (foliage) returns
+            reaching ``far_drop`` at 3D range far_r1, ramping from far_r0, times
+            (1 - |cos incidence|) (grazing goes first) and (1.3 - min(intensity / 0.5, 1))
+            (dark goes first); solid surfaces (cars, walls) keep their returns.
         zi_near, zi_far, zi_dark: probability of intensity exactly 0 at range 0 / beyond
             far_r1 (linear between), plus zi_dark when intensity < 0.15.
         pass_seed: seed of the see-through test (`pass_through_u`).
@@ -442,7 +442,8 @@ def cast_scan(tan_e, cos_e, sin_e, n_az, r_samples, tp, rp, prims, owner, sec_st
                 inten = 0.0
             elif inten > 1.0:
                 inten = 1.0
-            if far_drop > 0.0 and rng3 > far_r0:
+            soft = best_c < 0 or prims[c_idx[best_c], K_PASS] > 0.0   # road / foliage
+            if far_drop > 0.0 and rng3 > far_r0 and soft:
                 ramp = min((rng3 - far_r0) / (far_r1 - far_r0), 1.0)
                 dark = 1.3 - min(inten / 0.5, 1.0)
                 if aux_u[ray] < far_drop * ramp * (1.0 - cos_inc) * dark:

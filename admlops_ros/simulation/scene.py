@@ -66,7 +66,7 @@ class SceneConfig:
             hedge, tree, pole, sign, wall, fence, guard_rail, trailer, truck, grass, facade); each
             count is Poisson with that mean. Empty: none (the default scene).
         object_style: ``default`` or ``kitti`` (`shapes.OBJECT_STYLES`: cars and vans with
-            raked, half see-through glass and seats inside).
+            raked, partly see-through glass and seats inside).
 
     Everything the last three fields add is drawn from a second random stream of the seed,
     so a config without them gives exactly the scenes it always gave.
@@ -137,7 +137,7 @@ class SceneConfig:
         the sensor (median; 1.69-1.79) as a drop below the 1.73 m mount ~N(0.02, 0.03) clipped
         to +-0.08 m (the real distributions beyond 12 frames are unknown). ``overrides`` replace fields, e.g.
         ``hard_negatives=(("bush", 20.0),)`` for one class only. Cars and vans have raked,
-        half see-through glass (``object_style="kitti"``).
+        partly see-through glass (``object_style="kitti"``).
         """
         kw = dict(scene_kinds=("urban", "urban", "residential", "residential", "rural"),
                   ground_pitch_deg=(0.5, 0.4, 1.5), ground_roll_deg=(0.0, 1.2, 3.5),

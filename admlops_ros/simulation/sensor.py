@@ -100,13 +100,13 @@ def hdl64e_s2_kitti() -> "SensorConfig":
       randomisation: the real cause per surface is not measured).
     - Far-field loss: real scans have 0.8x the simulated points at 20-40 m and 0.57x at
       40-80 m, while far real cars carry 2-3x the points of simulated ones: an extra dropout
-      ramps in with range on grazing and dark returns (the far road), not on facing
+      ramps in with range on the road and on foliage (grazing and dark first), not on solid
       surfaces.
     """
     return SensorConfig(
         name="hdl64e_s2_kitti", elevations_deg=_S2_KITTI_ELEVATIONS, azimuth_step_deg=0.17,
         max_range=120.0, beam_origin_z=_S2_KITTI_ORIGIN_Z, beam_dropout=_s2_bottom_dropout(),
-        blind_zone_m=(4.6, 0.0, 6.0), far_dropout=0.7, far_dropout_range_m=(8.0, 60.0),
+        blind_zone_m=(4.6, 0.0, 6.0), far_dropout=0.95, far_dropout_range_m=(8.0, 50.0),
         zero_intensity_prob=(0.06, 0.3), zero_intensity_dark=0.25)
 
 
@@ -138,11 +138,11 @@ class SensorConfig:
             vehicle's body blocks the rays (a ray is lost when its flat-ground crossing is
             nearer than the mask at its azimuth, interpolated as cos^2 / sin^2 between the
             three); empty: no mask. A value below the lowest beam's reach has no effect.
-        far_dropout: extra dropout reached at ``far_dropout_range_m[1]`` (linear ramp from
-            ``far_dropout_range_m[0]``), scaled by (1 - |cos incidence|) and by
-            (1.3 - min(intensity / 0.5, 1)): grazing (far road, roofs) and dark far surfaces
-            are lost most, surfaces facing the sensor (car sides, walls) keep their returns;
-            0: off.
+        far_dropout: extra dropout of ground and see-through (foliage, mesh) returns reached
+            at ``far_dropout_range_m[1]`` (linear ramp from ``far_dropout_range_m[0]``),
+            scaled by (1 - |cos incidence|) and by (1.3 - min(intensity / 0.5, 1)): the
+            grazing, dark far road and ragged far vegetation are lost, solid surfaces (cars,
+            walls, trucks) keep their returns; 0: off.
         far_dropout_range_m: (start, full) 3D range of the far-field dropout ramp, metres.
         zero_intensity_prob: (near, far) probability that a return's intensity is exactly 0
             at range 0 and at ``far_dropout_range_m[1]`` and beyond (linear between); (0, 0):
