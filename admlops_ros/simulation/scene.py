@@ -363,9 +363,13 @@ class _Builder:
         else:   # vegetation, walls, fences: the road edge or a little beyond, half of them
             # within the first 30 m (real scans: 28k returns per scan 0.3 m above the road
             # within 10 m, against 18k in simulated streets without them)
-            s = rng.uniform(-80.0, 110.0) if rng.random() < 0.5 else rng.uniform(-25.0, 30.0)
-            d = side * (edge + half_w + rng.uniform(0.1, 3.0 if name in ("wall", "fence")
-                                                     else 8.0))
+            if rng.random() < 0.5:
+                s = rng.uniform(-80.0, 110.0)
+                d = side * (edge + half_w + rng.uniform(0.1, 3.0 if name in ("wall", "fence")
+                                                         else 8.0))
+            else:   # right beside the sidewalk near the ego (real: 8-13k returns per side)
+                s = rng.uniform(-20.0, 25.0)
+                d = side * (edge + half_w + rng.uniform(0.0, 1.5))
         x, y = self.road.point(s, d)
         if x * x + y * y < 4.5 ** 2:
             return
