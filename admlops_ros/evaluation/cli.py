@@ -45,10 +45,12 @@ def write_json(path: Path, data) -> None:
 
 def cmd_bag_from_sim(args: argparse.Namespace) -> int:
     from admlops_ros.evaluation.bags import bag_from_sim
+    from admlops_ros.simulation import SceneConfig
     n = bag_from_sim(args.output, args.count, args.seed, args.sensor,
-                     progress=not args.no_progress, images=args.images)
-    LOG.info("wrote %d simulated frames (seed %d, sensor %s) to %s", n, args.seed, args.sensor,
-             args.output)
+                     scene=SceneConfig.preset(args.scene), progress=not args.no_progress,
+                     images=args.images)
+    LOG.info("wrote %d simulated frames (seed %d, sensor %s, scene %s) to %s", n, args.seed,
+             args.sensor, args.scene, args.output)
     return 0
 
 
@@ -303,7 +305,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1_000_000,
                    help="first seed (frame i uses seed + i); the default 1,000,000 is held out "
                         "from training, which uses seeds below 200,000")
-    p.add_argument("--sensor", default="hdl64", help="hdl64, hdl32, pandar40, vls128")
+    p.add_argument("--sensor", default="hdl64",
+                   help="hdl64, hdl64e_s2_kitti, hdl32, hdl32_roof, pandar40, vls128")
+    p.add_argument("--scene", default="default", help="scene preset: default, city, kitti_streets")
     p.add_argument("-o", "--output", required=True, help="output .bag")
     p.add_argument("--images", choices=("none", "raw", "png"), default="none",
                    help="also the rendered camera image, CameraInfo and 2D labels: raw "

@@ -48,6 +48,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="KITTI-format directory (velodyne/, label_2/, calib/: real or "
                         "`admlops export`ed frames) to train on; its objects fill the "
                         "ground-truth sampling database")
+    p.add_argument("--sim-sensor", default=None,
+                   help="simulator sensor preset of the simulated frames (hdl64 default, "
+                        "hdl64e_s2_kitti, hdl32, hdl32_roof, pandar40, vls128)")
+    p.add_argument("--sim-scene", default=None,
+                   help="simulator scene preset (default, city, kitti_streets: street clutter "
+                        "as unlabelled hard negatives, ground pitch/roll)")
     p.add_argument("--dataset-split", default=None,
                    help="ImageSets file or name (e.g. train) of --dataset (default: every "
                         "labelled frame)")
@@ -64,7 +70,8 @@ def _train_config(args: argparse.Namespace):
     from admlops_ros.training.train import TrainConfig
     cfg = TrainConfig(model=args.config)
     for key in ("iterations", "batch_size", "lr", "seed", "frame_seed_base", "gt_db_frames",
-                "threads", "dataset", "dataset_split", "dataset_ratio"):
+                "threads", "dataset", "dataset_split", "dataset_ratio", "sim_sensor",
+                "sim_scene"):
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)

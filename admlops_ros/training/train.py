@@ -75,6 +75,8 @@ class TrainConfig:
     dataset_split: Optional[str] = None  # ImageSets file or name (None: every labelled frame)
     dataset_ratio: float = 1.0           # fraction of training frames from the dataset
     dataset_fov_only: bool = True        # drop points outside the labelled camera view
+    sim_sensor: str = "hdl64"            # simulator sensor preset of the simulated frames
+    sim_scene: str = "default"           # simulator scene preset (default, city, kitti_streets)
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -146,15 +148,19 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
     torch.set_num_threads(max(1, int(cfg.threads)))
     _seed_everything(cfg.seed)
     db_fn = None
+    sim_fn = None
+    if frame_fn is None and (cfg.dataset is None or cfg.dataset_ratio < 1.0):
+        from admlops_ros.simulation import SceneConfig, SensorConfig
+        sim_fn = simulated_frame_fn(SceneConfig.preset(cfg.sim_scene),
+                                    SensorConfig.preset(cfg.sim_sensor))
     if frame_fn is None and cfg.dataset:
         from admlops_ros.data.kitti_dataset import KittiDataset, mixed_frame_fn
         dataset = KittiDataset(cfg.dataset, cfg.dataset_split, cfg.dataset_fov_only)
-        frame_fn = mixed_frame_fn(dataset, cfg.dataset_ratio,
-                                  simulated_frame_fn() if cfg.dataset_ratio < 1.0 else None)
+        frame_fn = mixed_frame_fn(dataset, cfg.dataset_ratio, sim_fn)
         db_fn = lambda i: dataset[i] if i < len(dataset) else None  # noqa: E731
         LOG.info("training frames: %d from %s (ratio %.2f, the rest simulated)", len(dataset),
                  cfg.dataset, cfg.dataset_ratio)
-    frame_fn = frame_fn if frame_fn is not None else simulated_frame_fn()
+    frame_fn = frame_fn if frame_fn is not None else sim_fn
     if db_fn is None:
         db_fn = lambda i: frame_fn(cfg.frame_seed_base + i)  # noqa: E731
     model = build_model(mcfg)

@@ -136,3 +136,21 @@ def test_training_on_a_kitti_dataset_mixed_with_stand_in_frames(tmp_path, caplog
     assert json.loads((tmp_path / "train_config.json").read_text())["dataset"] == str(training)
     log = [json.loads(line) for line in (tmp_path / LOG_JSONL).read_text().splitlines()]
     assert len(log) == 3 and all(np.isfinite(r["loss"]) for r in log)
+
+
+def test_simulator_presets_of_the_training_frames(tmp_path):
+    """--sim-sensor / --sim-scene choose the simulated frames (default: the shipped model's)."""
+    import argparse
+
+    from admlops_ros.training.cli import _train_config, add_train_arguments
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    cfg = _train_config(parser.parse_args(["--out", str(tmp_path)]))
+    assert (cfg.sim_sensor, cfg.sim_scene) == ("hdl64", "default")
+    cfg = _train_config(parser.parse_args(["--out", str(tmp_path), "--sim-sensor",
+                                           "hdl64e_s2_kitti", "--sim-scene", "kitti_streets"]))
+    assert (cfg.sim_sensor, cfg.sim_scene) == ("hdl64e_s2_kitti", "kitti_streets")
+    cfg.iterations, cfg.batch_size, cfg.gt_db_frames, cfg.log_every = 2, 1, 2, 1
+    cfg.threads, cfg.prefetch = 1, False
+    train(cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "latest.pth").is_file()
