@@ -48,6 +48,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="KITTI-format directory (velodyne/, label_2/, calib/: real or "
                         "`admlops export`ed frames) to train on; its objects fill the "
                         "ground-truth sampling database")
+    p.add_argument("--freeze-bn", action="store_true", default=None,
+                   help="BatchNorm layers normalise with their running statistics (fine-tuning "
+                        "with small batches, or from a bundle whose BN is folded into the "
+                        "convolutions: batch statistics would change the model it starts from)")
     p.add_argument("--sim-sensor", default=None,
                    help="simulator sensor preset of the simulated frames (hdl64 default, "
                         "hdl64e_s2_kitti, hdl32, hdl32_roof, pandar40, vls128)")
@@ -71,7 +75,7 @@ def _train_config(args: argparse.Namespace):
     cfg = TrainConfig(model=args.config)
     for key in ("iterations", "batch_size", "lr", "seed", "frame_seed_base", "gt_db_frames",
                 "threads", "dataset", "dataset_split", "dataset_ratio", "sim_sensor",
-                "sim_scene"):
+                "sim_scene", "freeze_bn"):
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)

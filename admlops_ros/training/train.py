@@ -77,6 +77,7 @@ class TrainConfig:
     dataset_fov_only: bool = True        # drop points outside the labelled camera view
     sim_sensor: str = "hdl64"            # simulator sensor preset of the simulated frames
     sim_scene: str = "default"           # simulator scene preset (default, city, kitti_streets)
+    freeze_bn: bool = False              # BatchNorm layers keep their statistics (fine-tuning)
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -204,6 +205,10 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
         from tqdm import tqdm
         bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it")
     model.train()
+    if cfg.freeze_bn:  # normalise with the running statistics; gamma and beta still learn
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
     pool = None
     log_f = (out / LOG_JSONL).open("a")
     running: Dict[str, List[float]] = {}

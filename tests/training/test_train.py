@@ -154,3 +154,18 @@ def test_simulator_presets_of_the_training_frames(tmp_path):
     cfg.threads, cfg.prefetch = 1, False
     train(cfg, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "latest.pth").is_file()
+
+
+def test_freeze_bn_keeps_the_normalisation_statistics(tmp_path):
+    """--freeze-bn: BatchNorm running statistics are not updated by fine-tuning batches."""
+    import torch
+    cfg = TrainConfig(model="sim_small", iterations=2, batch_size=1, gt_db_frames=2, log_every=1,
+                      threads=1, prefetch=False, freeze_bn=True)
+    init = tmp_path / "init.pth"
+    torch.save(build_model(SIM_SMALL).state_dict(), str(init))
+    train(cfg, tmp_path / "run", progress=False, init=init)
+    before = torch.load(str(init), weights_only=True)
+    after = torch.load(str(tmp_path / "run" / CHECKPOINT), weights_only=True)
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith(".weight"))
