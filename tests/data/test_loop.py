@@ -28,7 +28,7 @@ def tiny(tmp_path_factory):
     cfg = loop.LoopConfig(out=str(out), engine=str(REPO_ROOT / "engines/pointpillars_sim_3class"),
                           pool_frames=4, pool_bags=2, budget=1, backend="onnxruntime",
                           backend_b=None, iterations=2, gt_db_frames=1, workers=1,
-                          holdout_frames=2, skip_eval=True)
+                          holdout_frames=2, skip_eval=True, frame_height_b=1.73)
     pool_jobs, hold_b, hold_a = loop.bag_jobs(cfg)
     pool = [loop.write_bag(j) for j in pool_jobs]
     return cfg, pool, (hold_b, hold_a)
@@ -40,6 +40,7 @@ def test_bag_jobs_seeds_are_disjoint(tiny):
     full = loop.LoopConfig()
     pool_jobs, hb, ha = loop.bag_jobs(full)
     pool_seeds = {j.seed + i for j in pool_jobs for i in range(j.count)}
+    assert pool_jobs[0].frame_height is None  # default: B in its sensor frame
     assert len(pool_seeds) == full.pool_frames
     held_b = set(range(hb.seed, hb.seed + hb.count))
     held_a = set(range(ha.seed, ha.seed + ha.count))
@@ -50,7 +51,7 @@ def test_bag_jobs_seeds_are_disjoint(tiny):
     assert summary.num_clouds == 2 and summary.gt_topic is not None
     first = next(iter(frames))
     frames.close()
-    # B's clouds and boxes are in the common lidar frame, 1.73 m above ground, not the sensor's
+    # frame_height_b=1.73: B's clouds and boxes in a frame 1.73 m above ground, not the sensor's
     from admlops_ros.simulation import SceneConfig, SensorConfig, simulate_frame
     sim = simulate_frame(full.pool_seed, SceneConfig.preset("city"),
                          SensorConfig.preset("hdl32_roof"))
