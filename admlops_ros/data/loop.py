@@ -76,6 +76,12 @@ class LoopConfig:
         gt_sampling: ground-truth sampling while fine-tuning. Off by default: its database
             holds the labelled B objects, and in B's sensor frame they would be pasted into
             the mixed-in A frames 0.67 m below A's ground.
+        freeze_bn: fine-tune with BatchNorm in eval mode (``admlops train --freeze-bn``): batch-2
+            statistics would change the model M0 starts from.
+        weight_average: M1 = ``weight_average`` x fine-tuned + (1 - it) x M0, parameter by
+            parameter (weight-space ensembling, WiSE-FT): keeps most of what M0 knew of A for
+            part of B's gain; 1 = the fine-tuned weights as they are (also exported and
+            evaluated as ``M1_<name>_plain``).
         train_threads: torch threads per fine-tuning run (the two runs go in parallel).
         workers: processes for the per-bag steps (bags, mining, evaluation).
         skip_eval: stop after exporting the M1 bundles (smoke tests).
@@ -109,6 +115,8 @@ class LoopConfig:
     frame_seed_base: int = 400_000
     gt_db_frames: int = 300
     gt_sampling: bool = False
+    freeze_bn: bool = True
+    weight_average: float = 0.5
     train_threads: int = 1
     workers: int = 2
     skip_eval: bool = False
@@ -119,6 +127,8 @@ class LoopConfig:
                             "give 1 <= bags <= frames")
         if not 1 <= self.budget <= self.pool_frames:
             raise LoopError(f"budget K={self.budget} must be in 1..{self.pool_frames} (pool)")
+        if not 0.0 < self.weight_average <= 1.0:
+            raise LoopError(f"weight_average {self.weight_average} must be in (0, 1]")
 
     @property
     def root(self) -> Path:
@@ -284,7 +294,8 @@ def train_args(cfg: LoopConfig, dataset: Path, out: Path) -> List[str]:
             "--iterations", str(cfg.iterations), "--lr", str(cfg.lr),
             "--batch-size", str(cfg.batch_size), "--frame-seed-base", str(cfg.frame_seed_base),
             "--gt-db-frames", str(cfg.gt_db_frames), "--threads", str(cfg.train_threads),
-            "--no-progress"] + ([] if cfg.gt_sampling else ["--no-gt-sampling"])
+            "--no-progress"] + ([] if cfg.gt_sampling else ["--no-gt-sampling"]) \
+        + (["--freeze-bn"] if cfg.freeze_bn else [])
 
 
 def fine_tune(cfg: LoopConfig, datasets: Dict[str, Path]) -> Dict[str, Path]:
@@ -317,16 +328,40 @@ def fine_tune(cfg: LoopConfig, datasets: Dict[str, Path]) -> Dict[str, Path]:
         raise LoopError("fine-tuning failed: " + ", ".join(failed))
     bundles = {}
     for name in datasets:
-        bundle = root / "engines" / f"m1_{name}"
-        if bundle.exists():
-            shutil.rmtree(bundle)
-        _cli(["export-engine", "--config", cfg.model_config, "--checkpoint",
-              str(root / "train" / name / "latest.pth"), "--bundle", str(bundle),
-              "--notes", f"data loop M1 ({name}): M0 {cfg.engine} fine-tuned on "
-              f"{cfg.budget} labelled {cfg.sensor_b} frames"],
-             root / "logs" / f"export_{name}.log")
-        bundles[name] = bundle
+        train_dir = root / "train" / name
+        checkpoints = {name: train_dir / "latest.pth"}
+        if cfg.weight_average < 1.0:
+            checkpoints = {name: average_weights(train_dir / "init_from_bundle.pth",
+                                                 train_dir / "latest.pth", cfg.weight_average,
+                                                 train_dir / "averaged.pth"),
+                           f"{name}_plain": train_dir / "latest.pth"}
+        for key, checkpoint in checkpoints.items():
+            bundle = root / "engines" / f"m1_{key}"
+            if bundle.exists():
+                shutil.rmtree(bundle)
+            how = ("fine-tuned" if key.endswith("_plain") or cfg.weight_average >= 1.0 else
+                   f"fine-tuned, weights averaged with M0 ({cfg.weight_average:g} x fine-tuned)")
+            _cli(["export-engine", "--config", cfg.model_config, "--checkpoint",
+                  str(checkpoint), "--bundle", str(bundle),
+                  "--notes", f"data loop M1 ({key}): M0 {cfg.engine} {how} on "
+                  f"{cfg.budget} labelled {cfg.sensor_b} frames"],
+                 root / "logs" / f"export_{key}.log")
+            bundles[key] = bundle
     return bundles
+
+
+def average_weights(start: Path, tuned: Path, alpha: float, out: Path) -> Path:
+    """``alpha`` x tuned + (1 - alpha) x start for every floating-point tensor (integer ones,
+    e.g. BatchNorm's batch counter, from ``tuned``); both state_dicts of one network."""
+    import torch
+    a = torch.load(str(start), map_location="cpu", weights_only=True)
+    b = torch.load(str(tuned), map_location="cpu", weights_only=True)
+    if set(a) != set(b):
+        raise LoopError(f"{start} and {tuned} are not the same network: their tensors differ")
+    mixed = {k: (alpha * b[k] + (1.0 - alpha) * a[k]) if b[k].is_floating_point() else b[k]
+             for k in b}
+    torch.save(mixed, str(out))
+    return out
 
 
 def evaluate_bag(job: EvalJob) -> Dict[str, Any]:
@@ -360,6 +395,10 @@ def summary_table(evals: Sequence[Dict[str, Any]]) -> Dict[str, float]:
         if gap > 0 else math.nan
     out["mined_minus_random_B"] = out["AP_B(M1 mined)"] - out["AP_B(M1 random)"]
     out["A_change_mined"] = out["AP_A(M1 mined)"] - out["AP_A(M0)"]
+    for name in ("mined", "random"):  # the fine-tuned weights before averaging, if evaluated
+        for dom in ("B", "A"):
+            if (f"M1_{name}_plain", dom) in m:
+                out[f"AP_{dom}(M1 {name}, not averaged)"] = m[(f"M1_{name}_plain", dom)]
     return out
 
 
@@ -376,8 +415,13 @@ def format_table(table: Dict[str, float], met: Dict[str, bool]) -> str:
     lines = ["| 3D mAP R40 (Car/Ped/Cyc) | held-out B | held-out A |", "|---|---|---|",
              f"| M0 (shipped) | {table['AP_B(M0)']:.1f} | {table['AP_A(M0)']:.1f} |",
              f"| M1 mined | {table['AP_B(M1 mined)']:.1f} | {table['AP_A(M1 mined)']:.1f} |",
-             f"| M1 random | {table['AP_B(M1 random)']:.1f} | {table['AP_A(M1 random)']:.1f} |",
-             "",
+             f"| M1 random | {table['AP_B(M1 random)']:.1f} | {table['AP_A(M1 random)']:.1f} |"]
+    for name in ("mined", "random"):
+        key = f"(M1 {name}, not averaged)"
+        if f"AP_B{key}" in table:
+            lines.append(f"| M1 {name}, fine-tuned weights not averaged | "
+                         f"{table['AP_B' + key]:.1f} | {table['AP_A' + key]:.1f} |")
+    lines += ["",
              f"gap recovered: mined {100 * table['gap_recovered_mined']:.0f}%, random "
              f"{100 * table['gap_recovered_random']:.0f}%; mined - random on B "
              f"{table['mined_minus_random_B']:+.1f}; M1 mined on A "
@@ -414,8 +458,8 @@ def run_loop(cfg: LoopConfig) -> Dict[str, Any]:
     table: Dict[str, float] = {}
     met: Dict[str, bool] = {}
     if not cfg.skip_eval:
-        engines = {"M0": cfg.engine, "M1_mined": str(bundles["mined"]),
-                   "M1_random": str(bundles["random"])}
+        engines = {"M0": cfg.engine}
+        engines.update({f"M1_{key}": str(path) for key, path in bundles.items()})
         ejobs = [EvalJob(model, dom, eng, bag, cfg.backend,
                          str(root / "eval" / f"{model}_{dom}.json"))
                  for model, eng in engines.items()
