@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 ENGINE ?= engines/pointpillars_sim_3class
 
-.PHONY: setup build demo test bench bench-ros fuzz soak train train-camera engine clean
+.PHONY: setup build demo test bench bench-ros fuzz soak train train-camera loop engine clean
 
 setup:            ## apt ROS packages, .venv, pip packages (idempotent)
 	bash scripts/setup_env.sh
@@ -57,6 +57,9 @@ train-camera: setup  ## retrain engines/camera_sim_3class (renders build/camera 
 		--init build/camera/run/latest.pth --out build/camera/run2
 	$(PY) scripts/train_camera.py --iterations 3000 --batch-size 8 --lr 2e-3 --threads 1 \
 		--init build/camera/run2/latest.pth --out build/camera/run3 --export engines/camera_sim_3class
+
+loop: build       ## one measured data-loop iteration: B pool, mine, label, fine-tune, A/B eval -> build/loop/loop.json (~20 min on 2 cores)
+	bash scripts/with_ros_env.sh $(PY) scripts/loop.py --out build/loop
 
 engine: setup     ## export the trained checkpoint and pack engines/pointpillars_sim_3class
 	$(PY) scripts/export_onnx.py --config sim_small --checkpoint build/shuffle2_sim_small/latest.pth --bundle $(ENGINE)

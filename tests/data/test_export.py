@@ -14,18 +14,12 @@ from admlops_ros.data import export as ex
 from admlops_ros.data import mmdet3d_infos as infos
 from admlops_ros.evaluation import bags, kitti_io
 from admlops_ros.evaluation.protocol import kitti_difficulty
-from admlops_ros.evaluation.rosbag_io import BagError
 from tests.paths import REPO_ROOT
 
 DET_TOPIC = "/detection/lidar_detector/objects"
 
 
-@pytest.fixture(autouse=True)
-def _messages_built():
-    try:
-        bags.messages()
-    except BagError as exc:
-        pytest.skip(f"admlops_ros messages not built: {exc}")
+pytestmark = pytest.mark.usefixtures("bag_messages")
 
 
 @pytest.fixture(scope="module")

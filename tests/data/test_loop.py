@@ -10,16 +10,10 @@ import pytest
 
 from admlops_ros.data import loop
 from admlops_ros.evaluation import bags
-from admlops_ros.evaluation.rosbag_io import BagError
 from tests.paths import REPO_ROOT
 
 
-@pytest.fixture(autouse=True)
-def _messages_built():
-    try:
-        bags.messages()
-    except BagError as exc:
-        pytest.skip(f"admlops_ros messages not built: {exc}")
+pytestmark = pytest.mark.usefixtures("bag_messages")
 
 
 @pytest.fixture(scope="module")

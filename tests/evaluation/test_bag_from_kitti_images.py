@@ -16,12 +16,7 @@ KITTI = (REPO_ROOT / ".." / "shared" / "data" / "kitti" / "training").resolve()
 FRAMES = sorted(p.stem for p in (KITTI / "image_2").glob("*.png")) if KITTI.is_dir() else []
 
 
-@pytest.fixture(autouse=True)
-def _messages_built():
-    try:
-        bags.messages()
-    except BagError as exc:
-        pytest.skip(f"admlops_ros messages not built: {exc}")
+pytestmark = pytest.mark.usefixtures("bag_messages")
 
 
 needs_kitti = pytest.mark.skipif(

@@ -25,12 +25,7 @@ BOXES = np.array([[10.0, 2.0, -1.7, 3.9, 1.6, 1.56, 0.3],
 NAMES = ["Car", "Pedestrian"]
 
 
-@pytest.fixture(autouse=True)
-def _messages_built():
-    try:
-        bags.messages()
-    except BagError as exc:
-        pytest.skip(f"admlops_ros messages not built: {exc}")
+pytestmark = pytest.mark.usefixtures("bag_messages")
 
 
 def _file_header(data: bytes) -> Tuple[Dict[str, bytes], int, int]:
