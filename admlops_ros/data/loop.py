@@ -331,9 +331,11 @@ def fine_tune(cfg: LoopConfig, datasets: Dict[str, Path]) -> Dict[str, Path]:
         train_dir = root / "train" / name
         checkpoints = {name: train_dir / "latest.pth"}
         if cfg.weight_average < 1.0:
-            checkpoints = {name: average_weights(train_dir / "init_from_bundle.pth",
-                                                 train_dir / "latest.pth", cfg.weight_average,
-                                                 train_dir / "averaged.pth"),
+            _cli(["average-weights", str(train_dir / "init_from_bundle.pth"),
+                  str(train_dir / "latest.pth"), "--weight", str(cfg.weight_average),
+                  "-o", str(train_dir / "averaged.pth")],
+                 root / "logs" / f"average_{name}.log")
+            checkpoints = {name: train_dir / "averaged.pth",
                            f"{name}_plain": train_dir / "latest.pth"}
         for key, checkpoint in checkpoints.items():
             bundle = root / "engines" / f"m1_{key}"
@@ -348,20 +350,6 @@ def fine_tune(cfg: LoopConfig, datasets: Dict[str, Path]) -> Dict[str, Path]:
                  root / "logs" / f"export_{key}.log")
             bundles[key] = bundle
     return bundles
-
-
-def average_weights(start: Path, tuned: Path, alpha: float, out: Path) -> Path:
-    """``alpha`` x tuned + (1 - alpha) x start for every floating-point tensor (integer ones,
-    e.g. BatchNorm's batch counter, from ``tuned``); both state_dicts of one network."""
-    import torch
-    a = torch.load(str(start), map_location="cpu", weights_only=True)
-    b = torch.load(str(tuned), map_location="cpu", weights_only=True)
-    if set(a) != set(b):
-        raise LoopError(f"{start} and {tuned} are not the same network: their tensors differ")
-    mixed = {k: (alpha * b[k] + (1.0 - alpha) * a[k]) if b[k].is_floating_point() else b[k]
-             for k in b}
-    torch.save(mixed, str(out))
-    return out
 
 
 def evaluate_bag(job: EvalJob) -> Dict[str, Any]:

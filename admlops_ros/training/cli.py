@@ -162,6 +162,13 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_average(args: argparse.Namespace) -> int:
+    """`admlops average-weights START TUNED --weight W -o OUT` (WiSE-FT)."""
+    from admlops_ros.training.export import average_weights
+    sys.stdout.write(f"{average_weights(args.start, args.tuned, args.weight, args.output)}\n")
+    return 0
+
+
 def add_commands(subparsers: Any) -> None:
     """Register `train` and `export-engine` on the `admlops` parser."""
     p = subparsers.add_parser("train", help="train PointPillars on simulated lidar (CPU)",
@@ -172,3 +179,11 @@ def add_commands(subparsers: Any) -> None:
                               description=run_export.__doc__)
     add_export_arguments(p)
     p.set_defaults(func=run_export)
+    p = subparsers.add_parser("average-weights", help="W x TUNED + (1 - W) x START, tensor by "
+                              "tensor (a fine-tuned model averaged with where it started)",
+                              description=run_average.__doc__)
+    p.add_argument("start", help="state_dict the fine-tuning started from (.pth)")
+    p.add_argument("tuned", help="fine-tuned state_dict (.pth)")
+    p.add_argument("--weight", type=float, default=0.5, help="weight of TUNED (default 0.5)")
+    p.add_argument("-o", "--output", required=True, help="averaged state_dict (.pth)")
+    p.set_defaults(func=run_average)

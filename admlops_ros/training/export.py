@@ -257,3 +257,28 @@ def write_checked_bundle(bundle_dir: PathLike, spec: Any, export: Callable[[Path
         write_bundle(bundle_dir, spec, onnx_path, openvino_xml=xml_path)
     LOG.info("bundle written to %s", bundle_dir)
     return Path(bundle_dir)
+
+
+def average_weights(start: PathLike, tuned: PathLike, weight: float, out: PathLike) -> Path:
+    """``weight`` x tuned + (1 - weight) x start for every floating-point tensor (integer ones,
+    e.g. BatchNorm's batch counter, from ``tuned``): weight-space ensembling of a fine-tuned
+    model with the one it started from (WiSE-FT). Both are state_dicts of one network.
+
+    Raises:
+        ExportError: a file is missing, or the two are not the same network.
+    """
+    for path in (start, tuned):
+        if not Path(path).is_file():
+            raise ExportError(f"checkpoint {path} does not exist")
+    if not 0.0 <= float(weight) <= 1.0:
+        raise ExportError(f"--weight {weight} must be in [0, 1]")
+    a = torch.load(str(start), map_location="cpu", weights_only=True)
+    b = torch.load(str(tuned), map_location="cpu", weights_only=True)
+    if set(a) != set(b) or any(a[k].shape != b[k].shape for k in b):
+        raise ExportError(f"{start} and {tuned} are not the same network: their tensors differ")
+    mixed = {k: (weight * b[k] + (1.0 - weight) * a[k]) if b[k].is_floating_point() else b[k]
+             for k in b}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(mixed, str(out))
+    return out

@@ -91,19 +91,3 @@ def test_table_and_targets():
 def test_bad_budget_is_named():
     with pytest.raises(loop.LoopError, match="budget"):
         loop.LoopConfig(pool_frames=10, budget=11)
-
-
-def test_average_weights_mixes_floats_and_keeps_counters(tmp_path):
-    import torch
-
-    from admlops_ros.data.loop import LoopError, average_weights
-    a = {"w": torch.zeros(3), "n": torch.tensor(1)}
-    b = {"w": torch.full((3,), 2.0), "n": torch.tensor(7)}
-    torch.save(a, str(tmp_path / "a.pth"))
-    torch.save(b, str(tmp_path / "b.pth"))
-    out = torch.load(str(average_weights(tmp_path / "a.pth", tmp_path / "b.pth", 0.25,
-                                         tmp_path / "m.pth")), weights_only=True)
-    assert torch.equal(out["w"], torch.full((3,), 0.5)) and int(out["n"]) == 7
-    torch.save({"other": torch.zeros(1)}, str(tmp_path / "c.pth"))
-    with pytest.raises(LoopError, match="not the same network"):
-        average_weights(tmp_path / "a.pth", tmp_path / "c.pth", 0.5, tmp_path / "x.pth")

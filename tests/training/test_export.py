@@ -130,3 +130,21 @@ def test_checkpoint_with_objects_gives_the_command_that_extracts_its_weights(tmp
     assert str(path) in str(err.value)
     torch.save({"state_dict": model.state_dict(), "meta": {"epoch": 80}}, str(path))
     load_checkpoint(model, path)  # plain mmdet3d-style dict: loads
+
+
+def test_average_weights_mixes_floats_and_keeps_counters(tmp_path):
+    import torch
+
+    from admlops_ros.cli import main
+    from admlops_ros.training.export import ExportError, average_weights
+    a = {"w": torch.zeros(3), "n": torch.tensor(1)}
+    b = {"w": torch.full((3,), 2.0), "n": torch.tensor(7)}
+    torch.save(a, str(tmp_path / "a.pth"))
+    torch.save(b, str(tmp_path / "b.pth"))
+    assert main(["average-weights", str(tmp_path / "a.pth"), str(tmp_path / "b.pth"),
+                 "--weight", "0.25", "-o", str(tmp_path / "m.pth")]) == 0
+    out = torch.load(str(tmp_path / "m.pth"), weights_only=True)
+    assert torch.equal(out["w"], torch.full((3,), 0.5)) and int(out["n"]) == 7
+    torch.save({"other": torch.zeros(1)}, str(tmp_path / "c.pth"))
+    with pytest.raises(ExportError, match="not the same network"):
+        average_weights(tmp_path / "a.pth", tmp_path / "c.pth", 0.5, tmp_path / "x.pth")
