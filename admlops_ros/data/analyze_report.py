@@ -9,7 +9,8 @@ import numpy as np
 
 from admlops_ros.data.analyze import (ALL, CLASS_2D, FRAME_FEATURE, MAIN_CLASSES,
                                       OBJECT_FEATURES, SCAN_FEATURES, class_table)
-from admlops_ros.evaluation.report import CSS, ReportError, figure_png, pyplot
+from admlops_ros.evaluation.report import CSS, figure_png, pyplot
+from admlops_ros.evaluation.report import write_html as write_report_html
 
 REF_COLOUR, OTHER_COLOUR = "tab:blue", "tab:red"
 MAX_UNDER_ROWS = 60          # under-covered bins listed in the HTML / text (all in the JSON)
@@ -208,13 +209,7 @@ def write_html(path: Path, result: Dict[str, Any]) -> Path:
         parts.append("<h2 class='warn'>Holes (skipped, the rest analysed)</h2>" + _table(
             ["source", "file", "problem"], [[h["source"], h["file"], h["problem"]]
                                             for h in holes[:200]]))
-    parts.append("</body></html>")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(parts))
-    except OSError as exc:
-        raise ReportError(f"cannot write report {path}: {exc}") from exc
-    return path
+    return write_report_html(path, parts)
 
 
 def summary_text(result: Dict[str, Any], top: int = 10) -> str:

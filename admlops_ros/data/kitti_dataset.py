@@ -85,16 +85,18 @@ def fov_mask(points: np.ndarray, calib: kitti_io.KittiCalib,
             & (v >= 0) & (v < h))
 
 
-def _image_hw(root: Path, frame: str) -> Tuple[int, int]:
-    """Image 2's (height, width) from the PNG header when present, else KITTI's usual size."""
+def image_hw(root: Path, frame: str, default: Optional[Tuple[int, int]] = KITTI_IMAGE_HW
+             ) -> Optional[Tuple[int, int]]:
+    """Image 2's (height, width) from the PNG header of ``root/image_2/<frame>.png``;
+    ``default`` (KITTI's usual size) without a readable PNG."""
     path = root / "image_2" / f"{frame}.png"
     try:
         with path.open("rb") as f:
             head = f.read(24)
     except OSError:
-        return KITTI_IMAGE_HW
+        return default
     if head[:8] != b"\x89PNG\r\n\x1a\n":
-        return KITTI_IMAGE_HW
+        return default
     return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
 
 
@@ -152,7 +154,7 @@ class KittiDataset:
         calib = kitti_io.read_calib(self.root / "calib" / f"{frame}.txt")
         objects = kitti_io.read_label(self.root / "label_2" / f"{frame}.txt")
         if self.fov_only:
-            points = points[fov_mask(points, calib, _image_hw(self.root, frame))]
+            points = points[fov_mask(points, calib, image_hw(self.root, frame))]
         gt = kitti_objects_to_gt(objects, calib, frame)
         boxes = np.asarray(gt.boxes, np.float32).reshape(-1, 7)
         difficulty = kitti_difficulty(gt.bbox2d, gt.occluded, gt.truncated)

@@ -49,6 +49,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from admlops_ros.camera.kitti_calib import pad4
+from admlops_ros.data.kitti_dataset import image_hw
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.evaluation import kitti_io
 from admlops_ros.evaluation.protocol import kitti_difficulty
@@ -70,19 +71,6 @@ class InfoError(AdmlopsError, ValueError):
 def info_path(root: PathLike, split: str) -> Path:
     """``ROOT/kitti_infos_<split>.pkl``."""
     return Path(root) / f"kitti_infos_{split}.pkl"
-
-
-def _image_hw(training: Path, frame: str) -> Optional[tuple]:
-    """(height, width) of ``image_2/<frame>.png`` from its PNG header, None without image."""
-    path = training / "image_2" / f"{frame}.png"
-    try:
-        with path.open("rb") as f:
-            head = f.read(24)
-    except OSError:
-        return None
-    if head[:8] != b"\x89PNG\r\n\x1a\n":
-        return None
-    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
 
 
 def _f32(mat: np.ndarray) -> List[List[float]]:
@@ -117,7 +105,7 @@ def frame_info(training: PathLike, frame: str,
         points = kitti_io.read_velodyne(paths["velodyne"])
     except kitti_io.KittiError as exc:
         raise InfoError(f"frame {frame}: {exc}") from exc
-    hw = _image_hw(training, frame)
+    hw = image_hw(training, frame, default=None)
     height, width = hw if hw is not None else kitti_io.IMAGE_SHAPE
     p = {k: pad4(getattr(calib, k)) for k in ("P0", "P1", "P2", "P3")}
     rect = pad4(calib.R0_rect).astype(np.float32)

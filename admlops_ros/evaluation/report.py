@@ -26,6 +26,20 @@ class ReportError(AdmlopsError):
     """The report could not be written (output path)."""
 
 
+def write_html(path: Path, parts: Sequence[str]) -> Path:
+    """The report's HTML: ``parts`` (opened with CSS by the caller) and the closing tags.
+
+    Raises:
+        ReportError: the file cannot be written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(list(parts) + ["</body></html>"]))
+    except OSError as exc:
+        raise ReportError(f"cannot write report {path}: {exc}") from exc
+    return path
+
+
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend (reports need no display)."""
     import matplotlib
@@ -365,13 +379,7 @@ def write_report(path: Path, results: Dict[str, Any], main: Optional[EvalResult]
         for s in samples:
             parts.append(f"<img style='width:48%' src='data:image/png;base64,"
                          f"{bev_png(s, score_threshold)}'>")
-    parts.append("</body></html>")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(parts))
-    except OSError as exc:
-        raise ReportError(f"cannot write report {path}: {exc}") from exc
-    return path
+    return write_html(path, parts)
 
 
 def save_pngs(out_dir: Path, main: Optional[EvalResult], bands: Optional[EvalResult],
@@ -518,13 +526,7 @@ def write_camera_report(path: Path, results: Dict[str, Any], ev: Any, records: S
         for smp in samples:
             parts.append(f"<img style='width:100%' src='data:image/png;base64,"
                          f"{camera_image_png(smp, score_threshold)}'>")
-    parts.append("</body></html>")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(parts))
-    except OSError as exc:
-        raise ReportError(f"cannot write report {path}: {exc}") from exc
-    return path
+    return write_html(path, parts)
 
 
 def save_camera_pngs(out_dir: Path, ev: Any, records: Sequence[Any],
