@@ -14,6 +14,7 @@ import numpy as np
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.evaluation.camera_bags import CameraBagSummary, read_camera_bag
 from admlops_ros.evaluation.metrics2d import Eval2DResult, ImageGT, ImagePred, evaluate_2d
+from admlops_ros.evaluation.replay import detect_recorded, latency_stats, parse_backend
 
 LOG = logging.getLogger(__name__)
 
@@ -72,7 +73,6 @@ def open_camera_detector(bundle: Optional[os.PathLike], backend: str = "auto",
                          score_threshold: Optional[float] = None) -> Any:
     """A CameraDetector on ``bundle`` with a backend spec such as ``openvino-f32``."""
     from admlops_ros.camera.detector import CameraDetector
-    from admlops_ros.evaluation.replay import parse_backend
     if bundle is None:
         raise CameraEvalError("camera eval needs a camera bundle: pass --camera-bundle DIR "
                               "(e.g. engines/camera_sim_3class)")
@@ -131,16 +131,10 @@ def run_camera_offline(bag: os.PathLike, bundle: Optional[os.PathLike] = None,
             if frame.image is None:
                 problems.append(frame.error)
                 continue
-            try:
-                dets = det.detect(frame.image)
-            except Exception as exc:  # noqa: B902 - keep the partial results
-                msg = f"camera detector failed on image at stamp {frame.stamp_ns / 1e9:.6f}: {exc}"
-                LOG.warning("%s", msg)
-                problems.append(msg)
+            dets = detect_recorded(det.detect, frame.image, rec, "image", problems,
+                                   "camera detector")
+            if dets is None:
                 continue
-            rec.detected, rec.num_detections = True, len(dets)
-            rec.timings_ms = dict(dets.timings_ms)
-            rec.latency_ms = float(dets.timings_ms.get("total", math.nan))
             pred = ImagePred.from_detections(dets, frame.frame_id)
             if frame.gt is not None:
                 gts.append(frame.gt)
@@ -161,7 +155,6 @@ def summarize_camera(result: CameraReplayResult, classes: Optional[Sequence[str]
                      ) -> Tuple[Dict[str, Any], Optional[Eval2DResult]]:
     """results.json content and the 2D evaluation (None without ground truth); min_height /
     max_occlusion: the COCO numbers' ignore rule (:func:`metrics2d.coco_evaluate`)."""
-    from admlops_ros.evaluation.replay import latency_stats
     classes = list(classes or result.class_names)
     ev = (evaluate_2d(result.gts, result.preds, classes, score_threshold, min_height,
                       max_occlusion) if result.gts else None)

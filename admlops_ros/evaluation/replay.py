@@ -163,6 +163,24 @@ def open_detector(engine: Optional[str], backend: str, score_threshold: Optional
                           f"{backend!r}: {exc}") from exc
 
 
+def detect_recorded(detect: Any, data: Any, rec: Any, what: str, problems: List[str],
+                    who: str = "detector") -> Any:
+    """``detect(data)`` for one frame of an offline replay, its outcome kept in ``rec``
+    (``detected``, ``num_detections``, ``timings_ms``, ``latency_ms`` = the detector's total);
+    a failure is logged, added to ``problems`` and gives None (the partial results are kept)."""
+    try:
+        dets = detect(data)
+    except Exception as exc:  # noqa: B902 - keep the partial results
+        msg = f"{who} failed on {what} at stamp {rec.stamp_ns / 1e9:.6f}: {exc}"
+        LOG.warning("%s", msg)
+        problems.append(msg)
+        return None
+    rec.detected, rec.num_detections = True, len(dets)
+    rec.timings_ms = dict(dets.timings_ms)
+    rec.latency_ms = float(dets.timings_ms.get("total", math.nan))
+    return dets
+
+
 def run_offline(bag: os.PathLike, engine: Optional[str] = None, backend: str = "auto",
                 score_threshold: Optional[float] = None, limit: Optional[int] = None,
                 progress: bool = True, points_topic: Optional[str] = None,
@@ -218,16 +236,9 @@ def run_offline(bag: os.PathLike, engine: Optional[str] = None, backend: str = "
             if frame.points is None:
                 problems.append(frame.error)
                 continue
-            try:
-                dets = detector.detect(frame.points)
-            except Exception as exc:  # noqa: B902 - keep the partial results
-                msg = f"detector failed on cloud at stamp {frame.stamp_ns / 1e9:.6f}: {exc}"
-                LOG.warning("%s", msg)
-                problems.append(msg)
+            dets = detect_recorded(detector.detect, frame.points, rec, "cloud", problems)
+            if dets is None:
                 continue
-            rec.detected, rec.num_detections = True, len(dets)
-            rec.timings_ms = dict(dets.timings_ms)
-            rec.latency_ms = float(dets.timings_ms.get("total", math.nan))
             pred = FramePred.from_detections(dets, frame.frame_id)
             gt, scored, calib = _scored(frame, pred, cam, detector.voxelizer.point_cloud_range,
                                         fov, stats)
