@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "admlops_ros.data.export_cli",
     "admlops_ros.data.analyze_cli",
     "admlops_ros.data.mine_cli",
+    "admlops_ros.data.insert_cli",
 )
 EXIT_ERROR = 1
 EXIT_USAGE = 2
