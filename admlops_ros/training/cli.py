@@ -67,6 +67,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-all-points", action="store_true",
                    help="keep the points outside the labelled camera view (KITTI labels only "
                         "what image 2 sees, so they are dropped by default)")
+    p.add_argument("--real-backgrounds", default=None, metavar="DIR[,DIR]",
+                   help="KITTI-format directories with labels or pseudo-labels (admlops "
+                        "pseudo-label) whose scans get simulated objects inserted, occlusion "
+                        "recomputed along the rays")
+    p.add_argument("--insert-ratio", type=FRACTION, default=None,
+                   help="fraction of training frames that are such a real background "
+                        "(default 0.5 with --real-backgrounds)")
 
 
 def _train_config(args: argparse.Namespace):
@@ -75,7 +82,7 @@ def _train_config(args: argparse.Namespace):
     cfg = TrainConfig(model=args.config)
     for key in ("iterations", "batch_size", "lr", "seed", "frame_seed_base", "gt_db_frames",
                 "threads", "dataset", "dataset_split", "dataset_ratio", "sim_sensor",
-                "sim_scene", "freeze_bn"):
+                "sim_scene", "freeze_bn", "real_backgrounds", "insert_ratio"):
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)
@@ -91,6 +98,10 @@ def _train_config(args: argparse.Namespace):
         cfg.dataset_fov_only = False
     if cfg.dataset_ratio != 1.0 and not cfg.dataset:
         raise UsageError("--dataset-ratio needs --dataset DIR")
+    if args.insert_ratio is not None and not cfg.real_backgrounds:
+        raise UsageError("--insert-ratio needs --real-backgrounds DIR[,DIR]")
+    if cfg.real_backgrounds and args.insert_ratio is None:
+        cfg.insert_ratio = 0.5
     return cfg
 
 

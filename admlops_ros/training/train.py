@@ -46,7 +46,9 @@ class TrainConfig:
     ground-truth database uses the first ``gt_db_frames`` training seeds. With ``dataset`` (a
     KITTI-format directory, ``data.kitti_dataset``), a seed gives a dataset frame with
     probability ``dataset_ratio`` (1: the dataset only) and the ground-truth database is built
-    from the dataset's objects (its first ``gt_db_frames`` frames).
+    from the dataset's objects (its first ``gt_db_frames`` frames). With ``real_backgrounds``,
+    a seed first gives, with probability ``insert_ratio``, a real scan of those directories
+    with simulated objects inserted (``data.insertion``), else the frame above.
     """
 
     model: str = "sim_small"
@@ -78,6 +80,8 @@ class TrainConfig:
     sim_sensor: str = "hdl64"            # simulator sensor preset of the simulated frames
     sim_scene: str = "default"           # simulator scene preset (default, city, kitti_streets)
     freeze_bn: bool = False              # BatchNorm layers keep their statistics (fine-tuning)
+    real_backgrounds: Optional[str] = None  # KITTI dirs (comma list): real scans that get
+    insert_ratio: float = 0.0               # simulated objects inserted, in this frame fraction
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -162,6 +166,9 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
         LOG.info("training frames: %d from %s (ratio %.2f, the rest simulated)", len(dataset),
                  cfg.dataset, cfg.dataset_ratio)
     frame_fn = frame_fn if frame_fn is not None else sim_fn
+    if cfg.real_backgrounds and cfg.insert_ratio > 0.0:  # data.insertion: real backgrounds
+        from admlops_ros.data.insertion import inserted_frame_fn
+        frame_fn = inserted_frame_fn(cfg.real_backgrounds, cfg.insert_ratio, frame_fn)
     if db_fn is None:
         db_fn = lambda i: frame_fn(cfg.frame_seed_base + i)  # noqa: E731
     model = build_model(mcfg)
