@@ -54,10 +54,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "convolutions: batch statistics would change the model it starts from)")
     p.add_argument("--sim-sensor", default=None,
                    help="simulator sensor preset of the simulated frames (hdl64 default, "
-                        "hdl64e_s2_kitti, hdl32, hdl32_roof, pandar40, vls128)")
+                        "hdl64e_s2_kitti, hdl32, hdl32_roof, pandar40, vls128); a comma list "
+                        "mixes presets, paired with --sim-scene's: frame seed s uses pair s %% n")
     p.add_argument("--sim-scene", default=None,
                    help="simulator scene preset (default, city, kitti_streets: street clutter "
-                        "as unlabelled hard negatives, ground pitch/roll)")
+                        "as unlabelled hard negatives, ground pitch/roll), or a comma list")
     p.add_argument("--dataset-split", default=None,
                    help="ImageSets file or name (e.g. train) of --dataset (default: every "
                         "labelled frame)")

@@ -20,6 +20,8 @@ __all__ = [
     "Sample",
     "SampleBuilder",
     "collate",
+    "mixed_simulated_frame_fn",
+    "preset_mix",
     "simulated_frame_fn",
 ]
 
@@ -58,6 +60,36 @@ def simulated_frame_fn(scene=None, sensor=None) -> FrameFn:
     scene = scene if scene is not None else SceneConfig()
     sensor = sensor if sensor is not None else SensorConfig()
     return lambda seed: simulate_frame(int(seed), scene=scene, sensor=sensor)
+
+
+def preset_mix(sensors: str, scenes: str) -> List[Tuple[str, str]]:
+    """(sensor, scene) preset pairs of comma lists (``"hdl64e_s2_kitti,hdl64"`` and
+    ``"kitti_streets,default"``); a single name pairs with every name of the other list.
+
+    Raises:
+        DatasetError: lists of different lengths (neither of length 1), or an empty name.
+    """
+    a = [s.strip() for s in str(sensors).split(",")]
+    b = [s.strip() for s in str(scenes).split(",")]
+    if not all(a) or not all(b):
+        raise DatasetError(f"sim_sensor {sensors!r} / sim_scene {scenes!r}: an empty preset "
+                           f"name; give comma lists without empty items")
+    if len(a) != len(b) and 1 not in (len(a), len(b)):
+        raise DatasetError(f"sim_sensor lists {len(a)} presets and sim_scene {len(b)}: give "
+                           f"lists of equal length, or one name for either")
+    n = max(len(a), len(b))
+    return [(a[i if len(a) > 1 else 0], b[i if len(b) > 1 else 0]) for i in range(n)]
+
+
+def mixed_simulated_frame_fn(sensors: str = "hdl64", scenes: str = "default") -> FrameFn:
+    """``seed -> LidarFrame`` over the :func:`preset_mix` pairs: frame seed ``s`` uses pair
+    ``s % n``, so a run with one pair gives the frames ``simulated_frame_fn`` gives."""
+    from admlops_ros.simulation import SceneConfig, SensorConfig
+    fns = [simulated_frame_fn(SceneConfig.preset(scene), SensorConfig.preset(sensor))
+           for sensor, scene in preset_mix(sensors, scenes)]
+    if len(fns) == 1:
+        return fns[0]
+    return lambda seed: fns[int(seed) % len(fns)](seed)
 
 
 def _crop_origin(size: int, crop: int, centre: Optional[float], align: int,

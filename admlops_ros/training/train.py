@@ -17,7 +17,7 @@ import torch
 from admlops_ros.errors import AdmlopsError
 from admlops_ros.training.augment import AugmentConfig, GTSampler
 from admlops_ros.training.configs import PointPillarsConfig, get_config
-from admlops_ros.training.dataset import SampleBuilder, collate, simulated_frame_fn
+from admlops_ros.training.dataset import SampleBuilder, collate, mixed_simulated_frame_fn
 from admlops_ros.training.losses import LossConfig, head_losses
 from admlops_ros.training.network import PointPillars, build_model
 
@@ -77,8 +77,8 @@ class TrainConfig:
     dataset_split: Optional[str] = None  # ImageSets file or name (None: every labelled frame)
     dataset_ratio: float = 1.0           # fraction of training frames from the dataset
     dataset_fov_only: bool = True        # drop points outside the labelled camera view
-    sim_sensor: str = "hdl64"            # simulator sensor preset of the simulated frames
-    sim_scene: str = "default"           # simulator scene preset (default, city, kitti_streets)
+    sim_sensor: str = "hdl64"            # simulator sensor preset(s), comma list: frame seed
+    sim_scene: str = "default"           # picks pair seed % n (default, city, kitti_streets)
     freeze_bn: bool = False              # BatchNorm layers keep their statistics (fine-tuning)
     real_backgrounds: Optional[str] = None  # KITTI dirs (comma list): real scans that get
     insert_ratio: float = 0.0               # simulated objects inserted, in this frame fraction
@@ -155,9 +155,7 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
     db_fn = None
     sim_fn = None
     if frame_fn is None and (cfg.dataset is None or cfg.dataset_ratio < 1.0):
-        from admlops_ros.simulation import SceneConfig, SensorConfig
-        sim_fn = simulated_frame_fn(SceneConfig.preset(cfg.sim_scene),
-                                    SensorConfig.preset(cfg.sim_sensor))
+        sim_fn = mixed_simulated_frame_fn(cfg.sim_sensor, cfg.sim_scene)
     if frame_fn is None and cfg.dataset:
         from admlops_ros.data.kitti_dataset import KittiDataset, mixed_frame_fn
         dataset = KittiDataset(cfg.dataset, cfg.dataset_split, cfg.dataset_fov_only)
