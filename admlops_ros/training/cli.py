@@ -181,6 +181,28 @@ def run_average(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_prune(args: argparse.Namespace) -> int:
+    """`admlops prune CHECKPOINT --config CONFIG --keep F -o OUT`: network-slimming channel
+    pruning; writes OUT/pruned.pth and OUT/model_config.json to fine-tune with `train`."""
+    from pathlib import Path
+
+    import torch
+
+    from admlops_ros.training.configs import get_config
+    from admlops_ros.training.prune import prune_state_dict
+    config = get_config(args.config)
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    pruned, pconfig = prune_state_dict(state, config, args.keep)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(pruned, str(out / "pruned.pth"))
+    (out / "model_config.json").write_text(json.dumps(pconfig.to_dict(), indent=1))
+    sys.stdout.write(f"{out / 'pruned.pth'}: backbone {list(config.out_channels)} -> "
+                     f"{list(pconfig.out_channels)}, neck {list(config.fpn_out_channels)} -> "
+                     f"{list(pconfig.fpn_out_channels)}\n")
+    return 0
+
+
 def add_commands(subparsers: Any) -> None:
     """Register `train` and `export-engine` on the `admlops` parser."""
     p = subparsers.add_parser("train", help="train PointPillars on simulated lidar (CPU)",
@@ -199,3 +221,11 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--weight", type=float, default=0.5, help="weight of TUNED (default 0.5)")
     p.add_argument("-o", "--output", required=True, help="averaged state_dict (.pth)")
     p.set_defaults(func=run_average)
+    p = subparsers.add_parser("prune", help="channel pruning (BN scale) of a checkpoint: a "
+                              "narrower model to fine-tune", description=run_prune.__doc__)
+    p.add_argument("checkpoint", help="state_dict (.pth) of --config")
+    p.add_argument("--config", default="sim_small", help="its model config (name or .json)")
+    p.add_argument("--keep", type=FRACTION, required=True,
+                   help="fraction of each backbone / neck layer's channels kept (0 < F <= 1)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.set_defaults(func=run_prune)
