@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from admlops_ros.data.kitti_dataset import image_hw  # noqa: E402
 from admlops_ros.evaluation import kitti_io  # noqa: E402
-from admlops_ros.evaluation.fov import FrameCalib, boxes_in_fov  # noqa: E402
+from admlops_ros.evaluation.fov import FrameCalib, filter_frame  # noqa: E402
 from admlops_ros.evaluation.frames import FramePred  # noqa: E402
 from admlops_ros.evaluation.kitti_eval import kitti_eval, write_kitti_results  # noqa: E402
 from admlops_ros.evaluation.replay import open_detector  # noqa: E402
@@ -58,10 +58,8 @@ def evaluate_engine(engine: str, kitti: Path, ids: List[str], out: Path) -> Dict
             points, objects, calib = kitti_io.read_frame(kitti, int(stem))
             frame_calib = FrameCalib.from_kitti(calib, image_hw(kitti, stem), stem)
             dets = det.detect(points)
-            pred = FramePred.from_detections(dets, stem)
-            keep, bbox = boxes_in_fov(pred.boxes, frame_calib, pc_range)
-            pred = FramePred(pred.boxes[keep], pred.scores[keep], pred.names[keep], bbox[keep],
-                             stem)
+            _, pred = filter_frame(None, FramePred.from_detections(dets, stem), frame_calib,
+                                   pc_range, "camera")
             write_kitti_results(out, [pred], names=[stem], calib=calib)
             labelled = [o for o in objects if o.type in CAR_LIKE]
             gt = kitti_io.objects_to_lidar(labelled, calib)[0] if labelled else np.zeros((0, 7))
