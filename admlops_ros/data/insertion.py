@@ -85,8 +85,7 @@ def _dontcare_boxes(objects: Sequence[kitti_io.KittiObject], calib: kitti_io.Kit
     dc = [o for o in objects if o.type == kitti_io.DONT_CARE and min(o.dimensions) > 0.0]
     if not dc:
         return np.zeros((0, 7), np.float32)
-    return kitti_io.boxes_camera_to_lidar(kitti_io.objects_to_camera_boxes(dc),
-                                          calib).astype(np.float32).reshape(-1, 7)
+    return kitti_io.objects_to_lidar(dc, calib, skip_dontcare=False)[0].reshape(-1, 7)
 
 
 class RealBackgrounds:
