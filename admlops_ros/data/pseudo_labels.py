@@ -117,23 +117,23 @@ def pseudo_label(scans: PathLike, out: PathLike, engine: Optional[str] = None,
                                f"one (the scans are linked, never written)")
     (root / "label_2").mkdir(parents=True, exist_ok=True)
     _link(root, src)
-    detector = open_detector(engine, backend, score_threshold=float(min_score))
-    summary = PseudoLabelSummary(root)
-    nominal = []
-    for path in bins:
-        fid = path.stem
-        calib_path = src / "calib" / f"{fid}.txt"
-        if calib_path.is_file():
-            calib = kitti_io.read_calib(calib_path)
-        else:
-            calib = kitti_io.nominal_calib()
-            nominal.append(fid)
-        dets = detector.detect(kitti_io.read_velodyne(path))
-        objects = pseudo_objects(dets.boxes, dets.label_names(), dets.scores, calib,
-                                 float(threshold), image_hw(src, fid))
-        kitti_io.write_label(root / "label_2" / f"{fid}.txt", objects)
-        n_dc = sum(o.type == kitti_io.DONT_CARE for o in objects)
-        summary.frames[fid] = [len(objects) - n_dc, n_dc]
+    with open_detector(engine, backend, score_threshold=float(min_score)) as detector:
+        summary = PseudoLabelSummary(root)
+        nominal = []
+        for path in bins:
+            fid = path.stem
+            calib_path = src / "calib" / f"{fid}.txt"
+            if calib_path.is_file():
+                calib = kitti_io.read_calib(calib_path)
+            else:
+                calib = kitti_io.nominal_calib()
+                nominal.append(fid)
+            dets = detector.detect(kitti_io.read_velodyne(path))
+            objects = pseudo_objects(dets.boxes, dets.label_names(), dets.scores, calib,
+                                     float(threshold), image_hw(src, fid))
+            kitti_io.write_label(root / "label_2" / f"{fid}.txt", objects)
+            n_dc = sum(o.type == kitti_io.DONT_CARE for o in objects)
+            summary.frames[fid] = [len(objects) - n_dc, n_dc]
     if nominal:
         LOG.warning("%d scans without calib/ used the nominal KITTI calibration: %s",
                     len(nominal), nominal[:5])
