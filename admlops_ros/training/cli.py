@@ -75,6 +75,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insert-ratio", type=FRACTION, default=None,
                    help="fraction of training frames that are such a real background "
                         "(default 0.5 with --real-backgrounds)")
+    p.add_argument("--distill-from", default=None, metavar="TEACHER",
+                   help="distil from this teacher (an engine bundle directory, e.g. "
+                        "engines/pointpillars_sim_3class, or a .pth state_dict): head and "
+                        "neck-feature imitation added to the ground-truth losses (a pruned "
+                        "student after admlops prune)")
+    p.add_argument("--distill-config", default=None,
+                   help="the teacher's model config (name or .json; default sim_small)")
 
 
 def _train_config(args: argparse.Namespace):
@@ -103,6 +110,10 @@ def _train_config(args: argparse.Namespace):
         raise UsageError("--insert-ratio needs --real-backgrounds DIR[,DIR]")
     if cfg.real_backgrounds and args.insert_ratio is None:
         cfg.insert_ratio = 0.5
+    if args.distill_config is not None and not args.distill_from:
+        raise UsageError("--distill-config needs --distill-from TEACHER")
+    if args.distill_config is not None:
+        cfg.distill_teacher_model = args.distill_config
     return cfg
 
 
@@ -131,6 +142,12 @@ def run_train(args: argparse.Namespace) -> int:
     if init is not None and not args.resume:  # a .pth, or an engine bundle directory
         from admlops_ros.training.from_bundle import resolve_init
         init = str(resolve_init(init, cfg, args.out))
+    if args.distill_from:  # a bundle's weights are rebuilt into <out>/teacher/
+        import dataclasses
+        from admlops_ros.training.from_bundle import resolve_init
+        teacher_cfg = dataclasses.replace(cfg, model=cfg.distill_teacher_model)
+        cfg.distill_teacher = str(resolve_init(args.distill_from, teacher_cfg,
+                                               f"{args.out}/teacher"))
     ckpt = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
                  stop_at=args.stop_at, init=init)
     sys.stdout.write(f"{ckpt}\n")
@@ -191,9 +208,14 @@ def run_prune(args: argparse.Namespace) -> int:
     from admlops_ros.training.configs import get_config
     from admlops_ros.training.prune import prune_state_dict
     config = get_config(args.config)
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    pruned, pconfig = prune_state_dict(state, config, args.keep)
     out = Path(args.output)
+    checkpoint = args.checkpoint
+    if Path(checkpoint).is_dir():  # an engine bundle: weights rebuilt, BN statistics measured
+        from admlops_ros.training.from_bundle import resolve_init
+        from admlops_ros.training.train import TrainConfig
+        checkpoint = str(resolve_init(checkpoint, TrainConfig(model=args.config), out))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    pruned, pconfig = prune_state_dict(state, config, args.keep)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(pruned, str(out / "pruned.pth"))
     (out / "model_config.json").write_text(json.dumps(pconfig.to_dict(), indent=1))
@@ -223,7 +245,8 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(func=run_average)
     p = subparsers.add_parser("prune", help="channel pruning (BN scale) of a checkpoint: a "
                               "narrower model to fine-tune", description=run_prune.__doc__)
-    p.add_argument("checkpoint", help="state_dict (.pth) of --config")
+    p.add_argument("checkpoint", help="state_dict (.pth) of --config, or an engine bundle "
+                                      "directory (its weights rebuilt)")
     p.add_argument("--config", default="sim_small", help="its model config (name or .json)")
     p.add_argument("--keep", type=FRACTION, required=True,
                    help="fraction of each backbone / neck layer's channels kept (0 < F <= 1)")

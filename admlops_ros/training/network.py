@@ -263,11 +263,19 @@ class PointPillars(nn.Module):
         Returns:
             cls_score [B, A*K, H, W], bbox_pred [B, A*7, H, W], dir_cls_pred [B, A*2, H, W].
         """
+        return self.bbox_head(self.features_batch(voxels, num_points, coors, batch_size,
+                                                  canvas_hw, scatter_coors))
+
+    def features_batch(self, voxels: torch.Tensor, num_points: torch.Tensor,
+                       coors: torch.Tensor, batch_size: int = 1,
+                       canvas_hw: Optional[Tuple[int, int]] = None,
+                       scatter_coors: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Neck output [B, sum(fpn_out_channels), H, W] (the head's input); arguments as
+        :meth:`forward_batch`. Distillation matches a student's to a teacher's."""
         feats = self.voxel_encoder(voxels, num_points, coors)
         x = self.middle_encoder(feats, coors if scatter_coors is None else scatter_coors,
                                 batch_size, canvas_hw)
-        x = self.neck(self.backbone(x))
-        return self.bbox_head(x)
+        return self.neck(self.backbone(x))
 
     def init_weights(self) -> None:
         """mmdet3d's initialisation: Kaiming convs, head Normal(0.01), cls bias prior 0.01."""

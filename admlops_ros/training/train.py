@@ -18,6 +18,7 @@ from admlops_ros.errors import AdmlopsError
 from admlops_ros.training.augment import AugmentConfig, GTSampler
 from admlops_ros.training.configs import PointPillarsConfig, get_config
 from admlops_ros.training.dataset import SampleBuilder, collate, mixed_simulated_frame_fn
+from admlops_ros.training.distill import DistillConfig, Distiller
 from admlops_ros.training.losses import LossConfig, head_losses
 from admlops_ros.training.network import PointPillars, build_model
 
@@ -82,6 +83,9 @@ class TrainConfig:
     freeze_bn: bool = False              # BatchNorm layers keep their statistics (fine-tuning)
     real_backgrounds: Optional[str] = None  # KITTI dirs (comma list): real scans that get
     insert_ratio: float = 0.0               # simulated objects inserted, in this frame fraction
+    distill_teacher: Optional[str] = None   # teacher state_dict (.pth): distil from it
+    distill_teacher_model: str = "sim_small"  # the teacher's model config (name or .json)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -97,16 +101,36 @@ def batch_to_torch(batch: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
 
 
 def train_step(model: PointPillars, batch: Dict[str, np.ndarray], batch_size: int,
-               canvas_hw: Tuple[int, int], loss_cfg: LossConfig) -> Dict[str, torch.Tensor]:
-    """Forward + losses of one batch (no backward); returns the loss dict with ``loss``."""
+               canvas_hw: Tuple[int, int], loss_cfg: LossConfig,
+               distiller: Optional[Distiller] = None) -> Dict[str, torch.Tensor]:
+    """Forward + losses of one batch (no backward); returns the loss dict with ``loss``
+    (with a ``distiller``, plus its ``loss_kd_*`` terms)."""
     t = batch_to_torch(batch)
-    cls, reg, dirs = model.forward_batch(t["voxels"], t["num_points"], t["coors"],
-                                         batch_size=batch_size, canvas_hw=canvas_hw,
-                                         scatter_coors=t["scatter_coors"])
+    feats = model.features_batch(t["voxels"], t["num_points"], t["coors"],
+                                 batch_size=batch_size, canvas_hw=canvas_hw,
+                                 scatter_coors=t["scatter_coors"])
+    cls, reg, dirs = model.bbox_head(feats)
+    avg_factor = float(batch["avg_factor"])
     losses = head_losses(cls, reg, dirs, t["labels"], t["label_weights"], t["bbox_targets"],
-                         t["pos_mask"], t["dir_targets"], float(batch["avg_factor"]), loss_cfg)
-    losses["loss"] = losses["loss_cls"] + losses["loss_bbox"] + losses["loss_dir"]
+                         t["pos_mask"], t["dir_targets"], avg_factor, loss_cfg)
+    if distiller is not None:
+        t_feats, t_heads = distiller.teacher_outputs(t, batch_size, canvas_hw)
+        losses.update(distiller.losses(feats, (cls, reg, dirs), t_feats, t_heads, avg_factor))
+    losses["loss"] = sum(losses.values())
     return losses
+
+
+def build_distiller(cfg: TrainConfig, student: PointPillars) -> Optional[Distiller]:
+    """The :class:`Distiller` of ``cfg.distill_teacher`` (None without a teacher)."""
+    if not cfg.distill_teacher:
+        return None
+    path = Path(cfg.distill_teacher)
+    if not path.is_file():
+        raise TrainError(f"distill_teacher {path} does not exist; give the teacher's .pth "
+                         f"state_dict or its engine bundle directory")
+    teacher = build_model(get_config(cfg.distill_teacher_model))
+    teacher.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
+    return Distiller(teacher, student, cfg.distill)
 
 
 def _seed_everything(seed: int) -> None:
@@ -115,13 +139,16 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _save(model: PointPillars, opt, sched, it: int, out: Path) -> None:
+def _save(model: PointPillars, opt, sched, it: int, out: Path,
+          distiller: Optional[Distiller] = None) -> None:
     tmp = out / (CHECKPOINT + ".tmp")
     torch.save(model.state_dict(), str(tmp))
     tmp.replace(out / CHECKPOINT)
     tmp = out / (STATE + ".tmp")
-    torch.save({"iteration": it, "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict()}, str(tmp))
+    state = {"iteration": it, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    if distiller is not None:
+        state["adapter"] = distiller.adapter.state_dict()
+    torch.save(state, str(tmp))
     tmp.replace(out / STATE)
 
 
@@ -173,7 +200,12 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
     if init is not None and not resume:
         model.load_state_dict(torch.load(str(init), map_location="cpu", weights_only=True))
         LOG.info("initialised from %s", init)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr / cfg.div_factor,
+    distiller = build_distiller(cfg, model)
+    params = list(model.parameters())
+    if distiller is not None:
+        params += list(distiller.adapter.parameters())
+        LOG.info("distilling from %s (%s)", cfg.distill_teacher, cfg.distill_teacher_model)
+    opt = torch.optim.AdamW(params, lr=cfg.lr / cfg.div_factor,
                             betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.iterations, pct_start=cfg.pct_start,
@@ -186,6 +218,8 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
                                          weights_only=True))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if distiller is not None and "adapter" in state:
+            distiller.adapter.load_state_dict(state["adapter"])
         start = int(state["iteration"])
         LOG.info("resuming %s at iteration %d", out, start)
     elif resume:
@@ -236,11 +270,12 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
             else:
                 batch = make_batch(it)
             t1 = time.perf_counter()
-            losses = train_step(model, batch, cfg.batch_size, canvas_hw, cfg.losses)
+            losses = train_step(model, batch, cfg.batch_size, canvas_hw, cfg.losses,
+                                distiller)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             sched.step()
             t2 = time.perf_counter()
@@ -266,7 +301,7 @@ def train(cfg: TrainConfig, out_dir: PathLike, frame_fn: Optional[Callable[[int]
                 LOG.debug("it %d %s", done, rec)
                 running, t_data, t_step = {}, 0.0, 0.0
             if done % cfg.checkpoint_every == 0 or done == end:
-                _save(model, opt, sched, done, out)
+                _save(model, opt, sched, done, out, distiller)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
