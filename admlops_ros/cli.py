@@ -69,6 +69,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        if previous_handlers:  # handled: a retry now would land after the handlers are back
+            interrupts.stop_retries()
         sys.stderr.write(f"admlops {args.command}: interrupted\n")
         return EXIT_INTERRUPTED
     except (AdmlopsError, OSError) as exc:

@@ -29,6 +29,7 @@ RETRY_AFTER_S = 2.0
 _INSTALLED = threading.Event()  # install() ran and restore() has not: retries are on
 _RESTORED = threading.Event()   # restore() began: late signals are dropped
 _RETRYING = threading.Event()   # the next signal is our own retry, not the user's
+_LOCK = threading.Lock()        # a redelivery's check-and-send vs. stop_retries()
 
 
 def _package_dir(name: str) -> Optional[str]:
@@ -66,11 +67,15 @@ def raise_keyboard_interrupt(signum: int, frame: Optional[FrameType]) -> None:
 
 
 def _redeliver(signum: int, retry: bool = False) -> None:
-    if _RESTORED.is_set() or (retry and not _INSTALLED.is_set()):
-        return
-    if retry:
-        _RETRYING.set()
-    os.kill(os.getpid(), signum)
+    # Under the lock, and raised in this thread (raise_signal trips CPython's flag before it
+    # returns, unlike os.kill to the process): once stop_retries() holds the lock, every
+    # redelivery sent is already pending, and the next signal.signal() runs it, dropped.
+    with _LOCK:
+        if _RESTORED.is_set() or (retry and not _INSTALLED.is_set()):
+            return
+        if retry:
+            _RETRYING.set()
+        signal.raise_signal(signum)
 
 
 def _redeliver_later(delay_s: float, signum: int, retry: bool = False) -> None:
@@ -91,11 +96,17 @@ def install(signals: Iterable[int] = (signal.SIGINT,)) -> Dict[int, Callable]:
     return {sig: signal.signal(sig, raise_keyboard_interrupt) for sig in signals}
 
 
+def stop_retries() -> None:
+    """The interrupt has been handled: drop redeliveries and signals still on their way."""
+    with _LOCK:
+        _INSTALLED.clear()
+        _RESTORED.set()
+
+
 def restore(previous: Dict[int, Callable]) -> None:
     """Put back the handlers `install` returned (those Python knows; C-installed ones stay)."""
     if previous:
-        _INSTALLED.clear()
-        _RESTORED.set()
+        stop_retries()
     for sig, handler in previous.items():
         if handler is not None:
             signal.signal(sig, handler)
