@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 ENGINE ?= engines/pointpillars_sim_3class
 
-.PHONY: setup build demo test bench bench-ros fuzz soak train train-camera loop engine clean
+.PHONY: setup build demo test bench bench-ros fuzz soak train train-camera loop engine student clean
 
 setup:            ## apt ROS packages, .venv, pip packages (idempotent)
 	bash scripts/setup_env.sh
@@ -69,6 +69,15 @@ loop: build       ## one measured data-loop iteration: B pool, mine, label, fine
 
 engine: setup     ## export the trained checkpoint and pack engines/pointpillars_sim_3class
 	$(PY) scripts/export_onnx.py --config sim_small --checkpoint build/kitti_sim_small/average.pth --bundle $(ENGINE)
+
+student: setup    ## prune the default to 0.75 width and distil it from the default -> build/distill75_bundle (~25 min on 2 cores)
+	$(PY) -m admlops_ros prune $(ENGINE) --keep 0.75 -o build/pruned75
+	$(PY) scripts/train.py --config build/pruned75/model_config.json --init build/pruned75/pruned.pth \
+		--distill-from $(ENGINE) --iterations 2000 --lr 5e-4 --frame-seed-base 800000 \
+		--sim-sensor hdl64e_s2_kitti,hdl64e_s2_kitti,hdl64 \
+		--sim-scene kitti_streets,kitti_streets,default --out build/distill75
+	$(PY) scripts/export_onnx.py --config build/distill75/model_config.json \
+		--checkpoint build/distill75/latest.pth --bundle build/distill75_bundle
 
 clean:
 	rm -rf build
