@@ -10,22 +10,15 @@ alike; the table gives medians over the rounds and speed-ups against the first b
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import scan_120k  # noqa: E402
+from benchmarking import interleaved_medians  # noqa: E402
 from admlops_ros.lidar.detector import LidarDetector  # noqa: E402
-
-
-def _ms(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
 
 
 def main() -> int:
@@ -37,24 +30,20 @@ def main() -> int:
     args = parser.parse_args()
     points = scan_120k()
     dets = [LidarDetector.from_bundle(b, backend=args.backend) for b in args.bundles]
-    voxels = []
-    for d in dets:
+    fns = {}
+    for i, d in enumerate(dets):
         d.warmup()
-        voxels.append(d.preprocess(points))
-        d.detect(points)
-    detect = [[] for _ in dets]
-    infer = [[] for _ in dets]
-    for _ in range(max(10, args.rounds)):
-        for i, d in enumerate(dets):
-            detect[i].append(_ms(lambda: d.detect(points)))
-            infer[i].append(_ms(lambda: d.inference(voxels[i])))
-    base_d, base_i = statistics.median(detect[0]), statistics.median(infer[0])
+        voxels = d.preprocess(points)
+        fns[("detect", i)] = lambda d=d: d.detect(points)
+        fns[("inference", i)] = lambda d=d, v=voxels: d.inference(v)
+    ms = interleaved_medians(fns, max(10, args.rounds))
     print(f"| bundle ({args.backend}, {len(points)} points) | detect ms | speed-up | "
           f"inference ms | speed-up |")
     print("|---|---|---|---|---|")
-    for b, ds, fs in zip(args.bundles, detect, infer):
-        md, mi = statistics.median(ds), statistics.median(fs)
-        print(f"| {b} | {md:.1f} | {base_d / md:.2f}x | {mi:.1f} | {base_i / mi:.2f}x |")
+    for i, b in enumerate(args.bundles):
+        md, mi = ms[("detect", i)], ms[("inference", i)]
+        print(f"| {b} | {md:.1f} | {ms[('detect', 0)] / md:.2f}x | {mi:.1f} | "
+              f"{ms[('inference', 0)] / mi:.2f}x |")
     return 0
 
 

@@ -17,11 +17,9 @@ import hashlib
 import json
 import logging
 import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import numpy as np
 
@@ -30,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench import gemm_peak_gflops, print_table  # noqa: E402
-from benchmarking import median_ms  # noqa: E402
+from benchmarking import interleaved_medians, median_ms  # noqa: E402
 
 LOG = logging.getLogger("bench_nus_pointpillars")
 CLS_BIAS = -4.0   # logits of order one plus this: ~1% of anchor-class pairs above 0.05
@@ -57,20 +55,6 @@ def nus_cloud(seed: int = 7, sweeps: int = 10, step_m: float = 0.3) -> np.ndarra
         p[:, 0] -= step_m * i
         parts.append(np.c_[p, np.full(len(p), 0.05 * i, np.float32)])
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
-
-
-def interleaved_medians(fns: Dict[str, Callable[[], object]], runs: int) -> Dict[str, float]:
-    """Median ms of each function, timed in rounds (one call of each per round, after one
-    warm-up call) so that load from other jobs hits all of them alike."""
-    times: Dict[str, List[float]] = {key: [] for key in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(max(1, runs)):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[key].append((time.perf_counter() - start) * 1e3)
-    return {key: statistics.median(t) for key, t in times.items()}
 
 
 def bundle_dir() -> Path:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Dict, Hashable, List
 
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
@@ -16,3 +16,18 @@ def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
         fn()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def interleaved_medians(fns: Dict[Hashable, Callable[[], object]], runs: int
+                        ) -> Dict[Hashable, float]:
+    """Median ms of each function, timed in rounds (one call of each per round, after one
+    warm-up call) so that load from other jobs hits all of them alike."""
+    times: Dict[Hashable, List[float]] = {key: [] for key in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(max(1, runs)):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append((time.perf_counter() - start) * 1e3)
+    return {key: statistics.median(t) for key, t in times.items()}
