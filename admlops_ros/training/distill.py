@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from admlops_ros.errors import AdmlopsError
-from admlops_ros.training.losses import add_sin_difference, smooth_l1_loss
+from admlops_ros.training.losses import LossConfig, add_sin_difference, smooth_l1_loss
 from admlops_ros.training.network import PointPillars
 
 __all__ = ["DistillConfig", "DistillError", "Distiller"]
@@ -51,7 +51,8 @@ class Distiller(nn.Module):
     """The frozen teacher and the trainable feature adapter; :meth:`losses` gives the terms."""
 
     def __init__(self, teacher: PointPillars, student: PointPillars,
-                 cfg: DistillConfig = DistillConfig()) -> None:
+                 cfg: DistillConfig = DistillConfig(),
+                 loss_cfg: LossConfig = LossConfig()) -> None:
         super().__init__()
         t, s = teacher.config, student.config
         for name in ("class_names", "point_cloud_range", "voxel_size", "upsample_strides"):
@@ -60,6 +61,7 @@ class Distiller(nn.Module):
                                    f"{name} ({getattr(t, name)} vs {getattr(s, name)}); "
                                    f"distil between models of the same grid and classes")
         self.cfg = cfg
+        self.smooth_l1_beta = loss_cfg.smooth_l1_beta  # the ground-truth box loss's
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -94,7 +96,7 @@ class Distiller(nn.Module):
         box_s, box_t = add_sin_difference(s_reg.permute(0, 2, 3, 1).reshape(-1, 7),
                                           t_reg.permute(0, 2, 3, 1).reshape(-1, 7))
         norm = weight.sum().clamp(min=1.0)
-        loss_box = (smooth_l1_loss(box_s, box_t, 1.0 / 9.0).sum(dim=1) * weight).sum() \
+        loss_box = (smooth_l1_loss(box_s, box_t, self.smooth_l1_beta).sum(dim=1) * weight).sum() \
             / norm * cfg.box_weight
         dir_s = F.log_softmax(s_dir.permute(0, 2, 3, 1).reshape(-1, 2), dim=1)
         dir_t = F.log_softmax(t_dir.permute(0, 2, 3, 1).reshape(-1, 2), dim=1)

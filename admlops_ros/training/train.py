@@ -127,10 +127,10 @@ def build_distiller(cfg: TrainConfig, student: PointPillars) -> Optional[Distill
     path = Path(cfg.distill_teacher)
     if not path.is_file():
         raise TrainError(f"distill_teacher {path} does not exist; give the teacher's .pth "
-                         f"state_dict or its engine bundle directory")
+                         f"state_dict (admlops train --distill-from also takes a bundle)")
     teacher = build_model(get_config(cfg.distill_teacher_model))
     teacher.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
-    return Distiller(teacher, student, cfg.distill)
+    return Distiller(teacher, student, cfg.distill, cfg.losses)
 
 
 def _seed_everything(seed: int) -> None:
